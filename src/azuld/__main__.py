@@ -1,0 +1,3 @@
+from azuld.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Event-log backends: `embedded` (SQLite, one machine) and, at scale, Kafka."""

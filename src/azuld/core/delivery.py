@@ -1,0 +1,465 @@
+"""Delivery: lanes, cursors, leases and commits for one plugin key. Sans-I/O.
+
+Theory of operation
+-------------------
+A plugin key (reference 5.1) reads up to three lanes, in strict priority: expedite (its own topic),
+live and historic (both over the source topics). Each lane is one consumer group, and for each
+partition it owns, a `PartitionCursor` tracks:
+
+* `position`, the next offset to read from the log;
+* the *open* offsets: read, but not finished (queued, leased, or waiting to be offered again);
+* `committed`, the low-water mark: the lowest open offset, or `position` when none is open. Commits
+  never pass an unfinished job, so a dispatcher that dies loses nothing: it re-reads from
+  `committed` after a restart;
+* the offsets finished *above* the low-water mark. They travel with the commit (as metadata), so
+  that after a restart they are skipped rather than offered twice;
+* for historic, `stop`: the end of the log when the key was first seen, which is where live began.
+  Historic never reads past it, so live and historic never both deliver an event (Go's quirk 1).
+
+A handed-out job is a lease with a deadline. Heartbeats push the deadline; the plugin's final
+status finishes the offset. An expired lease goes back to the front of its lane to be offered again,
+up to `max_attempts` offers in all; then the job fails (the caller publishes an `error-timeout`
+status) and its offset is finished.
+
+Job ids (`dequeued`) carry the plugin key, lane, partition, offset and attempt, so a status can
+finish its offset on any instance and after a restart, without shared lease state.
+
+`PluginLanes` is driven by the service: it asks `reads_wanted()`, feeds the records it read with
+`add_records()`, hands jobs out with `take()`, and reports statuses with `heartbeat()`/`finish()`.
+Time is always passed in as `now`.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from azuld.core.jobs import JobState, transition
+
+__all__ = [
+    "Commit",
+    "Handout",
+    "Job",
+    "JobRef",
+    "Lane",
+    "PartitionCursor",
+    "PluginLanes",
+    "ReadRequest",
+    "TopicPartition",
+]
+
+
+class Lane:
+    """Lane names, in priority order. Plain strings: they appear in group names and metrics."""
+
+    EXPEDITE = "expedite"
+    LIVE = "live"
+    HISTORIC = "historic"
+    ORDER = (EXPEDITE, LIVE, HISTORIC)
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class TopicPartition:
+    topic: str
+    partition: int
+
+
+def _encode_offsets(base: int, offsets: Iterable[int]) -> str:
+    """Offsets above `base` as comma-separated deltas and ranges: `0,3-7,12`."""
+    deltas = sorted(o - base for o in offsets)
+    runs: list[str] = []
+    i = 0
+    while i < len(deltas):
+        j = i
+        while j + 1 < len(deltas) and deltas[j + 1] == deltas[j] + 1:
+            j += 1
+        runs.append(str(deltas[i]) if i == j else f"{deltas[i]}-{deltas[j]}")
+        i = j + 1
+    return ",".join(runs)
+
+
+def _decode_offsets(base: int, text: str) -> frozenset[int]:
+    found: set[int] = set()
+    for run in filter(None, text.split(",")):
+        first, _, last = run.partition("-")
+        found.update(range(base + int(first), base + int(last or first) + 1))
+    return frozenset(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """A committed position: the low-water mark plus what the metadata string carries."""
+
+    offset: int
+    finished: frozenset[int] = frozenset()
+    stop: int | None = None
+
+    def metadata(self) -> str:
+        parts = ["azd1"]
+        if self.stop is not None:
+            parts.append(f"stop={self.stop}")
+        if self.finished:
+            parts.append("done=" + _encode_offsets(self.offset, self.finished))
+        return ";".join(parts)
+
+    @classmethod
+    def parse(cls, offset: int, metadata: str) -> Commit:
+        """Read a commit back; metadata that is not ours is ignored (plain offset)."""
+        stop: int | None = None
+        finished: frozenset[int] = frozenset()
+        fields = metadata.split(";")
+        if fields[0] == "azd1":
+            for item in fields[1:]:
+                name, _, value = item.partition("=")
+                if name == "stop":
+                    stop = int(value)
+                elif name == "done":
+                    finished = _decode_offsets(offset, value)
+        return cls(offset, finished, stop)
+
+
+class PartitionCursor:
+    """One consumer group's progress on one partition (see the module notes)."""
+
+    __slots__ = ("_finished_above", "_open", "committed", "dirty", "position", "stop")
+
+    def __init__(self, commit: Commit) -> None:
+        self.committed = commit.offset
+        self.position = commit.offset
+        self.stop = commit.stop
+        self._finished_above = set(commit.finished)
+        self._open: set[int] = set()
+        self.dirty = False
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)
+
+    def readable(self, window: int) -> int:
+        """How many more offsets may be read now: bounded by `stop` and by the window above the
+        low-water mark (which bounds the finished-above set carried in commits)."""
+        limit = self.committed + window - self.position
+        if self.stop is not None:
+            limit = min(limit, self.stop - self.position)
+        return max(limit, 0)
+
+    @property
+    def exhausted(self) -> bool:
+        return self.stop is not None and self.position >= self.stop
+
+    def accept(self, offset: int) -> bool:
+        """Note a record read at `offset`; `False` if it was already finished (skip it)."""
+        if offset < self.position:
+            return False
+        self.position = offset + 1
+        if offset in self._finished_above:
+            self._advance()
+            return False
+        self._open.add(offset)
+        self._advance()
+        return True
+
+    def skip_to(self, offset: int) -> None:
+        """The log has nothing below `offset` any more (retention): move past the gap."""
+        if offset > self.position:
+            self.position = offset
+            self._advance()
+
+    def finish(self, offset: int) -> bool:
+        """Finish `offset`; `True` if it was open. A finish for an offset not read yet (a late
+        status after a restart) is remembered so the offset is skipped when read."""
+        if offset in self._open:
+            self._open.discard(offset)
+            if self._open and offset > min(self._open):
+                self._finished_above.add(offset)
+                self.dirty = True  # the finished-above set travels with the commit
+            self._advance()
+            return True
+        if offset >= self.position:
+            self._finished_above.add(offset)
+            self.dirty = True
+        return False
+
+    def _advance(self) -> None:
+        low = min(self._open) if self._open else self.position
+        if low != self.committed:
+            self.committed = low
+            self.dirty = True
+            self._finished_above = {o for o in self._finished_above if o >= low}
+
+    def commit(self) -> Commit:
+        return Commit(self.committed, frozenset(self._finished_above), self.stop)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """Where a job's event lives: enough to finish it anywhere, from its id alone."""
+
+    plugin_key: str
+    lane: str
+    tp: TopicPartition
+    offset: int
+
+    def job_id(self, attempt: int) -> str:
+        return (
+            f"azd1|{self.plugin_key}|{self.lane}|{self.tp.topic}|{self.tp.partition}"
+            f"|{self.offset}|{attempt}"
+        )
+
+    @classmethod
+    def parse(cls, job_id: str) -> tuple[JobRef, int] | None:
+        """`(ref, attempt)` from a job id made by `job_id`, or `None` for anything else."""
+        parts = job_id.split("|")
+        if len(parts) != 7 or parts[0] != "azd1" or parts[2] not in Lane.ORDER:
+            return None
+        try:
+            tp = TopicPartition(parts[3], int(parts[4]))
+            return cls(parts[1], parts[2], tp, int(parts[5])), int(parts[6])
+        except ValueError:
+            return None
+
+
+@dataclass(slots=True)
+class Job:
+    ref: JobRef
+    value: bytes
+    attempt: int = 0
+    state: JobState = JobState.QUEUED
+    deadline: float = 0.0
+    event: Any = None  # the decoded event, cached by whoever decoded it first
+
+    @property
+    def job_id(self) -> str:
+        return self.ref.job_id(self.attempt)
+
+    def move(self, target: JobState) -> None:
+        self.state = transition(self.state, target)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    lane: str
+    tp: TopicPartition
+    offset: int
+    limit: int
+
+
+@dataclass(slots=True)
+class Handout:
+    jobs: list[Job] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+class PluginLanes:
+    """The lanes of one plugin key on this instance (see the module notes)."""
+
+    def __init__(
+        self,
+        plugin_key: str,
+        lanes: Sequence[str],
+        *,
+        window: int = 1000,
+        read_ahead: int = 64,
+    ) -> None:
+        self.plugin_key = plugin_key
+        self.lanes = tuple(lane for lane in Lane.ORDER if lane in lanes)
+        self.window = window
+        self.read_ahead = read_ahead
+        self.cursors: dict[str, dict[TopicPartition, PartitionCursor]] = {
+            lane: {} for lane in self.lanes
+        }
+        self._queued: dict[str, deque[Job]] = {lane: deque() for lane in self.lanes}
+        self._leased: dict[JobRef, Job] = {}
+        self._deadlines: list[tuple[float, int, JobRef]] = []
+        self._heap_seq = 0
+
+    # -- partitions and reading --------------------------------------------------------------
+
+    def assign(self, lane: str, tp: TopicPartition, commit: Commit) -> None:
+        """Own `tp` in `lane` from `commit`. Re-assigning an owned partition is a no-op."""
+        self.cursors[lane].setdefault(tp, PartitionCursor(commit))
+
+    def reads_wanted(self) -> list[ReadRequest]:
+        """Reads that would top up each lane's queue to `read_ahead` jobs."""
+        wanted: list[ReadRequest] = []
+        for lane in self.lanes:
+            room = self.read_ahead - len(self._queued[lane])
+            if room <= 0:
+                continue
+            for tp, cursor in self.cursors[lane].items():
+                limit = min(room, cursor.readable(self.window))
+                if limit > 0:
+                    wanted.append(ReadRequest(lane, tp, cursor.position, limit))
+        return wanted
+
+    def add_records(
+        self, lane: str, tp: TopicPartition, records: Iterable[tuple[int, bytes]]
+    ) -> int:
+        """Queue records read from the log (in offset order); returns how many were queued."""
+        cursor = self.cursors[lane][tp]
+        queue = self._queued[lane]
+        added = 0
+        for offset, value in records:
+            if cursor.stop is not None and offset >= cursor.stop:
+                break
+            if cursor.accept(offset):
+                queue.append(Job(JobRef(self.plugin_key, lane, tp, offset), value))
+                added += 1
+        return added
+
+    def skip_to(self, lane: str, tp: TopicPartition, offset: int) -> None:
+        self.cursors[lane][tp].skip_to(offset)
+
+    @property
+    def queued(self) -> int:
+        return sum(len(q) for q in self._queued.values())
+
+    @property
+    def leased(self) -> int:
+        return len(self._leased)
+
+    def caught_up(self, lane: str, ends: dict[TopicPartition, int]) -> bool:
+        """True if `lane` has read everything up to `ends` (or its stop) and queues nothing."""
+        if self._queued[lane]:
+            return False
+        for tp, cursor in self.cursors[lane].items():
+            end = ends.get(tp, 0)
+            if cursor.stop is not None:
+                end = min(end, cursor.stop)
+            if cursor.position < end:
+                return False
+        return True
+
+    # -- handing out -------------------------------------------------------------------------
+
+    def take(
+        self,
+        count: int,
+        *,
+        now: float,
+        lease_seconds: float | None,
+        skip_reason: Callable[[Job], str | None],
+    ) -> Handout:
+        """Hand out up to `count` jobs, highest lane first.
+
+        `skip_reason` judges each job for the asking request (its filters); skipped jobs are
+        finished on the spot. With `lease_seconds=None` (passive consumers) jobs are finished as
+        they are handed out; otherwise each becomes a lease until `now + lease_seconds`.
+        """
+        handout = Handout()
+        for lane in self.lanes:
+            queue = self._queued[lane]
+            while queue and len(handout.jobs) < count:
+                job = queue.popleft()
+                reason = skip_reason(job)
+                if reason is not None:
+                    job.move(JobState.SKIPPED)
+                    self._store(job)
+                    handout.skipped[reason] += 1
+                    continue
+                handout.jobs.append(job)
+                if lease_seconds is None:
+                    job.move(JobState.LEASED)
+                    job.move(JobState.COMPLETED)
+                    self._store(job)
+                else:
+                    job.move(JobState.LEASED)
+                    self._lease(job, now + lease_seconds)
+            if len(handout.jobs) >= count:
+                break
+        return handout
+
+    def _lease(self, job: Job, deadline: float) -> None:
+        job.deadline = deadline
+        self._leased[job.ref] = job
+        self._heap_seq += 1
+        heapq.heappush(self._deadlines, (deadline, self._heap_seq, job.ref))
+
+    def _store(self, job: Job) -> None:
+        job.move(JobState.STORED)
+        cursor = self.cursors[job.ref.lane].get(job.ref.tp)
+        if cursor is not None:
+            cursor.finish(job.ref.offset)
+
+    # -- statuses ----------------------------------------------------------------------------
+
+    def heartbeat(self, ref: JobRef, attempt: int, *, now: float, lease_seconds: float) -> bool:
+        """Extend the lease of the current attempt; `False` if it is not leased here any more."""
+        job = self._leased.get(ref)
+        if job is None or job.attempt != attempt:
+            return False
+        job.move(JobState.LEASED)
+        self._lease(job, max(job.deadline, now + lease_seconds))
+        return True
+
+    def finish(self, ref: JobRef, ending: JobState) -> bool:
+        """End a job with the plugin's final status (any attempt: the results are as good).
+
+        Returns `True` if this call finished an offset that was open here.
+        """
+        job = self._leased.pop(ref, None)
+        if job is not None:
+            job.move(ending)
+            self._store(job)
+            return True
+        # Not leased: a late status for a job that expired and sits queued again, or one handed
+        # out before a restart. Either way the offset is done; drop any queued copy.
+        lane_queue = self._queued.get(ref.lane)
+        if lane_queue is not None:
+            for queued in list(lane_queue):
+                if queued.ref == ref:
+                    lane_queue.remove(queued)
+        cursor = self.cursors.get(ref.lane, {}).get(ref.tp)
+        return cursor.finish(ref.offset) if cursor is not None else False
+
+    # -- expiry ------------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        while self._deadlines:
+            deadline, _, ref = self._deadlines[0]
+            job = self._leased.get(ref)
+            if job is not None and job.deadline == deadline:
+                return deadline
+            heapq.heappop(self._deadlines)  # stale: extended or finished
+        return None
+
+    def expire(self, now: float, *, max_attempts: int) -> list[Job]:
+        """Put back every lease past its deadline; return the jobs out of attempts.
+
+        A returned job is CRITICAL_FAILURE and still open: the caller stores its `error-timeout`
+        status, then calls `store_failed(job)`.
+        """
+        failed: list[Job] = []
+        requeue: list[Job] = []
+        while (deadline := self.next_deadline()) is not None and deadline <= now:
+            _, _, ref = heapq.heappop(self._deadlines)
+            job = self._leased.pop(ref)
+            if job.attempt + 1 >= max_attempts:
+                job.move(JobState.CRITICAL_FAILURE)
+                failed.append(job)
+            else:
+                job.move(JobState.QUEUED)
+                job.attempt += 1
+                requeue.append(job)
+        # Expired jobs go to the front of their lane, oldest first.
+        for job in reversed(requeue):
+            self._queued[job.ref.lane].appendleft(job)
+        return failed
+
+    def store_failed(self, job: Job) -> None:
+        self._store(job)
+
+    # -- commits -----------------------------------------------------------------------------
+
+    def dirty_commits(self) -> dict[tuple[str, TopicPartition], Commit]:
+        """Commits that moved since the last call, by (lane, partition)."""
+        out: dict[tuple[str, TopicPartition], Commit] = {}
+        for lane, cursors in self.cursors.items():
+            for tp, cursor in cursors.items():
+                if cursor.dirty:
+                    cursor.dirty = False
+                    out[(lane, tp)] = cursor.commit()
+        return out

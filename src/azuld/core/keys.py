@@ -1,0 +1,144 @@
+"""Names and keys: topics, plugin keys, consumer groups, `kafka_key` and tracking fields.
+
+Everything here follows reference sections 3.2 (tracking fields), 4.1 (topics), 4.4
+(`kafka_key`) and 5.1 (plugin keys and group names), so that several azuld instances, and the Go
+tools that read the same topics, compute the same names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import re
+import secrets
+from collections.abc import Iterable
+from datetime import datetime
+
+from azuld.errors import BadRequest
+from azuld.models.events import BinaryEvent, PathNode, PluginEvent, StatusEvent
+
+__all__ = [
+    "NAME_PATTERN",
+    "binary_kafka_key",
+    "binary_topic",
+    "consumer_group",
+    "expedite_topic",
+    "is_valid_plugin_part",
+    "plugin_kafka_key",
+    "random_kafka_key",
+    "set_tracking_fields",
+    "status_kafka_key",
+    "system_topic",
+    "validate_name",
+]
+
+# Source names, labels and plugin names end up in topic names, group names and blob paths, so they
+# are kept to characters that are safe in all three (Kafka allows [a-zA-Z0-9._-]; dots are topic
+# separators, so sources may not use them).
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,100}$")
+_PLUGIN_PART = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}$")
+
+
+def validate_name(kind: str, value: str) -> str:
+    """Return `value` if it is a valid source or label name, else raise `BadRequest` naming it."""
+    if not NAME_PATTERN.fullmatch(value):
+        raise BadRequest(
+            f"invalid {kind} {value!r}: use 1-100 letters, digits, '_' or '-'",
+            title="invalid name",
+        )
+    return value
+
+
+def is_valid_plugin_part(value: str) -> bool:
+    """Plugin names and versions: letters, digits and `._+-`, not starting with a dot or dash."""
+    return _PLUGIN_PART.fullmatch(value) is not None
+
+
+def binary_topic(prefix: str, source: str, action: str) -> str:
+    return f"azul.{prefix}.{source}.binary.{action}"
+
+
+def expedite_topic(prefix: str) -> str:
+    return f"azul.{prefix}.system.expedite"
+
+
+def system_topic(prefix: str, model: str) -> str:
+    return f"azul.{prefix}.system.{model}"
+
+
+def consumer_group(prefix: str, plugin_key: str, lane: str) -> str:
+    """Kafka group name of one lane of a plugin key (reference 5.1)."""
+    return f"{prefix}-azul-{plugin_key}-{lane}"
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
+def _node_descriptor(node: PathNode) -> str:
+    return f"{node.author.name}.{node.action}.{node.sha256}."
+
+
+def binary_kafka_key(event: BinaryEvent) -> str:
+    """`kafka_key` of a binary event (reference 4.4).
+
+    Unlike Go (quirk 4), the first path node is included as Go's comment intends, besides the parent
+    and the current node. Author versions stay out on purpose so that reruns
+    by a newer plugin version share a key.
+    """
+    source = event.source
+    parts = [f"{source.name}.{source.security}.{source.timestamp.isoformat()[:19]}."]
+    parts.extend(f"{k}.{v}." for k, v in sorted(source.references.items()))
+    parts.extend(f"{k}.{v}." for k, v in sorted(source.settings.items()))
+    securities = sorted({n.author.security for n in source.path if n.author.security})
+    parts.extend(f"{s}." for s in securities)
+    nodes = source.path[-2:]
+    if len(source.path) > 2:
+        nodes = [source.path[0], *nodes]
+    parts.extend(_node_descriptor(node) for node in nodes)
+    return _md5("".join(parts))
+
+
+def status_kafka_key(event: StatusEvent) -> str:
+    """Every status of one job, heartbeats included, shares a key (and so a partition)."""
+    return _md5(f"{event.entity.input.dequeued}.{event.author.name}")
+
+
+def plugin_kafka_key(event: PluginEvent) -> str:
+    return _md5(f"{event.entity.name}.{event.entity.version}")
+
+
+def random_kafka_key() -> str:
+    return secrets.token_hex(16)
+
+
+def _go_link_time(ts: datetime) -> str:
+    """Go layout `2006_01_02T15_04_05Z07_00`: UTC prints `Z`, other offsets `+10_00`."""
+    text = ts.strftime("%Y_%m_%dT%H_%M_%S")
+    offset = ts.utcoffset()
+    if not offset:
+        return text + "Z"
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    minutes = abs(minutes)
+    return f"{text}{sign}{minutes // 60:02d}_{minutes % 60:02d}"
+
+
+def _author_track(node: PathNode) -> str:
+    return f"{node.author.category}.{node.author.name}.{node.author.version}"
+
+
+def set_tracking_fields(event: BinaryEvent) -> None:
+    """Fill `track_source_references`, `track_authors` and `track_links` (reference 3.2)."""
+    source = event.source
+    references = "".join(f"{k}.{v}." for k, v in sorted(source.references.items()))
+    event.track_source_references = f"{source.name}.{_md5(references)}"
+    event.track_authors = [_author_track(node) for node in source.path]
+    event.track_links = [
+        f"{parent.sha256}.{child.sha256}.{_go_link_time(child.timestamp)}.{_author_track(child)}"
+        for parent, child in _pairs(source.path)
+    ]
+
+
+def _pairs(nodes: list[PathNode]) -> Iterable[tuple[PathNode, PathNode]]:
+    return itertools.pairwise(nodes)

@@ -1,0 +1,111 @@
+"""The produce side: what gets written to which topic when events are posted (reference 4.3-4.6).
+
+A completed status is split: its results become binary events of their own (inheriting
+`flags.expedite` and `flags.bypass_cache` from the job's input), and the status is stored without
+them. Other statuses are stored as they came, results and all, as Go does; their results are never
+published.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from azuld.core.keys import (
+    binary_kafka_key,
+    binary_topic,
+    expedite_topic,
+    plugin_kafka_key,
+    random_kafka_key,
+    set_tracking_fields,
+    status_kafka_key,
+    system_topic,
+)
+from azuld.models.events import (
+    COMPLETED_STATUSES,
+    CURRENT_MODEL_VERSION,
+    BinaryEvent,
+    BinaryFlags,
+    PluginEvent,
+    StatusEvent,
+)
+
+__all__ = ["Outgoing", "prepare_binary", "prepare_generic", "prepare_plugin", "prepare_status"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to append: its topic, its key and the encoded event."""
+
+    topic: str
+    key: str
+    value: bytes
+
+
+def _remove_settings_if_deep(event: BinaryEvent) -> None:
+    depth = event.source.settings.get("remove_at_depth")
+    if depth is None:
+        return
+    try:
+        limit = int(depth)
+    except ValueError:
+        return
+    if len(event.source.path) >= limit:
+        event.source.settings = {}
+
+
+def _finalise_binary(event: BinaryEvent) -> BinaryEvent:
+    """Set what the dispatcher owns: the model version, `kafka_key`, tracking fields."""
+    event.model_version = max(event.model_version, CURRENT_MODEL_VERSION)
+    _remove_settings_if_deep(event)
+    event.kafka_key = binary_kafka_key(event)
+    set_tracking_fields(event)
+    event.dequeued = ""
+    return event
+
+
+def binary_destination(prefix: str, event: BinaryEvent) -> str:
+    """Expedited events go to the expedite topic only; others to `<source>.binary.<action>`."""
+    if event.flags.expedite:
+        return expedite_topic(prefix)
+    return binary_topic(prefix, event.source.name, event.action)
+
+
+def prepare_binary(prefix: str, event: BinaryEvent) -> Outgoing:
+    _finalise_binary(event)
+    return Outgoing(binary_destination(prefix, event), event.kafka_key, _encode(event))
+
+
+def prepare_status(prefix: str, event: StatusEvent) -> list[Outgoing]:
+    """The status record, and for completed statuses one binary record per result."""
+    event.model_version = max(event.model_version, CURRENT_MODEL_VERSION)
+    event.kafka_key = status_kafka_key(event)
+    out: list[Outgoing] = []
+    entity = event.entity
+    if entity.status in COMPLETED_STATUSES and entity.results:
+        inherited = entity.input.flags
+        for result in entity.results:
+            result.flags = BinaryFlags(
+                expedite=inherited.expedite, bypass_cache=inherited.bypass_cache
+            )
+            out.append(prepare_binary(prefix, result))
+        entity.results = []
+    out.insert(0, Outgoing(system_topic(prefix, "status"), event.kafka_key, _encode(event)))
+    return out
+
+
+def prepare_plugin(prefix: str, event: PluginEvent) -> Outgoing:
+    event.model_version = max(event.model_version, CURRENT_MODEL_VERSION)
+    event.kafka_key = plugin_kafka_key(event)
+    return Outgoing(system_topic(prefix, "plugin"), event.kafka_key, _encode(event))
+
+
+def prepare_generic(prefix: str, model: str, raw: dict[str, Any]) -> Outgoing:
+    """Models azuld stores without interpreting: the object as posted, with a fresh `kafka_key`."""
+    key = random_kafka_key()
+    raw["kafka_key"] = key
+    return Outgoing(system_topic(prefix, model), key, _encode(raw))

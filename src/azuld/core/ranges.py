@@ -1,0 +1,51 @@
+"""HTTP `Range` for blob downloads: one `bytes=` range, forms `a-b`, `a-` and `-n` (reference 2.6).
+
+Unlike Go, a range that starts past the end is 416 with `Content-Range: bytes */<size>` (quirk 17),
+which azul-runner treats as end of file, and a range on an empty blob is 416 too (quirk 16).
+"""
+
+from __future__ import annotations
+
+from azuld.errors import BadRequest, RangeNotSatisfiable
+
+__all__ = ["parse_range"]
+
+
+def _invalid(header: str, why: str) -> BadRequest:
+    return BadRequest(f"invalid range provided: {header!r} ({why})", title="invalid range")
+
+
+def parse_range(header: str, size: int) -> tuple[int, int]:
+    """`(start, length)` of the bytes `header` asks for in a blob of `size` bytes.
+
+    Raises:
+        BadRequest: the header is malformed (400, as Go).
+        RangeNotSatisfiable: the range starts at or past the end (416).
+    """
+    unit, sep, spec = header.partition("=")
+    if not sep or unit.strip() != "bytes":
+        raise _invalid(header, "expected 'bytes=<start>-<end>'")
+    spec = spec.strip()
+    if "," in spec:
+        raise _invalid(header, "only one range is supported")
+    if spec.count("-") != 1 or spec == "-":
+        raise _invalid(header, "expected '<start>-<end>', '<start>-' or '-<suffix length>'")
+    first, _, last = spec.partition("-")
+    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+        raise _invalid(header, "positions must be non-negative integers")
+    if first == "":
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable(f"range {header!r} selects no bytes", size=size)
+        start = max(size - suffix, 0)
+        return start, size - start
+    start = int(first)
+    if last and int(last) < start:
+        raise _invalid(header, "the end is before the start")
+    end = int(last) if last else size - 1
+    if start >= size:
+        raise RangeNotSatisfiable(
+            f"range {header!r} starts at or past the end of the {size}-byte blob", size=size
+        )
+    end = min(end, size - 1)
+    return start, end - start + 1

@@ -1,0 +1,537 @@
+"""The dispatcher: where the sans-I/O core meets the event log.
+
+`Dispatcher.fetch` serves long-polls, `Dispatcher.publish` accepts posted events (statuses, results,
+registrations, sourced binaries), and `Dispatcher.run` is the background half: it wakes waiting
+long-polls when the log changes and reaps expired leases. The HTTP handlers are thin translators
+over these three.
+
+Theory of operation: each plugin key gets a `KeyState` holding a `core.delivery.PluginLanes` (what
+is queued, leased and committed) and the groups it commits to. A fetch tops up the lanes from the
+log, takes jobs in lane order, commits what moved (skips, passive handouts) and, if it has fewer
+than `count`, waits for a wake-up (new records, re-offered leases) until its deadline. A posted
+status is appended to the log first and only then finishes its job and moves the commit, so an
+acknowledged result is always durable and an unacknowledged one is offered again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import trio
+
+from azuld.core.delivery import Commit, Job, JobRef, Lane, PluginLanes, TopicPartition
+from azuld.core.filters import skip_reason
+from azuld.core.jobs import ending_for_status
+from azuld.core.keys import consumer_group, expedite_topic, system_topic
+from azuld.core.params import ConsumeParams
+from azuld.core.publish import (
+    Outgoing,
+    prepare_binary,
+    prepare_generic,
+    prepare_plugin,
+    prepare_status,
+)
+from azuld.core.validation import check_event
+from azuld.errors import AllFiltered, BadRequest, Unprocessable
+from azuld.models.events import (
+    CURRENT_MODEL_VERSION,
+    MODELS,
+    Author,
+    BinaryEvent,
+    GenericEvent,
+    PluginEvent,
+    StatusEntity,
+    StatusEvent,
+)
+from azuld.models.responses import FetchInfo, PostFailure, PostResponse
+from azuld.ports import EventLog
+from azuld.settings import DispatchSettings
+
+__all__ = ["Dispatcher", "FetchResult"]
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+_TYPED: dict[str, type[Any]] = {
+    "binary": BinaryEvent,
+    "status": StatusEvent,
+    "plugin": PluginEvent,
+}
+_DECODERS = {model: msgspec.json.Decoder(cls) for model, cls in _TYPED.items()}
+
+
+@dataclass(slots=True)
+class FetchResult:
+    info: FetchInfo
+    events: list[bytes]
+
+
+@dataclass(slots=True)
+class KeyState:
+    params: ConsumeParams
+    lanes: PluginLanes
+    groups: dict[str, str]
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    fetched: int = 0
+    finished: int = 0
+
+
+def _binary_topic_filter(prefix: str, params: ConsumeParams) -> Callable[[str], bool]:
+    sources = set(params.r_source)
+    actions = set(params.r_action)
+
+    def matches(topic: str) -> bool:
+        parts = topic.split(".")
+        return (
+            len(parts) == 5
+            and parts[0] == "azul"
+            and parts[1] == prefix
+            and parts[3] == "binary"
+            and parts[2] != "system"
+            and (not sources or parts[2] in sources)
+            and (not actions or parts[4] in actions)
+        )
+
+    return matches
+
+
+class Dispatcher:
+    """Hands out jobs, takes statuses. One per process; `run` must be running in a nursery."""
+
+    def __init__(self, log: EventLog, settings: DispatchSettings, topic_prefix: str) -> None:
+        self.log = log
+        self.settings = settings
+        self.prefix = topic_prefix
+        self._keys: dict[str, KeyState] = {}
+        self._wakeup = trio.Event()
+        self._leases_changed = trio.Event()
+        self.metrics: Counter[str] = Counter()
+
+    # -- background ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Follow the log and reap leases until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow_log)
+            nursery.start_soon(self._reap_leases)
+            task_status.started()
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+        self._wakeup = trio.Event()
+
+    async def _follow_log(self) -> None:
+        while True:
+            generation = self.log.generation
+            await self.log.wait_for_change(generation)
+            self._wake()
+
+    def _next_deadline(self) -> float:
+        deadlines = [d for ks in self._keys.values() if (d := ks.lanes.next_deadline()) is not None]
+        return min(deadlines, default=math.inf)
+
+    async def _reap_leases(self) -> None:
+        while True:
+            changed = self._leases_changed
+            with trio.move_on_at(self._next_deadline()):
+                await changed.wait()
+                continue
+            await self.expire_leases(trio.current_time())
+
+    async def expire_leases(self, now: float) -> None:
+        """Put expired leases back in their lanes; fail those out of attempts."""
+        requeued = False
+        for ks in list(self._keys.values()):
+            before = ks.lanes.queued
+            failed = ks.lanes.expire(now, max_attempts=self.settings.max_attempts)
+            requeued |= ks.lanes.queued > before
+            self.metrics["leases_expired"] += len(failed) + ks.lanes.queued - before
+            for job in failed:
+                await self._fail_job(ks, job)
+            await self._commit(ks)
+        if requeued:
+            self._wake()
+
+    async def _fail_job(self, ks: KeyState, job: Job) -> None:
+        """Store the dispatcher's own final `error-timeout` status for a job out of attempts."""
+        event = (
+            job.event
+            if isinstance(job.event, BinaryEvent)
+            else _DECODERS["binary"].decode(job.value)
+        )
+        job_input = msgspec.structs.replace(
+            event,
+            dequeued=job.job_id,
+            entity=msgspec.structs.replace(event.entity, features=[], datastreams=[], info={}),
+        )
+        status = StatusEvent(
+            model_version=CURRENT_MODEL_VERSION,
+            timestamp=datetime.now(UTC),
+            author=Author(name=ks.params.name, version=ks.params.version, category="plugin"),
+            entity=StatusEntity(
+                input=job_input,
+                status="error-timeout",
+                error="lease expired",
+                message=(
+                    f"{ks.params.name} did not finish the job within its lease "
+                    f"({self.settings.lease_seconds:g} s without a heartbeat) "
+                    f"after {self.settings.max_attempts} attempts"
+                ),
+            ),
+        )
+        await self.log.append(prepare_status(self.prefix, status))
+        ks.lanes.store_failed(job)
+        ks.finished += 1
+        self.metrics["jobs_failed"] += 1
+
+    # -- plugin keys -----------------------------------------------------------------------
+
+    def _topic_filter(self, params: ConsumeParams, lane: str) -> Callable[[str], bool]:
+        if params.model != "binary":
+            return system_topic(self.prefix, params.model).__eq__
+        expedite = expedite_topic(self.prefix)
+        if lane == Lane.EXPEDITE:
+            return expedite.__eq__
+        source_topics = _binary_topic_filter(self.prefix, params)
+        if lane == Lane.LIVE:
+            return source_topics
+        # Historic also replays the expedite topic: expedited events live only there, and a new
+        # plugin version must see them too (Go's historic misses them).
+        return lambda topic: topic == expedite or source_topics(topic)
+
+    def _lane_covering(self, tp: TopicPartition) -> str:
+        """The lane that reads `tp` from now on, for historic's stopping point."""
+        return Lane.EXPEDITE if tp.topic == expedite_topic(self.prefix) else Lane.LIVE
+
+    async def _key_state(self, params: ConsumeParams) -> KeyState:
+        key = params.key
+        ks = self._keys.get(key)
+        if ks is not None and not params.reset:
+            ks.params = params
+            return ks
+        groups = {lane: consumer_group(self.prefix, key, lane) for lane in params.lanes}
+        if params.reset:
+            await self.log.forget_consumer(key, list(groups.values()))
+            self._keys.pop(key, None)
+        snapshot = await self._creation_snapshot(params, groups)
+        info = msgspec.json.encode(asdict(params))
+        await self.log.register_consumer(key, info, snapshot)
+        return await self._load_key(params, groups)
+
+    async def _creation_snapshot(
+        self, params: ConsumeParams, groups: dict[str, str]
+    ) -> dict[str, dict[TopicPartition, Commit]]:
+        """Where a new key's lanes start: expedite and live at the end of the log, historic at the
+        start, stopping where live and expedite began (so no event is delivered twice)."""
+        snapshot: dict[str, dict[TopicPartition, Commit]] = {}
+        for lane, group in groups.items():
+            tps = await self.log.partitions(self._topic_filter(params, lane))
+            offsets = await self.log.offsets(tps)
+            if lane == Lane.HISTORIC:
+                snapshot[group] = {
+                    tp: Commit(start, stop=end if self._lane_covering(tp) in params.lanes else None)
+                    for tp, (start, end) in offsets.items()
+                }
+            else:
+                snapshot[group] = {tp: Commit(end) for tp, (_, end) in offsets.items()}
+        return snapshot
+
+    async def _load_key(self, params: ConsumeParams, groups: dict[str, str]) -> KeyState:
+        ks = KeyState(
+            params=params,
+            lanes=PluginLanes(
+                params.key,
+                params.lanes,
+                window=self.settings.window,
+                read_ahead=self.settings.read_ahead,
+            ),
+            groups=groups,
+        )
+        self._keys[params.key] = ks
+        await self._assign_partitions(ks)
+        return ks
+
+    async def _assign_partitions(self, ks: KeyState) -> None:
+        """Own every partition of the key's topics, including topics that appeared since."""
+        for lane, group in ks.groups.items():
+            tps = await self.log.partitions(self._topic_filter(ks.params, lane))
+            new = [tp for tp in tps if tp not in ks.lanes.cursors[lane]]
+            if not new:
+                continue
+            committed = await self.log.committed(group)
+            offsets = await self.log.offsets(new)
+            for tp in new:
+                commit = committed.get(tp)
+                if commit is None:
+                    # A partition born after the key: live reads it from its start, and historic
+                    # has nothing to add (live covers it).
+                    start = offsets[tp][0]
+                    covered = lane == Lane.HISTORIC and self._lane_covering(tp) in ks.params.lanes
+                    commit = Commit(start, stop=start if covered else None)
+                ks.lanes.assign(lane, tp, commit)
+
+    async def _key_for_job(self, ref: JobRef) -> KeyState | None:
+        """The key a status refers to, loaded from the registry if this process has not seen it."""
+        ks = self._keys.get(ref.plugin_key)
+        if ks is not None:
+            return ks
+        info = (await self.log.consumers()).get(ref.plugin_key)
+        if info is None:
+            return None
+        raw = msgspec.json.decode(info)
+        params = ConsumeParams(**{k: _untuple(v) for k, v in raw.items()})
+        groups = {lane: consumer_group(self.prefix, params.key, lane) for lane in params.lanes}
+        return await self._load_key(params, groups)
+
+    # -- fetching --------------------------------------------------------------------------
+
+    async def _fill(self, ks: KeyState) -> None:
+        async with ks.lock:
+            await self._assign_partitions(ks)
+            for want in ks.lanes.reads_wanted():
+                records = await self.log.read(want.tp, want.offset, want.limit)
+                if records and records[0][0] > want.offset:
+                    ks.lanes.skip_to(want.lane, want.tp, records[0][0])
+                ks.lanes.add_records(want.lane, want.tp, records)
+
+    async def _commit(self, ks: KeyState) -> None:
+        by_group: dict[str, dict[TopicPartition, Commit]] = {}
+        for (lane, tp), commit in ks.lanes.dirty_commits().items():
+            by_group.setdefault(ks.groups[lane], {})[tp] = commit
+        for group, commits in by_group.items():
+            await self.log.commit(group, commits)
+
+    def _judge(self, params: ConsumeParams) -> Callable[[Job], str | None]:
+        decoder = _DECODERS.get(params.model)
+        if decoder is None or params.model == "plugin":
+            return lambda job: None
+
+        def judge(job: Job) -> str | None:
+            try:
+                job.event = decoder.decode(job.value)
+            except msgspec.DecodeError:
+                log.warning("skipping undecodable record %s", job.ref)
+                return "FilterDecode-undecodable"
+            return skip_reason(job.event, params)
+
+        return judge
+
+    def _render(self, params: ConsumeParams, job: Job) -> bytes:
+        if params.active and isinstance(job.event, BinaryEvent):
+            job.event.dequeued = job.job_id
+            return _encode(job.event)
+        return job.value
+
+    async def fetch(self, params: ConsumeParams) -> FetchResult:
+        """Long-poll for up to `params.count` jobs, waiting at most `params.deadline_seconds`.
+
+        Cancellation: safe; jobs already taken by a cancelled request are leased and come back
+        when their lease expires.
+        """
+        ks = await self._key_state(params)
+        deadline = trio.current_time() + params.deadline_seconds
+        lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
+        judge = self._judge(params)
+        skipped: Counter[str] = Counter()
+        events: list[bytes] = []
+        while True:
+            wakeup = self._wakeup
+            await self._fill(ks)
+            handout = ks.lanes.take(
+                params.count - len(events),
+                now=trio.current_time(),
+                lease_seconds=lease,
+                skip_reason=judge,
+            )
+            skipped.update(handout.skipped)
+            events.extend(self._render(params, job) for job in handout.jobs)
+            if handout.jobs and lease is not None:
+                self._leases_changed.set()
+                self._leases_changed = trio.Event()
+            await self._commit(ks)
+            if len(events) >= params.count or trio.current_time() >= deadline:
+                break
+            with trio.move_on_at(deadline):
+                await wakeup.wait()
+        ks.fetched += len(events)
+        filtered = sum(skipped.values())
+        self.metrics["events_fetched"] += len(events)
+        self.metrics["events_filtered"] += filtered
+        info = FetchInfo(
+            filtered=filtered, fetched=len(events), ready=True, paused=False, filters=dict(skipped)
+        )
+        return FetchResult(info, events)
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(self, model: str, body: bytes, *, include_ok: bool = False) -> PostResponse:
+        """Validate, store and act on posted events (reference 2.2).
+
+        Raises:
+            BadRequest: empty body or unknown model.
+            Unprocessable: not JSON, an old `model_version`, or an event of the wrong shape.
+            AllFiltered: no event was valid.
+            UpstreamError: the log could not store them; nothing was acknowledged.
+        """
+        if model not in MODELS:
+            raise BadRequest(
+                f"not a registered model type: {model!r}; expected one of {', '.join(MODELS)}"
+            )
+        if not body:
+            raise BadRequest("no events were provided to be published", title="Empty Request")
+        events = _decode_events(model, body)
+        failures: list[PostFailure] = []
+        valid: list[Any] = []
+        for event in events:
+            problem = check_event(event if not isinstance(event, dict) else _envelope(event))
+            if problem:
+                failures.append(PostFailure(event=_encode(event).decode(), error=problem))
+            else:
+                valid.append(event)
+        if not valid:
+            raise AllFiltered(
+                "failed to produce any of the provided events as they were all filtered out by "
+                f"the following filters [], with {len(failures)} response failures which are: "
+                f"[{'; '.join(f.error for f in failures)}]"
+            )
+        records = self._prepare(model, valid)
+        await self.log.append(records)
+        self.metrics[f"published_{model}"] += len(valid)
+        if model == "status":
+            await self._apply_statuses(valid)
+        ok = [msgspec.json.decode(r.value) for r in records] if include_ok else []
+        return PostResponse(
+            total_ok=len(valid), total_failures=len(failures), failures=failures, ok=ok
+        )
+
+    def _prepare(self, model: str, events: Iterable[Any]) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        for event in events:
+            if model == "binary":
+                out.append(prepare_binary(self.prefix, event))
+            elif model == "status":
+                out.extend(prepare_status(self.prefix, event))
+            elif model == "plugin":
+                out.append(prepare_plugin(self.prefix, event))
+            else:
+                out.append(prepare_generic(self.prefix, model, event))
+        return out
+
+    async def _apply_statuses(self, statuses: Iterable[StatusEvent]) -> None:
+        now = trio.current_time()
+        touched: dict[str, KeyState] = {}
+        for status in statuses:
+            parsed = JobRef.parse(status.entity.input.dequeued)
+            if parsed is None:
+                continue  # not one of ours (another dispatcher's id): stored, nothing to finish
+            ref, attempt = parsed
+            ending = ending_for_status(status.entity.status)
+            if ending is None:
+                ks = self._keys.get(ref.plugin_key)
+                if ks is not None and ks.lanes.heartbeat(
+                    ref, attempt, now=now, lease_seconds=self.settings.lease_seconds
+                ):
+                    self._leases_changed.set()
+                    self._leases_changed = trio.Event()
+                continue
+            ks = await self._key_for_job(ref)
+            if ks is None:
+                continue
+            if ks.lanes.finish(ref, ending):
+                ks.finished += 1
+            touched[ref.plugin_key] = ks
+        for ks in touched.values():
+            await self._commit(ks)
+
+    # -- introspection ---------------------------------------------------------------------
+
+    def key_summaries(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "key": key,
+                "name": ks.params.name,
+                "version": ks.params.version,
+                "model": ks.params.model,
+                "lanes": list(ks.lanes.lanes),
+                "queued": ks.lanes.queued,
+                "in_flight": ks.lanes.leased,
+                "fetched": ks.fetched,
+                "finished": ks.finished,
+            }
+            for key, ks in sorted(self._keys.items())
+        ]
+
+
+def _untuple(value: Any) -> Any:
+    """JSON lists back to the tuples `ConsumeParams` holds."""
+    if isinstance(value, list):
+        return tuple(_untuple(v) for v in value)
+    return value
+
+
+def _envelope(raw: dict[str, Any]) -> GenericEvent:
+    return msgspec.convert(raw, GenericEvent)
+
+
+def _decode_events(model: str, body: bytes) -> list[Any]:
+    """Decode a posted body: a JSON array of events, or one event object.
+
+    As in Go, the array must start at byte 0, a decode failure or a `model_version` below 6 fails
+    the whole request (422), and invalid-but-decodable events are left for `check_event`.
+    """
+    if len(body) <= 2:
+        raise Unprocessable(
+            "ensure events were in json format: event message too small",
+            title="PostEvent TransformEvents invalid events",
+        )
+    try:
+        raw = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise Unprocessable(
+            f"ensure events were in json format: event message invalid json: {exc}",
+            title="PostEvent TransformEvents invalid events",
+        ) from None
+    items = raw if body[:1] == b"[" and isinstance(raw, list) else [raw]
+    events: list[Any] = []
+    cls = _TYPED.get(model)
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise Unprocessable(
+                f"ensure events were in json format: event {index} is not a JSON object",
+                title="PostEvent TransformEvents invalid events",
+            )
+        version = item.get("model_version", 0)
+        if not isinstance(version, int) or version < CURRENT_MODEL_VERSION:
+            raise Unprocessable(
+                f"ensure events were in json format: event message version was too old "
+                f"(event {index} has model_version {version!r}; azuld needs "
+                f"{CURRENT_MODEL_VERSION})",
+                title="PostEvent TransformEvents invalid events",
+            )
+        if cls is None:
+            try:
+                _envelope(item)
+            except msgspec.ValidationError as exc:
+                raise _corrupt(index, exc) from None
+            events.append(item)
+            continue
+        try:
+            events.append(msgspec.convert(item, cls))
+        except msgspec.ValidationError as exc:
+            raise _corrupt(index, exc) from None
+    return events
+
+
+def _corrupt(index: int, exc: msgspec.ValidationError) -> Unprocessable:
+    return Unprocessable(
+        f"ensure events were in json format: event message version was too old or was corrupt: "
+        f"event {index}: {exc}",
+        title="PostEvent TransformEvents invalid events",
+    )

@@ -1,0 +1,95 @@
+"""One small error hierarchy, translated to HTTP once, at the boundary (`azuld.http.app`).
+
+AzuldError
+├── ClientError            the caller's fault; carries `http_status`, `title` and `error_enum`
+│   ├── BadRequest (400)   malformed request, bad range, hash mismatch, bad name
+│   ├── NotFound (404)
+│   ├── RangeNotSatisfiable (416)
+│   ├── Unprocessable (422) invalid events or parameters
+│   ├── AllFiltered (425)  every posted event was invalid or dropped
+│   └── PayloadTooLarge (413)
+├── UpstreamError          a backend (log, blob store) failed under us; HTTP 503
+├── InvalidTransition      a job-state move the state table forbids (a bug if it escapes)
+└── ConfigError            a setting is wrong; names the file and the key
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AllFiltered",
+    "AzuldError",
+    "BadRequest",
+    "ClientError",
+    "ConfigError",
+    "InvalidTransition",
+    "NotFound",
+    "PayloadTooLarge",
+    "RangeNotSatisfiable",
+    "Unprocessable",
+    "UpstreamError",
+]
+
+
+class AzuldError(Exception):
+    """Root of every error azuld raises on purpose."""
+
+
+class ClientError(AzuldError):
+    """The request was wrong. `detail` says what, in words a plugin author can act on."""
+
+    http_status = 400
+    default_title = "bad request"
+    error_enum = "ErrorStringEnumUnset"
+
+    def __init__(self, detail: str, *, title: str | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.title = title or self.default_title
+
+
+class BadRequest(ClientError):
+    http_status = 400
+
+
+class NotFound(ClientError):
+    http_status = 404
+    default_title = "not found"
+
+
+class RangeNotSatisfiable(ClientError):
+    http_status = 416
+    default_title = "range not satisfiable"
+
+    def __init__(self, detail: str, *, size: int) -> None:
+        super().__init__(detail)
+        self.size = size
+
+
+class PayloadTooLarge(ClientError):
+    http_status = 413
+    default_title = "payload too large"
+
+
+class Unprocessable(ClientError):
+    http_status = 422
+    default_title = "bad parameters"
+
+
+class AllFiltered(ClientError):
+    http_status = 425
+    default_title = "All events to be published have been filtered out"
+    error_enum = "ErrorStringEnumAllEventsFiltered"
+
+
+class UpstreamError(AzuldError):
+    """A backend failed (disk, SQLite, Kafka, S3). Served as 503: the caller may retry."""
+
+    http_status = 503
+
+
+class InvalidTransition(AzuldError):
+    """A job-state change that the state table does not allow."""
+
+
+class ConfigError(AzuldError):
+    """A setting is wrong. The message names the file (or variable) and the key."""

@@ -1,0 +1,93 @@
+"""Building the app and translating errors to HTTP, once, for every route."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import cast
+
+import msgspec
+from quart import Response, current_app
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from azuld.dispatcher import Dispatcher
+from azuld.errors import AzuldError, ClientError, RangeNotSatisfiable, UpstreamError
+from azuld.models.responses import ErrorBody
+from azuld.ports import BlobStore
+from azuld.settings import Settings
+
+__all__ = ["Services", "create_app", "error_response", "services"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """What the handlers need, built by `azuld.service` and handed to `create_app`."""
+
+    dispatcher: Dispatcher
+    blobs: BlobStore
+    settings: Settings
+
+
+def services() -> Services:
+    return cast(Services, current_app.config["AZULD_SERVICES"])
+
+
+def error_response(status: int, title: str, detail: str, error_enum: str = "") -> Response:
+    body = ErrorBody(
+        status=str(status),
+        title=title,
+        detail=detail,
+        error_enum=error_enum or "ErrorStringEnumUnset",
+    )
+    return Response(
+        msgspec.json.encode(body),
+        status=status,
+        content_type="application/json; charset=utf-8",
+        headers={"X-Content-Type-Options": "nosniff"},
+    )
+
+
+async def _azuld_error(error: AzuldError) -> Response:
+    if isinstance(error, ClientError):
+        response = error_response(error.http_status, error.title, error.detail, error.error_enum)
+        if isinstance(error, RangeNotSatisfiable):
+            response.headers["Content-Range"] = f"bytes */{error.size}"
+        return response
+    if isinstance(error, UpstreamError):
+        log.warning("backend unavailable: %s", error)
+        return error_response(503, "backend unavailable", str(error))
+    log.error("unexpected azuld error", exc_info=error)
+    return error_response(500, "internal error", str(error))
+
+
+async def _http_error(error: HTTPException) -> Response:
+    status = error.code or 500
+    detail = error.description or error.name
+    if status == 404:
+        detail = "no such route; see docs/protocol.md for the API"
+    return error_response(status, error.name.lower(), detail)
+
+
+async def _unexpected(error: Exception) -> Response:
+    log.error("unhandled error in request", exc_info=error)
+    return error_response(500, "internal error", f"{type(error).__name__}: the error was logged")
+
+
+def create_app(svc: Services) -> QuartTrio:
+    """The quart-trio app serving every route over `svc`."""
+    from azuld.http import events, ops, streams
+
+    app = QuartTrio("azuld")
+    app.config["AZULD_SERVICES"] = svc
+    app.config["MAX_CONTENT_LENGTH"] = svc.settings.server.max_event_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.register_blueprint(events.blueprint)
+    app.register_blueprint(streams.blueprint)
+    app.register_blueprint(ops.blueprint)
+    app.register_error_handler(AzuldError, _azuld_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    return app

@@ -1,0 +1,37 @@
+"""Operational routes: `/` (Go's liveness answer), `/healthz`, `/readyz` and introspection."""
+
+from __future__ import annotations
+
+import msgspec
+from quart import Blueprint, Response
+
+from azuld.http.app import services
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("ops", __name__)
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status=status, content_type="application/json")
+
+
+@blueprint.get("/")
+async def root() -> Response:
+    return Response("Azul Dispatcher", content_type="text/plain")
+
+
+@blueprint.get("/healthz")
+async def healthz() -> Response:
+    return _json({"status": "ok"})
+
+
+@blueprint.get("/readyz")
+async def readyz() -> Response:
+    return _json({"ready": True, "reasons": []})
+
+
+@blueprint.get("/api/azuld/v1/plugins")
+async def plugins() -> Response:
+    """Per plugin key: lanes, queued, in flight, fetched and finished counts (this instance)."""
+    return _json({"plugins": services().dispatcher.key_summaries()})

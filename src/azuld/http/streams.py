@@ -1,0 +1,148 @@
+"""`/api/v3/stream`: upload blobs (hashed and identified on the way in), download them with a
+single `Range`, and check they exist (HEAD)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import msgspec
+import trio
+from quart import Blueprint, Response, request
+
+from azuld.core.keys import validate_name
+from azuld.core.params import parse_bool
+from azuld.core.ranges import parse_range
+from azuld.core.validation import SHA256_PATTERN
+from azuld.errors import BadRequest, NotFound, Unprocessable, UpstreamError
+from azuld.http.app import services
+from azuld.identify import IDENTIFY_VERSION, FileHasher, identify_path
+from azuld.models.events import Datastream
+from azuld.models.responses import DataResponse
+
+__all__ = ["blueprint"]
+
+blueprint = Blueprint("streams", __name__)
+
+_SPOOL_FLUSH_BYTES = 1024 * 1024
+
+
+def _bool_arg(name: str) -> bool:
+    raw = request.args.get(name)
+    if raw is None:
+        return False
+    try:
+        return parse_bool(name, raw)
+    except Unprocessable as exc:
+        raise BadRequest(exc.detail) from None
+
+
+def _write_and_hash(fd: int, hasher: FileHasher, data: bytes) -> None:
+    """Runs in a worker thread: hashlib and os.write both release the GIL on big buffers."""
+    hasher.update(data)
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+async def _spool(spool_dir: Path, hasher: FileHasher) -> Path:
+    """Stream the request body to a spool file, hashing it on the way. Never holds it whole."""
+    fd, name = tempfile.mkstemp(prefix="upload-", dir=spool_dir)
+    path = Path(name)
+    try:
+        pending: list[bytes] = []
+        pending_bytes = 0
+        async for chunk in request.body:
+            pending.append(chunk)
+            pending_bytes += len(chunk)
+            if pending_bytes >= _SPOOL_FLUSH_BYTES:
+                await trio.to_thread.run_sync(_write_and_hash, fd, hasher, b"".join(pending))
+                pending, pending_bytes = [], 0
+        if pending:
+            await trio.to_thread.run_sync(_write_and_hash, fd, hasher, b"".join(pending))
+    except OSError as exc:
+        await trio.Path(path).unlink(missing_ok=True)
+        raise UpstreamError(f"cannot spool the upload: {exc.strerror or exc}") from exc
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await trio.Path(path).unlink(missing_ok=True)
+        raise
+    finally:
+        os.close(fd)
+    return path
+
+
+@blueprint.post("/api/v3/stream/<source>/<label>")
+async def upload(source: str, label: str) -> Response:
+    validate_name("source", source)
+    validate_name("label", label)
+    svc = services()
+    skip_identify = _bool_arg("skip-identify")
+    expected = request.args.get("expected-sha256", "")
+    if skip_identify and not expected:
+        raise BadRequest("must supply sha256 when skipping identify")
+    if expected and not SHA256_PATTERN.fullmatch(expected):
+        raise BadRequest(f"expected-sha256 {expected!r} is not 64 lowercase hex characters")
+    request.max_content_length = svc.settings.server.max_upload_bytes
+    request.body_timeout = int(svc.settings.server.upload_body_timeout_seconds)
+
+    spool_dir: Path = getattr(svc.blobs, "spool_dir", Path(tempfile.gettempdir()))
+    hasher = FileHasher(sha256_only=skip_identify)
+    path = await _spool(spool_dir, hasher)
+    try:
+        digests = hasher.digests()
+        if digests.size == 0:
+            raise BadRequest("no content in request body")
+        if expected and expected != digests.sha256:
+            raise BadRequest(f"sha256 mismatch - supplied: {expected} vs calc: {digests.sha256}")
+        if skip_identify:
+            stream = Datastream(label="content", sha256=digests.sha256, size=digests.size)
+        else:
+            found = await trio.to_thread.run_sync(identify_path, path)
+            stream = Datastream(
+                identify_version=IDENTIFY_VERSION,
+                label="content",  # as Go: whatever the URL label, the runner sets its own
+                size=digests.size,
+                sha512=digests.sha512,
+                sha256=digests.sha256,
+                sha1=digests.sha1,
+                md5=digests.md5,
+                mime=found.mime,
+                magic=found.magic,
+                file_format=found.file_format,
+                file_extension=found.file_extension,
+            )
+        await svc.blobs.put_file(source, label, digests.sha256, path)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.Path(path).unlink(missing_ok=True)
+    return Response(msgspec.json.encode(DataResponse(data=stream)), content_type="application/json")
+
+
+@blueprint.route("/api/v3/stream/<source>/<label>/<sha256>", methods=["GET", "HEAD"])
+async def download(source: str, label: str, sha256: str) -> Response:
+    validate_name("source", source)
+    validate_name("label", label)
+    if not SHA256_PATTERN.fullmatch(sha256):
+        raise BadRequest(f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
+    blobs = services().blobs
+    size = await blobs.size(source, label, sha256)
+    if request.method == "HEAD":
+        return Response(b"", status=200 if size is not None else 404)
+    if size is None:
+        raise NotFound(f"no blob {sha256} under {source}/{label}")
+    headers = {"Accept-Ranges": "bytes"}
+    range_header = request.headers.get("Range")
+    if range_header is None:
+        start, length, status = 0, size, 200
+    else:
+        start, length = parse_range(range_header, size)
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
+    headers["Content-Length"] = str(length)
+    body = blobs.read(source, label, sha256, start, length)
+    response = Response(body, status=status, headers=headers)
+    response.content_type = "application/octet-stream"
+    return response

@@ -1,0 +1,74 @@
+"""The two seams between azuld and its storage: small Protocols, implemented in `azuld.backends`
+(event logs) and `azuld.storage` (blob stores). The service depends only on these."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.publish import Outgoing
+
+__all__ = ["BlobStore", "EventLog"]
+
+
+class EventLog(Protocol):
+    """An ordered, durable, partitioned log with consumer-group commits (Kafka's model).
+
+    Every method may raise `UpstreamError` when the backend fails under us.
+    """
+
+    @property
+    def generation(self) -> int:
+        """A counter that moves whenever records are appended (by anyone) or topics appear."""
+
+    async def wait_for_change(self, generation: int) -> None:
+        """Return once `self.generation != generation`. Cancellation: safe at any point."""
+
+    async def append(self, records: Sequence[Outgoing]) -> None:
+        """Append records; on return they are durable (an acknowledged write)."""
+
+    async def partitions(self, topic_filter: Callable[[str], bool]) -> list[TopicPartition]:
+        """Every partition of every existing topic whose name passes `topic_filter`."""
+
+    async def offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        """`(start, end)` of each partition: the first offset kept and the next to be written."""
+
+    async def read(self, tp: TopicPartition, offset: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` records at or after `offset`, in order. Does not wait for new ones."""
+
+    async def committed(self, group: str) -> dict[TopicPartition, Commit]:
+        """The group's committed positions."""
+
+    async def commit(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
+        """Store positions for a group; durable on return."""
+
+    async def register_consumer(
+        self, key: str, info: bytes, snapshot: Mapping[str, Mapping[TopicPartition, Commit]]
+    ) -> bool:
+        """Record a plugin key the first time it is seen, with its groups' starting commits.
+
+        Returns `True` if this call created it (and stored `snapshot`), `False` if it existed.
+        """
+
+    async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
+        """Drop a plugin key's registration and its groups' commits (a `reset`)."""
+
+    async def consumers(self) -> dict[str, bytes]:
+        """Every registered plugin key with the info it was registered with."""
+
+
+class BlobStore(Protocol):
+    """Content-addressed blobs at `<source>/<label>/<sha256>`, with a by-hash fallback."""
+
+    async def put_file(self, source: str, label: str, sha256: str, path: Path) -> None:
+        """Store the file at `path` (a spooled upload; the store may move it). Durable on return."""
+
+    async def size(self, source: str, label: str, sha256: str) -> int | None:
+        """The blob's size, or `None` if neither `source/label/sha256` nor the fallback exists."""
+
+    def read(
+        self, source: str, label: str, sha256: str, start: int, length: int
+    ) -> AsyncIterator[bytes]:
+        """Stream `length` bytes from `start`. Raises `NotFound` if the blob is missing."""

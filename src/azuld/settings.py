@@ -1,0 +1,248 @@
+"""Settings: defaults < TOML file < `AZULD_<SECTION>__<KEY>` environment variables, parsed once into
+frozen dataclasses. A mistake raises `ConfigError` naming the file (or variable), the key and what
+was expected; an unknown key is an error with a did-you-mean. `config.example.toml` documents every
+setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin, get_type_hints
+
+from azuld.errors import ConfigError
+
+__all__ = [
+    "DispatchSettings",
+    "EventsSettings",
+    "ServerSettings",
+    "Settings",
+    "StorageSettings",
+    "default_data_dir",
+    "load_settings",
+]
+
+ENV_PREFIX = "AZULD_"
+
+
+def default_data_dir() -> Path:
+    """`$STATE_DIRECTORY` under systemd, else `$XDG_STATE_HOME/azuld` or `~/.local/state/azuld`."""
+    if state := os.environ.get("STATE_DIRECTORY"):
+        return Path(state.split(":")[0])
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "azuld"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    listen: str = "127.0.0.1:8111"
+    graceful_timeout_seconds: float = 3.0
+    max_event_body_bytes: int = 16 * 1024 * 1024
+    max_upload_bytes: int = 4 * 1024 * 1024 * 1024
+    upload_body_timeout_seconds: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class EventsSettings:
+    backend: Literal["embedded"] = "embedded"
+    topic_prefix: str = "local"
+    default_partitions: int = 1
+    embedded_synchronous: Literal["normal", "full"] = "normal"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageSettings:
+    backend: Literal["local"] = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchSettings:
+    lease_seconds: float = 120.0
+    max_attempts: int = 3
+    default_deadline_seconds: float = 5.0
+    max_deadline_seconds: float = 60.0
+    max_count: int = 1000
+    read_ahead: int = 64
+    window: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    server: ServerSettings = ServerSettings()
+    events: EventsSettings = EventsSettings()
+    storage: StorageSettings = StorageSettings()
+    dispatch: DispatchSettings = DispatchSettings()
+
+
+def _did_you_mean(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _coerce(value: Any, hint: Any, where: str, from_env: bool) -> Any:
+    origin = get_origin(hint)
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(
+                f"{where}: expected one of {', '.join(map(repr, allowed))}, got {value!r}"
+            )
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}: expected a path (string), got {value!r}")
+        return Path(value).expanduser()
+    if hint is bool:
+        if from_env and isinstance(value, str):
+            lowered = value.lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if hint is int or hint is float:
+        if from_env and isinstance(value, str):
+            try:
+                return hint(value)
+            except ValueError:
+                raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        if hint is int and not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return hint(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type {hint!r}")  # pragma: no cover
+
+
+def _build(
+    cls: type[Any],
+    values: Mapping[str, Any],
+    where: str,
+    from_env: Mapping[str, Any],
+    section: tuple[str, ...] = (),
+) -> Any:
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in values.items():
+        path = (*section, key)
+        env_flag = from_env.get(key, False)
+        place = (
+            f"environment variable {ENV_PREFIX}{'__'.join(path).upper()}"
+            if env_flag is True
+            else f"{where}: key {'.'.join(path)!r}"
+        )
+        if key not in hints:
+            raise ConfigError(f"{place}: unknown setting{_did_you_mean(key, names)}")
+        hint = hints[key]
+        if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{place}: must be a table ([{'.'.join(path)}])")
+            nested_flags = env_flag if isinstance(env_flag, Mapping) else {}
+            kwargs[key] = _build(hint, value, where, nested_flags, path)
+        else:
+            kwargs[key] = _coerce(value, hint, place, env_flag is True)
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`AZULD_SERVER__LISTEN=...` → `{"server": {"listen": ...}}`; top-level `AZULD_DATA_DIR`."""
+    values: dict[str, Any] = {}
+    flags: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("__")
+        target, target_flags = values, flags
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+            target_flags = target_flags.setdefault(part, {})
+        target[path[-1]] = raw
+        target_flags[path[-1]] = True
+    return values, flags
+
+
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    path: Path | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read the TOML file (if given) and the environment into `Settings`.
+
+    `overrides` are dotted keys from the command line (`{"server.listen": "127.0.0.1:0"}`) and win
+    over both.
+
+    Raises:
+        ConfigError: the file is unreadable or invalid TOML, or a key is unknown or mistyped.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            values = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    env_values, env_flags = _env_overrides(environ)
+    settings: Settings = _build(Settings, _merge(values, env_values), where, env_flags)
+    if overrides:
+        settings = _replace(settings, overrides)
+    return settings
+
+
+def _as_dict(settings: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        out[f.name] = _as_dict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def _replace(settings: Settings, overrides: Mapping[str, Any]) -> Settings:
+    """Apply dotted overrides from the command line, e.g. `{"server.listen": "127.0.0.1:0"}`."""
+    tree: dict[str, Any] = {}
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        target = tree
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    replaced: Settings = _apply(settings, tree)
+    return replaced
+
+
+def _apply(obj: Any, tree: Mapping[str, Any]) -> Any:
+    changes = {}
+    for key, value in tree.items():
+        current = getattr(obj, key)
+        changes[key] = _apply(current, value) if isinstance(value, Mapping) else value
+    return dataclasses.replace(obj, **changes)

@@ -1,0 +1,1 @@
+"""Blob stores: `local` (a content-addressed folder) and, at scale, S3."""

@@ -1,0 +1,89 @@
+"""A content-addressed folder: `<root>/<source>/<label>/<h[0]>/<h[1]>/<sha256>` (Go's layout).
+
+Uploads arrive as spooled files on the same filesystem; `put_file` fsyncs and renames them into
+place, so a reader never sees half a blob and a crash leaves at worst a stray spool file. A blob
+that already exists is kept (same hash, same bytes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import trio
+
+from azuld.errors import NotFound, UpstreamError
+
+__all__ = ["LocalBlobStore"]
+
+_CHUNK_BYTES = 256 * 1024
+_FALLBACK = ("", "")  # Go's legacy key `//<sha256>`: stored with an empty source and label
+
+
+class LocalBlobStore:
+    """`BlobStore` on a local folder. Names are validated by the caller (HTTP layer)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spool_dir = root / ".spool"
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        for stray in self.spool_dir.iterdir():  # left by a crash mid-upload
+            stray.unlink(missing_ok=True)
+
+    def _path(self, source: str, label: str, sha256: str) -> Path:
+        if (source, label) == _FALLBACK:
+            return self.root / "_" / sha256[0] / sha256[1] / sha256
+        return self.root / source / label / sha256[0] / sha256[1] / sha256
+
+    def _find(self, source: str, label: str, sha256: str) -> Path | None:
+        for candidate in (self._path(source, label, sha256), self._path(*_FALLBACK, sha256)):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    async def put_file(self, source: str, label: str, sha256: str, path: Path) -> None:
+        target = self._path(source, label, sha256)
+        try:
+            await trio.to_thread.run_sync(_install, path, target)
+        except OSError as exc:
+            raise UpstreamError(f"cannot store blob {sha256}: {exc.strerror or exc}") from exc
+
+    async def size(self, source: str, label: str, sha256: str) -> int | None:
+        found = self._find(source, label, sha256)
+        return None if found is None else found.stat().st_size
+
+    async def read(
+        self, source: str, label: str, sha256: str, start: int, length: int
+    ) -> AsyncIterator[bytes]:
+        found = self._find(source, label, sha256)
+        if found is None:
+            raise NotFound(f"no blob {source}/{label}/{sha256}")
+        async with await trio.open_file(found, "rb") as handle:
+            await handle.seek(start)
+            remaining = length
+            while remaining > 0:
+                chunk = await handle.read(min(_CHUNK_BYTES, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                yield chunk
+
+
+def _install(spooled: Path, target: Path) -> None:
+    """fsync the spooled file and rename it into place (atomic on one filesystem)."""
+    if target.exists():
+        spooled.unlink(missing_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(spooled, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(spooled, target)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,261 @@
+"""Lanes, cursors, leases and commits (core.delivery), on plain numbers for time."""
+
+from __future__ import annotations
+
+import pytest
+
+from azuld.core.delivery import (
+    Commit,
+    Job,
+    JobRef,
+    Lane,
+    PartitionCursor,
+    PluginLanes,
+    TopicPartition,
+)
+from azuld.core.jobs import JobState
+
+TP = TopicPartition("azul.t.s.binary.sourced", 0)
+TP2 = TopicPartition("azul.t.s.binary.extracted", 0)
+EXP = TopicPartition("azul.t.system.expedite", 0)
+
+
+def records(*offsets: int) -> list[tuple[int, bytes]]:
+    return [(o, f"event-{o}".encode()) for o in offsets]
+
+
+def never_skip(job: Job) -> str | None:
+    return None
+
+
+# -- commits ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "commit",
+    [
+        Commit(0),
+        Commit(5, stop=9),
+        Commit(10, frozenset({11, 12, 13, 20, 22, 23})),
+        Commit(0, frozenset({1}), stop=100),
+    ],
+)
+def test_commit_metadata_round_trip(commit: Commit) -> None:
+    assert Commit.parse(commit.offset, commit.metadata()) == commit
+
+
+def test_commit_metadata_is_compact() -> None:
+    commit = Commit(1000, frozenset(range(1001, 1900)))
+    assert commit.metadata() == "azd1;done=1-899"
+
+
+def test_foreign_metadata_is_a_plain_offset() -> None:
+    assert Commit.parse(7, "something else") == Commit(7)
+
+
+# -- cursor -----------------------------------------------------------------------------------
+
+
+def test_low_water_mark_never_passes_an_open_offset() -> None:
+    cursor = PartitionCursor(Commit(0))
+    for offset in range(5):
+        assert cursor.accept(offset)
+    cursor.finish(1)
+    cursor.finish(2)
+    assert cursor.committed == 0
+    cursor.finish(0)
+    assert cursor.committed == 3
+    cursor.finish(4)
+    assert cursor.committed == 3
+    assert cursor.commit() == Commit(3, frozenset({4}))
+    cursor.finish(3)
+    assert cursor.commit() == Commit(5)
+
+
+def test_restart_skips_offsets_finished_above_the_mark() -> None:
+    cursor = PartitionCursor(Commit(3, frozenset({4, 6})))
+    accepted = [o for o in range(3, 8) if cursor.accept(o)]
+    assert accepted == [3, 5, 7]
+
+
+def test_late_finish_of_an_unread_offset_is_remembered() -> None:
+    cursor = PartitionCursor(Commit(0))
+    cursor.finish(2)
+    assert [o for o in range(4) if cursor.accept(o)] == [0, 1, 3]
+
+
+def test_readable_respects_stop_and_window() -> None:
+    cursor = PartitionCursor(Commit(0, stop=3))
+    assert cursor.readable(window=100) == 3
+    cursor = PartitionCursor(Commit(0))
+    cursor.accept(0)
+    assert cursor.readable(window=10) == 9
+
+
+def test_gap_in_the_log_moves_the_mark() -> None:
+    cursor = PartitionCursor(Commit(0))
+    cursor.skip_to(50)
+    assert cursor.committed == 50
+
+
+# -- lanes ------------------------------------------------------------------------------------
+
+
+def lanes(*names: str, **kwargs: int) -> PluginLanes:
+    plugin_lanes = PluginLanes("P-1-binary-allsrc-alltype-ELH", names or Lane.ORDER, **kwargs)
+    for lane in plugin_lanes.lanes:
+        tp = EXP if lane == Lane.EXPEDITE else TP
+        plugin_lanes.assign(lane, tp, Commit(0))
+    return plugin_lanes
+
+
+def take(
+    pl: PluginLanes, count: int = 1, now: float = 0.0, lease: float | None = 10.0
+) -> list[Job]:
+    return pl.take(count, now=now, lease_seconds=lease, skip_reason=never_skip).jobs
+
+
+def test_strict_lane_priority() -> None:
+    pl = lanes()
+    pl.add_records(Lane.HISTORIC, TP, records(0, 1))
+    pl.add_records(Lane.LIVE, TP, records(5))
+    pl.add_records(Lane.EXPEDITE, EXP, records(0))
+    got = [(j.ref.lane, j.ref.offset) for j in take(pl, count=4)]
+    assert got == [("expedite", 0), ("live", 5), ("historic", 0), ("historic", 1)]
+
+
+def test_lower_lane_only_when_higher_lanes_are_empty() -> None:
+    pl = lanes()
+    pl.add_records(Lane.HISTORIC, TP, records(0))
+    pl.add_records(Lane.LIVE, TP, records(3))
+    assert take(pl)[0].ref.lane == Lane.LIVE
+    assert take(pl)[0].ref.lane == Lane.HISTORIC
+    assert take(pl) == []
+
+
+def test_reads_wanted_tops_up_to_read_ahead() -> None:
+    pl = lanes(Lane.LIVE, read_ahead=4)
+    (want,) = pl.reads_wanted()
+    assert (want.lane, want.tp, want.offset, want.limit) == (Lane.LIVE, TP, 0, 4)
+    pl.add_records(Lane.LIVE, TP, records(0, 1, 2))
+    (want,) = pl.reads_wanted()
+    assert (want.offset, want.limit) == (3, 1)
+
+
+def test_historic_stops_where_live_began() -> None:
+    pl = PluginLanes("k", [Lane.LIVE, Lane.HISTORIC])
+    pl.assign(Lane.HISTORIC, TP, Commit(0, stop=2))
+    pl.assign(Lane.LIVE, TP, Commit(2))
+    pl.add_records(Lane.HISTORIC, TP, records(0, 1, 2, 3))
+    pl.add_records(Lane.LIVE, TP, records(2, 3))
+    got = sorted((j.ref.lane, j.ref.offset) for j in take(pl, count=10))
+    assert got == [("historic", 0), ("historic", 1), ("live", 2), ("live", 3)]
+    assert all(w.lane != Lane.HISTORIC for w in pl.reads_wanted())
+
+
+def test_skipped_jobs_are_finished_and_counted() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0, 1, 2))
+    handout = pl.take(
+        5, now=0, lease_seconds=10, skip_reason=lambda j: "F-x" if j.ref.offset != 1 else None
+    )
+    assert [j.ref.offset for j in handout.jobs] == [1]
+    assert handout.skipped == {"F-x": 2}
+    assert pl.dirty_commits() == {(Lane.LIVE, TP): Commit(1, frozenset({2}))}
+
+
+def test_passive_handout_finishes_at_once() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0, 1))
+    jobs = take(pl, count=2, lease=None)
+    assert [j.state for j in jobs] == [JobState.STORED, JobState.STORED]
+    assert pl.leased == 0
+    assert pl.dirty_commits() == {(Lane.LIVE, TP): Commit(2)}
+
+
+def test_commit_waits_for_the_lowest_lease() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0, 1, 2))
+    first, second, third = take(pl, count=3)
+    pl.finish(third.ref, JobState.COMPLETED)
+    pl.finish(second.ref, JobState.COMPLETED)
+    assert pl.dirty_commits() == {(Lane.LIVE, TP): Commit(0, frozenset({1, 2}))}
+    pl.finish(first.ref, JobState.COMPLETED)
+    assert pl.dirty_commits() == {(Lane.LIVE, TP): Commit(3)}
+
+
+def test_expired_lease_is_reoffered_first_with_a_new_attempt() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0, 1))
+    (job,) = take(pl, now=0)
+    assert pl.next_deadline() == 10
+    assert pl.expire(9.9, max_attempts=3) == []
+    assert pl.expire(10, max_attempts=3) == []
+    (again,) = take(pl, now=10)
+    assert again.ref == job.ref
+    assert again.attempt == 1
+    assert again.job_id != job.ref.job_id(0)
+
+
+def test_heartbeat_extends_only_the_current_attempt() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0))
+    (job,) = take(pl, now=0)
+    assert pl.heartbeat(job.ref, 0, now=8, lease_seconds=10)
+    assert pl.expire(17, max_attempts=3) == []
+    assert pl.next_deadline() == 18
+    assert not pl.heartbeat(job.ref, 5, now=9, lease_seconds=10)
+    pl.expire(18, max_attempts=3)
+    assert not pl.heartbeat(job.ref, 0, now=19, lease_seconds=10)
+
+
+def test_out_of_attempts_fails_the_job() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0))
+    now = 0.0
+    for _ in range(2):
+        take(pl, now=now)
+        now += 10
+        assert pl.expire(now, max_attempts=3) == []
+    take(pl, now=now)
+    (failed,) = pl.expire(now + 10, max_attempts=3)
+    assert failed.state is JobState.CRITICAL_FAILURE
+    assert failed.attempt == 2
+    assert pl.dirty_commits() == {}
+    pl.store_failed(failed)
+    assert pl.dirty_commits() == {(Lane.LIVE, TP): Commit(1)}
+    assert take(pl, now=now + 20) == []
+
+
+def test_late_status_for_a_requeued_job_drops_the_queued_copy() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0))
+    (job,) = take(pl, now=0)
+    pl.expire(10, max_attempts=3)
+    assert pl.queued == 1
+    assert pl.finish(job.ref, JobState.COMPLETED)
+    assert pl.queued == 0
+    assert take(pl, now=11) == []
+    assert pl.dirty_commits() == {(Lane.LIVE, TP): Commit(1)}
+
+
+def test_finish_is_idempotent() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0))
+    (job,) = take(pl)
+    assert pl.finish(job.ref, JobState.COMPLETED)
+    assert not pl.finish(job.ref, JobState.COMPLETED)
+
+
+@pytest.mark.parametrize("lane", Lane.ORDER)
+def test_job_id_round_trip(lane: str) -> None:
+    ref = JobRef("Name-1.0+x-binary-a.b-sourced-ELH", lane, TP2, 1234)
+    assert JobRef.parse(ref.job_id(7)) == (ref, 7)
+
+
+@pytest.mark.parametrize(
+    "job_id",
+    ["", "727f9b8c.Entropy.2024.01.01.1737194964", "azd1|k|nolane|t|0|1|0", "azd1|k|live|t|x|1|0"],
+)
+def test_foreign_job_ids_are_not_parsed(job_id: str) -> None:
+    assert JobRef.parse(job_id) is None
