@@ -25,6 +25,7 @@ from azuld.models.events import (
     PathNode,
     Source,
 )
+from azuld.plugins import BUNDLED
 
 __all__ = ["main"]
 
@@ -58,6 +59,46 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = commands.add_parser("plugins", help="list the plugin keys the daemon serves")
     plugins.add_argument("--server", default=DEFAULT_SERVER)
+
+    show = commands.add_parser(
+        "show", help="show a source's binaries as a tree with what plugins found"
+    )
+    show.add_argument("--source", required=True)
+    show.add_argument("--server", default=DEFAULT_SERVER)
+    show.add_argument("--all-values", action="store_true", help="print every feature value")
+
+    plugin = commands.add_parser("plugin", help="run analysis plugins")
+    plugin_commands = plugin.add_subparsers(dest="plugin_command", required=True)
+    run = plugin_commands.add_parser(
+        "run",
+        help="run a plugin against a dispatcher, or on local files",
+        description="PLUGIN is a bundled plugin (" + ", ".join(sorted(BUNDLED)) + ") or "
+        "path/to/file.py:ClassName or package.module:ClassName.",
+    )
+    run.add_argument("plugin")
+    run.add_argument("--server", default=DEFAULT_SERVER, help="dispatcher URL")
+    run.add_argument("--workers", type=int, default=1, help="jobs run at once (default 1)")
+    run.add_argument(
+        "--grace", type=float, default=30.0, help="seconds running jobs get on SIGTERM"
+    )
+    run.add_argument(
+        "-c",
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a plugin setting (repeatable)",
+    )
+    run.add_argument(
+        "--local",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="run on these files without a dispatcher and print the results",
+    )
+    run.add_argument("--json", action="store_true", help="with --local: print status events")
+    run.add_argument("--max-jobs", type=int, default=None, help="stop after this many jobs")
+    run.add_argument("-v", "--verbose", action="store_true")
     return parser
 
 
@@ -70,6 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _submit(args)
         if args.command == "plugins":
             return _plugins(args)
+        if args.command == "show":
+            return _show(args)
+        if args.command == "plugin":
+            from azuld.plugin.cli import run_plugin_command
+
+            return run_plugin_command(args)
     except ConfigError as exc:
         print(f"azuld: config error: {exc}", file=sys.stderr)
         return 2
@@ -241,3 +288,36 @@ def _plugins(args: argparse.Namespace) -> int:
             f"{row['fetched']:>8} {row['finished']:>8}"
         )
     return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    response = httpx.get(f"{args.server}/api/azuld/v1/sources/{args.source}", timeout=30.0)
+    if response.status_code != 200:
+        print(f"azuld show: {_error_text(response)}", file=sys.stderr)
+        return 1
+    binaries = response.json()["binaries"]
+    if not binaries:
+        print(f"source {args.source!r} has no binaries yet")
+        return 0
+    for root in binaries:
+        _print_node(root, "", args.all_values)
+    return 0
+
+
+def _print_node(node: dict[str, object], indent: str, all_values: bool) -> None:
+    name = node["filename"] or str(node["sha256"])[:16]
+    print(f"{indent}{name}  {node['file_format']}  {node['size']} bytes  {node['sha256']}")
+    features = node["features"]
+    assert isinstance(features, dict)
+    for plugin, found in sorted(features.items()):
+        shown = []
+        for feature, values in sorted(found.items()):
+            if all_values or len(values) == 1:
+                shown.append(f"{feature}={', '.join(values)}")
+            else:
+                shown.append(f"{feature}=[{len(values)} values]")
+        print(f"{indent}    {plugin}: {'; '.join(shown)}")
+    children = node["children"]
+    assert isinstance(children, list)
+    for child in children:
+        _print_node(child, indent + "  └ ", all_values)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import msgspec
 from quart import Blueprint, Response
 
+from azuld.core.keys import validate_name
 from azuld.http.app import services
+from azuld.views import source_tree
 
 __all__ = ["blueprint"]
 
@@ -35,3 +37,12 @@ async def readyz() -> Response:
 async def plugins() -> Response:
     """Per plugin key: lanes, queued, in flight, fetched and finished counts (this instance)."""
     return _json({"plugins": services().dispatcher.key_summaries()})
+
+
+@blueprint.get("/api/azuld/v1/sources/<source>")
+async def source(source: str) -> Response:
+    """The binaries of a source as a tree, with the features plugins found (small sources)."""
+    validate_name("source", source)
+    svc = services()
+    tree = await source_tree(svc.dispatcher.log, svc.dispatcher.prefix, source)
+    return _json({"source": source, "binaries": tree})
