@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections import Counter
+import time
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ import trio
 
 from azuld.core.delivery import Commit, Job, JobRef, Lane, PluginLanes, TopicPartition
 from azuld.core.filters import skip_reason
-from azuld.core.jobs import ending_for_status
+from azuld.core.jobs import JobState, ending_for_status
 from azuld.core.keys import consumer_group, expedite_topic, system_topic
 from azuld.core.params import ConsumeParams
 from azuld.core.publish import (
@@ -40,6 +41,7 @@ from azuld.core.publish import (
 )
 from azuld.core.validation import check_event
 from azuld.errors import AllFiltered, BadRequest, Unprocessable
+from azuld.metrics import Metrics
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
     MODELS,
@@ -54,7 +56,9 @@ from azuld.models.responses import FetchInfo, PostFailure, PostResponse
 from azuld.ports import EventLog
 from azuld.settings import DispatchSettings
 
-__all__ = ["Dispatcher", "FetchResult"]
+__all__ = ["Dispatcher", "Failure", "FetchResult"]
+
+RECENT_FAILURES = 50
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,17 @@ class FetchResult:
     events: list[bytes]
 
 
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A job that ended badly, kept for `azuld status` and the dashboard."""
+
+    at: float  # wall-clock seconds
+    sha256: str
+    status: str
+    error: str
+    message: str
+
+
 @dataclass(slots=True)
 class KeyState:
     params: ConsumeParams
@@ -80,7 +95,9 @@ class KeyState:
     groups: dict[str, str]
     lock: trio.Lock = field(default_factory=trio.Lock)
     fetched: int = 0
-    finished: int = 0
+    finished: Counter[str] = field(default_factory=Counter)
+    last_seen: float = 0.0  # wall-clock seconds of the last fetch
+    failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
 
 
 def _binary_topic_filter(prefix: str, params: ConsumeParams) -> Callable[[str], bool]:
@@ -105,14 +122,20 @@ def _binary_topic_filter(prefix: str, params: ConsumeParams) -> Callable[[str], 
 class Dispatcher:
     """Hands out jobs, takes statuses. One per process; `run` must be running in a nursery."""
 
-    def __init__(self, log: EventLog, settings: DispatchSettings, topic_prefix: str) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        settings: DispatchSettings,
+        topic_prefix: str,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.log = log
         self.settings = settings
         self.prefix = topic_prefix
+        self.metrics = metrics or Metrics()
         self._keys: dict[str, KeyState] = {}
         self._wakeup = trio.Event()
         self._leases_changed = trio.Event()
-        self.metrics: Counter[str] = Counter()
 
     # -- background ------------------------------------------------------------------------
 
@@ -152,7 +175,9 @@ class Dispatcher:
             before = ks.lanes.queued
             failed = ks.lanes.expire(now, max_attempts=self.settings.max_attempts)
             requeued |= ks.lanes.queued > before
-            self.metrics["leases_expired"] += len(failed) + ks.lanes.queued - before
+            expired = len(failed) + ks.lanes.queued - before
+            if expired:
+                self.metrics.leases_expired.labels(ks.params.name).inc(expired)
             for job in failed:
                 await self._fail_job(ks, job)
             await self._commit(ks)
@@ -188,8 +213,7 @@ class Dispatcher:
         )
         await self.log.append(prepare_status(self.prefix, status))
         ks.lanes.store_failed(job)
-        ks.finished += 1
-        self.metrics["jobs_failed"] += 1
+        self._record_ending(ks, JobState.CRITICAL_FAILURE, status)
 
     # -- plugin keys -----------------------------------------------------------------------
 
@@ -361,9 +385,12 @@ class Dispatcher:
             with trio.move_on_at(deadline):
                 await wakeup.wait()
         ks.fetched += len(events)
+        ks.last_seen = time.time()
         filtered = sum(skipped.values())
-        self.metrics["events_fetched"] += len(events)
-        self.metrics["events_filtered"] += filtered
+        if events:
+            self.metrics.fetched.labels(params.name, params.model).inc(len(events))
+        for reason, count in skipped.items():
+            self.metrics.filtered.labels(params.name, params.model, reason).inc(count)
         info = FetchInfo(
             filtered=filtered, fetched=len(events), ready=True, paused=False, filters=dict(skipped)
         )
@@ -403,7 +430,9 @@ class Dispatcher:
             )
         records = self._prepare(model, valid)
         await self.log.append(records)
-        self.metrics[f"published_{model}"] += len(valid)
+        for event in valid:
+            author = event["author"]["name"] if isinstance(event, dict) else event.author.name
+            self.metrics.published.labels(model, author).inc()
         if model == "status":
             await self._apply_statuses(valid)
         ok = [msgspec.json.decode(r.value) for r in records] if include_ok else []
@@ -445,28 +474,70 @@ class Dispatcher:
             if ks is None:
                 continue
             if ks.lanes.finish(ref, ending):
-                ks.finished += 1
+                self._record_ending(ks, ending, status)
             touched[ref.plugin_key] = ks
         for ks in touched.values():
             await self._commit(ks)
 
+    def _record_ending(self, ks: KeyState, ending: JobState, status: StatusEvent) -> None:
+        ks.finished[ending.value] += 1
+        self.metrics.finished.labels(ks.params.name, ending.value).inc()
+        if ending in (JobState.EXCEPTION, JobState.CRITICAL_FAILURE):
+            entity = status.entity
+            ks.failures.append(
+                Failure(
+                    at=time.time(),
+                    sha256=entity.input.entity.sha256,
+                    status=entity.status,
+                    error=entity.error,
+                    message=entity.message[-2000:],
+                )
+            )
+
     # -- introspection ---------------------------------------------------------------------
 
-    def key_summaries(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "key": key,
-                "name": ks.params.name,
-                "version": ks.params.version,
-                "model": ks.params.model,
-                "lanes": list(ks.lanes.lanes),
-                "queued": ks.lanes.queued,
-                "in_flight": ks.lanes.leased,
-                "fetched": ks.fetched,
-                "finished": ks.finished,
-            }
-            for key, ks in sorted(self._keys.items())
-        ]
+    async def lag(self, ks: KeyState) -> dict[str, int]:
+        """Events not yet finished, per lane: from each cursor's commit to the end it may read."""
+        lag: dict[str, int] = {}
+        for lane, cursors in ks.lanes.cursors.items():
+            ends = await self.log.offsets(list(cursors))
+            total = 0
+            for tp, cursor in cursors.items():
+                end = ends.get(tp, (0, 0))[1]
+                if cursor.stop is not None:
+                    end = min(end, cursor.stop)
+                total += max(end - cursor.committed, 0)
+            lag[lane] = total
+        return lag
+
+    async def key_summaries(self) -> list[dict[str, Any]]:
+        """Per plugin key on this instance: lanes, lag, in flight, done, recent failures."""
+        hour_ago = time.time() - 3600
+        summaries = []
+        for key, ks in sorted(self._keys.items()):
+            lag = await self.lag(ks)
+            for lane, value in lag.items():
+                self.metrics.lag.labels(key, lane).set(value)
+            self.metrics.in_flight.labels(key).set(ks.lanes.leased)
+            summaries.append(
+                {
+                    "key": key,
+                    "name": ks.params.name,
+                    "version": ks.params.version,
+                    "model": ks.params.model,
+                    "active": ks.params.active,
+                    "lanes": list(ks.lanes.lanes),
+                    "lag": lag,
+                    "queued": ks.lanes.queued,
+                    "in_flight": ks.lanes.leased,
+                    "fetched": ks.fetched,
+                    "finished": dict(ks.finished),
+                    "errors_last_hour": sum(1 for f in ks.failures if f.at >= hour_ago),
+                    "last_seen": ks.last_seen,
+                    "recent_failures": [asdict(f) for f in list(ks.failures)[-10:]],
+                }
+            )
+        return summaries
 
 
 def _untuple(value: Any) -> Any:

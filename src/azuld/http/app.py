@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import cast
 
 import msgspec
-from quart import Response, current_app
+import trio
+from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -17,7 +20,10 @@ from azuld.models.responses import ErrorBody
 from azuld.ports import BlobStore
 from azuld.settings import Settings
 
-__all__ = ["Services", "create_app", "error_response", "services"]
+__all__ = ["REQUEST_ID", "Services", "create_app", "error_response", "services"]
+
+# The current request's id, for log lines (set per request; "-" outside requests).
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("azuld_request_id", default="-")
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,23 @@ async def _unexpected(error: Exception) -> Response:
     return error_response(500, "internal error", f"{type(error).__name__}: the error was logged")
 
 
+async def _start_request() -> None:
+    g.started = trio.current_time()
+    g.request_id = request.headers.get("X-Request-Id") or secrets.token_hex(8)
+    REQUEST_ID.set(g.request_id)
+
+
+async def _finish_request(response: Response) -> Response:
+    route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    metrics = services().dispatcher.metrics
+    metrics.http_requests.labels(route, request.method, str(response.status_code)).inc()
+    started = getattr(g, "started", None)
+    if started is not None:
+        metrics.http_latency.labels(route).observe(trio.current_time() - started)
+    response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+    return response
+
+
 def create_app(svc: Services) -> QuartTrio:
     """The quart-trio app serving every route over `svc`."""
     from azuld.http import events, ops, streams
@@ -87,6 +110,8 @@ def create_app(svc: Services) -> QuartTrio:
     app.register_blueprint(events.blueprint)
     app.register_blueprint(streams.blueprint)
     app.register_blueprint(ops.blueprint)
+    app.before_request(_start_request)
+    app.after_request(_finish_request)
     app.register_error_handler(AzuldError, _azuld_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

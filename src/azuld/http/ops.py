@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST
 from quart import Blueprint, Response
 
 from azuld.core.keys import validate_name
@@ -36,7 +37,14 @@ async def readyz() -> Response:
 @blueprint.get("/api/azuld/v1/plugins")
 async def plugins() -> Response:
     """Per plugin key: lanes, queued, in flight, fetched and finished counts (this instance)."""
-    return _json({"plugins": services().dispatcher.key_summaries()})
+    return _json({"plugins": await services().dispatcher.key_summaries()})
+
+
+@blueprint.get("/metrics")
+async def metrics() -> Response:
+    dispatcher = services().dispatcher
+    await dispatcher.key_summaries()  # refreshes the lag and in-flight gauges
+    return Response(dispatcher.metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
 
 @blueprint.get("/api/azuld/v1/sources/<source>")

@@ -115,6 +115,7 @@ async def upload(source: str, label: str) -> Response:
                 file_extension=found.file_extension,
             )
         await svc.blobs.put_file(source, label, digests.sha256, path)
+        svc.dispatcher.metrics.upload_bytes.inc(digests.size)
     finally:
         with trio.CancelScope(shield=True):
             await trio.Path(path).unlink(missing_ok=True)
@@ -142,6 +143,7 @@ async def download(source: str, label: str, sha256: str) -> Response:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
     headers["Content-Length"] = str(length)
+    services().dispatcher.metrics.download_bytes.inc(length)
     body = blobs.read(source, label, sha256, start, length)
     response = Response(body, status=status, headers=headers)
     response.content_type = "application/octet-stream"

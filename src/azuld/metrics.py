@@ -1,0 +1,87 @@
+"""Prometheus metrics, one registry per running daemon (so tests can run several in a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Metrics:
+    """Every metric azuld exports. Label values are plugin names, models, routes: bounded sets."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_requests = Counter(
+            "azuld_http_requests_total",
+            "HTTP requests by route, method and status code",
+            ["route", "method", "code"],
+            registry=r,
+        )
+        self.http_latency = Histogram(
+            "azuld_http_request_duration_seconds",
+            "HTTP request latency by route (long-polls included)",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.fetched = Counter(
+            "azuld_events_fetched_total",
+            "Events handed to plugins",
+            ["plugin", "model"],
+            registry=r,
+        )
+        self.filtered = Counter(
+            "azuld_events_filtered_total",
+            "Events skipped for a plugin, by filter",
+            ["plugin", "model", "filter"],
+            registry=r,
+        )
+        self.published = Counter(
+            "azuld_events_published_total",
+            "Events stored, by model and author",
+            ["model", "author"],
+            registry=r,
+        )
+        self.finished = Counter(
+            "azuld_jobs_finished_total",
+            "Jobs ended, by plugin and job state",
+            ["plugin", "state"],
+            registry=r,
+        )
+        self.leases_expired = Counter(
+            "azuld_leases_expired_total",
+            "Leases that ran out without a heartbeat or status",
+            ["plugin"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "azuld_leases_in_flight",
+            "Jobs leased to plugins right now",
+            ["plugin_key"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "azuld_lag_events",
+            "Events not yet finished, per plugin key and lane",
+            ["plugin_key", "lane"],
+            registry=r,
+        )
+        self.upload_bytes = Counter(
+            "azuld_upload_bytes_total", "Bytes received in blob uploads", registry=r
+        )
+        self.download_bytes = Counter(
+            "azuld_download_bytes_total", "Bytes sent in blob downloads", registry=r
+        )
+        self.backend_errors = Counter(
+            "azuld_backend_errors_total",
+            "Backend (log, blob store) failures",
+            ["backend"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
