@@ -22,6 +22,9 @@ from azuld.models.events import (
 from azuld.service import open_services
 from azuld.settings import Settings, load_settings
 
+# Real Kafka and S3 (moto) servers, started on first use: see tests/services.py.
+pytest_plugins = ["tests.conftest_services"]
+
 NOW = datetime(2026, 11, 29, 10, 0, 0, tzinfo=UTC)
 
 

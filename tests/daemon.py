@@ -37,7 +37,9 @@ class Daemon:
             return await self.process.wait()
 
 
-async def start_daemon(data_dir: Path, *, env: dict[str, str] | None = None) -> Daemon:
+async def start_daemon(
+    data_dir: Path, *, env: dict[str, str] | None = None, extra_args: list[str] | None = None
+) -> Daemon:
     """Start `azuld serve` and wait until it reports its URL.
 
     Raises:
@@ -57,6 +59,7 @@ async def start_daemon(data_dir: Path, *, env: dict[str, str] | None = None) -> 
                 "127.0.0.1:0",
                 "--data-dir",
                 str(data_dir),
+                *(extra_args or []),
             ],
             stdout=log_file,
             stderr=log_file,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list the plugin keys the daemon serves")
     plugins.add_argument("--server", default=DEFAULT_SERVER)
 
+    config = commands.add_parser("config", help="check a config file")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    check = config_commands.add_parser(
+        "check", help="validate a config file (and AZULD_* variables) and print the result"
+    )
+    check.add_argument("file", type=Path, nargs="?")
+
+    status = commands.add_parser("status", help="per plugin key: lanes, lag, in flight, errors")
+    status.add_argument("--server", default=DEFAULT_SERVER)
+
+    watch = commands.add_parser("watch", help="follow job statuses as they are stored")
+    watch.add_argument("--server", default=DEFAULT_SERVER)
+    watch.add_argument("--plugin", help="only this plugin's statuses")
+
     show = commands.add_parser(
         "show", help="show a source's binaries as a tree with what plugins found"
     )
@@ -113,6 +129,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plugins(args)
         if args.command == "show":
             return _show(args)
+        if args.command == "config":
+            return _config_check(args)
+        if args.command == "status":
+            return _status(args)
+        if args.command == "watch":
+            return _watch(args)
         if args.command == "plugin":
             from azuld.plugin.cli import run_plugin_command
 
@@ -139,9 +161,9 @@ def _serve(args: argparse.Namespace) -> int:
     if args.data_dir:
         overrides["data_dir"] = args.data_dir.expanduser()
     settings = load_settings(args.config, overrides=overrides)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     logging.getLogger(__name__).info("azuld %s starting", __version__)
-    trio.run(serve, settings)
+    trio.run(functools.partial(serve, settings, config_path=args.config))
     return 0
 
 
@@ -285,7 +307,7 @@ def _plugins(args: argparse.Namespace) -> int:
     for row in rows:
         print(
             f"{row['key']:60} {row['queued']:>7} {row['in_flight']:>7} "
-            f"{row['fetched']:>8} {row['finished']:>8}"
+            f"{row['fetched']:>8} {sum(row['finished'].values()):>8}"
         )
     return 0
 
@@ -321,3 +343,101 @@ def _print_node(node: dict[str, object], indent: str, all_values: bool) -> None:
     assert isinstance(children, list)
     for child in children:
         _print_node(child, indent + "  └ ", all_values)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from azuld.settings import load_settings, redacted
+
+    settings = load_settings(args.file)
+    print(f"# {args.file or 'defaults and environment'}: valid. Effective settings:")
+    for name, value in redacted(settings).items():
+        print(f"{name} = {value!r}" if isinstance(value, str) else f"{name} = {value}")
+    return 0
+
+
+def _ago(seconds: float) -> str:
+    if seconds <= 0:
+        return "never"
+    delta = max(time.time() - seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"{delta / size:.0f}{unit} ago"
+    return f"{delta:.0f}s ago"
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    response = httpx.get(f"{args.server}/api/azuld/v1/plugins", timeout=10.0)
+    if response.status_code != 200:
+        print(f"azuld status: {_error_text(response)}", file=sys.stderr)
+        return 1
+    rows = response.json()["plugins"]
+    console = Console()
+    if not rows:
+        console.print("no plugin has fetched from this daemon yet")
+        return 0
+    table = Table(header_style="bold")
+    for column in ("plugin", "version", "lanes (lag)", "in flight", "done", "errors 1h", "seen"):
+        table.add_column(
+            column, justify="right" if column in ("in flight", "done", "errors 1h") else "left"
+        )
+    for row in rows:
+        lag = " ".join(f"{lane}:{value}" for lane, value in row["lag"].items())
+        done = sum(row["finished"].values())
+        errors = row["errors_last_hour"]
+        table.add_row(
+            row["name"] + ("" if row["active"] else f" ({row['model']}, passive)"),
+            row["version"],
+            lag,
+            str(row["in_flight"]),
+            str(done),
+            f"[red]{errors}[/red]" if errors else "0",
+            _ago(row["last_seen"]),
+        )
+    console.print(table)
+    for row in rows:
+        for failure in row["recent_failures"][-3:]:
+            first_line = (failure["message"] or "").strip().splitlines()[-1:] or [""]
+            console.print(
+                f"[red]{row['name']}[/red] {failure['status']} {failure['sha256'][:16]}: "
+                f"{failure['error']} {first_line[0][:120]}",
+                highlight=False,
+            )
+    return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    import secrets as _secrets
+
+    name = f"azuld-watch-{_secrets.token_hex(4)}"
+    query: list[tuple[str, str | int | float | bool | None]] = [
+        ("name", name),
+        ("version", "1"),
+        ("r-live", "true"),
+        ("count", "100"),
+        ("deadline", "10"),
+    ]
+    print(f"following statuses on {args.server} (Ctrl-C to stop)", file=sys.stderr)
+    from azuld.plugin.client import multipart_parts
+
+    with httpx.Client(base_url=args.server, timeout=30.0) as client:
+        try:
+            while True:
+                response = client.get("/api/v2/event/status/passive", params=query)
+                if response.status_code != 200:
+                    print(f"azuld watch: {_error_text(response)}", file=sys.stderr)
+                    return 1
+                parts = multipart_parts(response.content, response.headers["content-type"])
+                for event in msgspec.json.decode(parts["events"])["events"]:
+                    author = event["author"]["name"]
+                    if args.plugin and author != args.plugin:
+                        continue
+                    entity = event["entity"]
+                    sha = entity["input"]["entity"].get("sha256", "")[:16]
+                    detail = entity.get("error", "") or ""
+                    when = event["timestamp"][:19]
+                    print(f"{when} {author:20} {entity['status']:22} {sha} {detail}")
+        except KeyboardInterrupt:
+            return 0

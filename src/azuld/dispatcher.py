@@ -59,6 +59,8 @@ from azuld.settings import DispatchSettings
 __all__ = ["Dispatcher", "Failure", "FetchResult"]
 
 RECENT_FAILURES = 50
+# The lease reaper wakes at least this often, so its tick shows the dispatch loop is alive.
+TICK_SECONDS = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,8 @@ class Dispatcher:
         self._keys: dict[str, KeyState] = {}
         self._wakeup = trio.Event()
         self._leases_changed = trio.Event()
+        # When the lease reaper last ran: the watchdog pings systemd only while this moves.
+        self.last_tick = trio.current_time()
 
     # -- background ------------------------------------------------------------------------
 
@@ -162,8 +166,10 @@ class Dispatcher:
 
     async def _reap_leases(self) -> None:
         while True:
+            self.last_tick = trio.current_time()
             changed = self._leases_changed
-            with trio.move_on_at(self._next_deadline()):
+            wake_at = min(self._next_deadline(), self.last_tick + TICK_SECONDS)
+            with trio.move_on_at(wake_at):
                 await changed.wait()
                 continue
             await self.expire_leases(trio.current_time())
@@ -496,18 +502,17 @@ class Dispatcher:
 
     # -- introspection ---------------------------------------------------------------------
 
+    def keys(self) -> list[KeyState]:
+        return list(self._keys.values())
+
     async def lag(self, ks: KeyState) -> dict[str, int]:
         """Events not yet finished, per lane: from each cursor's commit to the end it may read."""
         lag: dict[str, int] = {}
         for lane, cursors in ks.lanes.cursors.items():
             ends = await self.log.offsets(list(cursors))
-            total = 0
-            for tp, cursor in cursors.items():
-                end = ends.get(tp, (0, 0))[1]
-                if cursor.stop is not None:
-                    end = min(end, cursor.stop)
-                total += max(end - cursor.committed, 0)
-            lag[lane] = total
+            lag[lane] = sum(
+                cursor.unfinished_below(ends.get(tp, (0, 0))[1]) for tp, cursor in cursors.items()
+            )
         return lag
 
     async def key_summaries(self) -> list[dict[str, Any]]:

@@ -1,19 +1,79 @@
-"""Logging set-up: key=value lines on stderr (journald adds the time under systemd)."""
+"""Logging: one line per record on stderr, as text, key=value (under journald) or JSON.
+
+Every line carries the request id when it is written during a request, and nothing that looks
+like a secret: settings are printed through `azuld.settings.redacted`.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
+from typing import Literal
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "set_level"]
+
+LogFormat = Literal["auto", "text", "json", "keyvalue"]
 
 
-def configure_logging(level: str) -> None:
-    under_journald = bool(os.environ.get("JOURNAL_STREAM"))
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not under_journald:
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
-    # hypercorn's per-request access log is off; its errors still come through.
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        from azuld.http.app import REQUEST_ID
+
+        record.request_id = REQUEST_ID.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """`level=info logger=azuld.service request_id=- msg="..."`; journald adds the time."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + self.formatException(record.exc_info)
+        return (
+            f"level={record.levelname.lower()} logger={record.name} "
+            f"request_id={getattr(record, 'request_id', '-')} msg={json.dumps(message)}"
+        )
+
+
+def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
+    """Log to stderr. `auto` is key=value under journald (`JOURNAL_STREAM` set), else text."""
+    if log_format == "auto":
+        log_format = "keyvalue" if os.environ.get("JOURNAL_STREAM") else "text"
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RequestIdFilter())
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    elif log_format == "keyvalue":
+        handler.setFormatter(KeyValueFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    set_level(level)
+    # hypercorn's per-request access log is off; its errors still come through. httpx logs
+    # every request at INFO.
     logging.getLogger("hypercorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def set_level(level: str) -> None:
+    logging.getLogger().setLevel(level.upper())

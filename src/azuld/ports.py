@@ -58,6 +58,9 @@ class EventLog(Protocol):
     async def consumers(self) -> dict[str, bytes]:
         """Every registered plugin key with the info it was registered with."""
 
+    async def health(self) -> str | None:
+        """`None` if the log is usable now, else why not (for `/readyz`)."""
+
 
 class BlobStore(Protocol):
     """Content-addressed blobs at `<source>/<label>/<sha256>`, with a by-hash fallback."""
@@ -72,3 +75,6 @@ class BlobStore(Protocol):
         self, source: str, label: str, sha256: str, start: int, length: int
     ) -> AsyncIterator[bytes]:
         """Stream `length` bytes from `start`. Raises `NotFound` if the blob is missing."""
+
+    async def health(self) -> str | None:
+        """`None` if the store is usable now, else why not (for `/readyz`)."""

@@ -4,29 +4,35 @@ Lifetimes nest: the event log and blob store outlive the dispatcher, which outli
 server. Readiness goes through `nursery.start`: `serve` reports the bound URLs (and systemd gets
 `READY=1`) only once the backends are open, the dispatcher runs and the socket is bound.
 
-Shutdown: the first SIGTERM/SIGINT stops accepting connections and lets in-flight requests finish
-within `server.graceful_timeout_seconds` (hypercorn's graceful shutdown); jobs still leased are
-simply not committed, so they are offered again after the restart. A second signal cancels
-everything at once.
+Signals: the first SIGTERM/SIGINT sends `STOPPING=1`, stops accepting connections and lets
+in-flight requests finish within `server.graceful_timeout_seconds` (hypercorn's graceful
+shutdown); jobs still leased are not committed, so they are offered again after the restart. A
+second signal cancels everything at once. SIGHUP re-reads the config file and applies what can
+change at run time (log level, dispatch limits), saying in the log what needs a restart.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from azuld.backends.embedded import open_embedded_log
-from azuld.dispatcher import Dispatcher
+from azuld.dispatcher import TICK_SECONDS, Dispatcher
+from azuld.errors import ConfigError
 from azuld.http import Services, create_app
-from azuld.settings import Settings
+from azuld.logs import set_level
+from azuld.settings import Settings, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
-from azuld.systemd import notify
+from azuld.systemd import notify, watchdog_interval_seconds
 
 __all__ = ["hypercorn_config", "open_services", "serve"]
 
@@ -60,24 +66,93 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         yield Services(dispatcher=dispatcher, blobs=blobs, settings=settings)
 
 
-async def _watch_signals(
-    shutdown: trio.Event, root: trio.CancelScope, *, task_status: trio.TaskStatus[None]
-) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        task_status.started()
-        async for signum in signals:
-            if shutdown.is_set():
-                log.warning("second %s: stopping now", signal.Signals(signum).name)
-                root.cancel()
-                return
-            log.info("%s: draining (a second signal stops at once)", signal.Signals(signum).name)
-            notify("STOPPING=1")
-            shutdown.set()
+class _Daemon:
+    """State the signal and watchdog tasks share: the settings in force and the shutdown."""
+
+    def __init__(self, settings: Settings, config_path: Path | None, services: Services) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.services = services
+        self.shutdown = trio.Event()
+
+    def reload(self) -> None:
+        """Re-read the config; apply the reloadable part; log what needs a restart."""
+        notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+        try:
+            new = load_settings(self.config_path)
+        except ConfigError as exc:
+            log.error("reload failed, keeping the running settings: %s", exc)
+            notify("READY=1")
+            return
+        # Command-line overrides (listen, data dir) stay as they were.
+        new = _keep_overrides(new, self.settings)
+        applied, restart = settings_diff(self.settings, new)
+        if "log_level" in applied:
+            set_level(new.log_level)
+        self.services.dispatcher.settings = new.dispatch
+        self.settings = new
+        log.info(
+            "reloaded %s: applied %s; needs a restart: %s",
+            self.config_path or "the environment",
+            ", ".join(applied) or "nothing",
+            ", ".join(restart) or "nothing",
+        )
+        notify("READY=1")
+
+    async def watch_signals(
+        self, root: trio.CancelScope, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            task_status.started()
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if signum == signal.SIGHUP:
+                    self.reload()
+                elif self.shutdown.is_set():
+                    log.warning("second %s: stopping now", name)
+                    root.cancel()
+                    return
+                else:
+                    log.info("%s: draining (a second signal stops at once)", name)
+                    notify("STOPPING=1")
+                    self.shutdown.set()
+
+    def status_line(self) -> str:
+        dispatcher = self.services.dispatcher
+        keys = dispatcher.keys()
+        in_flight = sum(ks.lanes.leased for ks in keys)
+        fetched = sum(ks.fetched for ks in keys)
+        return f"{len(keys)} plugin keys, {in_flight} jobs in flight, {fetched} fetched"
+
+    async def watchdog(self) -> None:
+        """Ping systemd at half `WATCHDOG_USEC`, only while the dispatch loop ticks."""
+        interval = watchdog_interval_seconds()
+        if interval is None:
+            return
+        dispatcher = self.services.dispatcher
+        while True:
+            await trio.sleep(interval)
+            stalled = trio.current_time() - dispatcher.last_tick
+            if stalled <= max(interval, 2 * TICK_SECONDS):
+                notify(f"WATCHDOG=1\nSTATUS={self.status_line()}")
+            else:
+                log.error("dispatch loop stalled for %.1f s: not pinging the watchdog", stalled)
+
+
+def _keep_overrides(new: Settings, running: Settings) -> Settings:
+    import dataclasses
+
+    return dataclasses.replace(
+        new,
+        data_dir=running.data_dir,
+        server=dataclasses.replace(new.server, listen=running.server.listen),
+    )
 
 
 async def serve(
     settings: Settings,
     *,
+    config_path: Path | None = None,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
@@ -86,16 +161,17 @@ async def serve(
     Reports the bound URLs through `task_status` once it serves requests.
     """
     async with open_services(settings) as services:
-        shutdown = trio.Event()
+        daemon = _Daemon(settings, config_path, services)
         async with trio.open_nursery() as nursery:
             if handle_signals:
-                await nursery.start(_watch_signals, shutdown, nursery.cancel_scope)
+                await nursery.start(daemon.watch_signals, nursery.cancel_scope)
             await nursery.start(services.dispatcher.run)
             binds: list[str] = await nursery.start(
-                _serve_http, create_app(services), settings, shutdown, nursery.cancel_scope
+                _serve_http, create_app(services), settings, daemon.shutdown, nursery.cancel_scope
             )
             log.info("azuld serving on %s (data in %s)", ", ".join(binds), settings.data_dir)
-            notify("READY=1\nSTATUS=serving on " + " ".join(binds))
+            notify(f"READY=1\nSTATUS=serving on {' '.join(binds)}\nMAINPID={os.getpid()}")
+            nursery.start_soon(daemon.watchdog)
             task_status.started(binds)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from azuld.errors import ConfigError
 
 __all__ = [
+    "RELOADABLE",
     "DispatchSettings",
     "EventsSettings",
     "ServerSettings",
@@ -25,7 +26,13 @@ __all__ = [
     "StorageSettings",
     "default_data_dir",
     "load_settings",
+    "redacted",
+    "settings_diff",
 ]
+
+# Settings a SIGHUP applies to a running daemon; every other change needs a restart.
+RELOADABLE = ("log_level", "dispatch.")
+_SECRET_WORDS = ("secret", "password", "token", "access_key", "secret_key")
 
 ENV_PREFIX = "AZULD_"
 
@@ -75,6 +82,7 @@ class DispatchSettings:
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "text", "json", "keyvalue"] = "auto"
     server: ServerSettings = ServerSettings()
     events: EventsSettings = EventsSettings()
     storage: StorageSettings = StorageSettings()
@@ -246,3 +254,32 @@ def _apply(obj: Any, tree: Mapping[str, Any]) -> Any:
         current = getattr(obj, key)
         changes[key] = _apply(current, value) if isinstance(value, Mapping) else value
     return dataclasses.replace(obj, **changes)
+
+
+def flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
+    """`{"server.listen": ..., ...}` for every leaf setting."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The flattened settings with anything secret-looking replaced by `***`."""
+    return {
+        name: "***" if value and any(word in name for word in _SECRET_WORDS) else value
+        for name, value in flatten(settings).items()
+    }
+
+
+def settings_diff(old: Settings, new: Settings) -> tuple[list[str], list[str]]:
+    """Changed setting names, split into (reloadable, needing a restart)."""
+    before, after = flatten(old), flatten(new)
+    changed = [name for name in after if before.get(name) != after[name]]
+    reloadable = [n for n in changed if n.startswith(RELOADABLE)]
+    return reloadable, [n for n in changed if n not in reloadable]

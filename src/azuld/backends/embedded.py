@@ -225,6 +225,13 @@ class EmbeddedLog:
     async def consumers(self) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in self._db.execute("SELECT key, info FROM consumers")}
 
+    async def health(self) -> str | None:
+        try:
+            self._db.execute("SELECT 1").fetchone()
+        except sqlite3.Error as exc:
+            return f"embedded event log unusable: {exc}"
+        return None
+
     def integrity_check(self) -> str:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 

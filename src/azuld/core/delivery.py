@@ -193,6 +193,13 @@ class PartitionCursor:
     def commit(self) -> Commit:
         return Commit(self.committed, frozenset(self._finished_above), self.stop)
 
+    def unfinished_below(self, end: int) -> int:
+        """How many offsets below `end` (and below `stop`) are not finished yet: the lag."""
+        if self.stop is not None:
+            end = min(end, self.stop)
+        done_above = sum(1 for offset in self._finished_above if offset < end)
+        return max(end - self.committed - done_above, 0)
+
 
 @dataclass(frozen=True, slots=True)
 class JobRef:

@@ -31,7 +31,10 @@ async def healthz() -> Response:
 
 @blueprint.get("/readyz")
 async def readyz() -> Response:
-    return _json({"ready": True, "reasons": []})
+    """Ready when the event log and the blob store are usable; the reasons say what is not."""
+    svc = services()
+    reasons = [r for r in (await svc.dispatcher.log.health(), await svc.blobs.health()) if r]
+    return _json({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
 
 
 @blueprint.get("/api/azuld/v1/plugins")

@@ -15,7 +15,7 @@ import msgspec
 from azuld.models.events import BinaryEvent, Datastream, PluginEvent, StatusEvent
 from azuld.models.responses import DataResponse
 
-__all__ = ["DispatcherClient", "DispatcherError", "HttpDispatcherClient"]
+__all__ = ["DispatcherClient", "DispatcherError", "HttpDispatcherClient", "multipart_parts"]
 
 _encode = msgspec.json.Encoder().encode
 _events_decoder = msgspec.json.Decoder(dict[str, list[BinaryEvent]])
@@ -39,7 +39,7 @@ class DispatcherClient(Protocol):
     async def post_status(self, event: StatusEvent) -> None: ...
 
 
-def _multipart_parts(body: bytes, content_type: str) -> dict[str, bytes]:
+def multipart_parts(body: bytes, content_type: str) -> dict[str, bytes]:
     kind, _, rest = content_type.partition(";")
     boundary = ""
     for option in rest.split(";"):
@@ -94,7 +94,7 @@ class HttpDispatcherClient:
             "/api/v2/event/binary/active", params=list(query), headers=self._headers
         )
         await self._check(response)
-        parts = _multipart_parts(response.content, response.headers.get("content-type", ""))
+        parts = multipart_parts(response.content, response.headers.get("content-type", ""))
         if "events" not in parts:
             raise DispatcherError("fetch reply has no 'events' part")
         return _events_decoder.decode(parts["events"])["events"]

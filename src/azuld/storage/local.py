@@ -31,6 +31,11 @@ class LocalBlobStore:
         for stray in self.spool_dir.iterdir():  # left by a crash mid-upload
             stray.unlink(missing_ok=True)
 
+    async def health(self) -> str | None:
+        if not os.access(self.spool_dir, os.W_OK):
+            return f"blob folder {self.root} is not writable"
+        return None
+
     def _path(self, source: str, label: str, sha256: str) -> Path:
         if (source, label) == _FALLBACK:
             return self.root / "_" / sha256[0] / sha256[1] / sha256
