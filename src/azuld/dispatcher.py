@@ -27,7 +27,15 @@ from typing import Any
 import msgspec
 import trio
 
-from azuld.core.delivery import Commit, Job, JobRef, Lane, PluginLanes, TopicPartition
+from azuld.core.delivery import (
+    Commit,
+    Job,
+    JobRef,
+    Lane,
+    PluginLanes,
+    Snapshot,
+    TopicPartition,
+)
 from azuld.core.filters import skip_reason
 from azuld.core.jobs import JobState, ending_for_status
 from azuld.core.keys import consumer_group, expedite_topic, system_topic
@@ -40,7 +48,7 @@ from azuld.core.publish import (
     prepare_status,
 )
 from azuld.core.validation import check_event
-from azuld.errors import AllFiltered, BadRequest, Unprocessable
+from azuld.errors import AllFiltered, BadRequest, Unprocessable, UpstreamError
 from azuld.metrics import Metrics
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
@@ -95,6 +103,7 @@ class KeyState:
     params: ConsumeParams
     lanes: PluginLanes
     groups: dict[str, str]
+    snapshot: Snapshot
     lock: trio.Lock = field(default_factory=trio.Lock)
     fetched: int = 0
     finished: Counter[str] = field(default_factory=Counter)
@@ -147,6 +156,7 @@ class Dispatcher:
         """Follow the log and reap leases until cancelled."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_log)
+            nursery.start_soon(self._follow_statuses)
             nursery.start_soon(self._reap_leases)
             task_status.started()
 
@@ -159,6 +169,21 @@ class Dispatcher:
             generation = self.log.generation
             await self.log.wait_for_change(generation)
             self._wake()
+
+    async def _follow_statuses(self) -> None:
+        """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
+        extend, final statuses finish). Statuses posted here were applied already; again is a
+        no-op."""
+        decode = _DECODERS["status"].decode
+        async for value in self.log.follow(system_topic(self.prefix, "status")):
+            try:
+                status = decode(value)
+            except msgspec.DecodeError:
+                continue
+            try:
+                await self._apply_statuses([status], load_missing=False)
+            except UpstreamError as exc:
+                log.warning("could not apply a followed status: %s", exc)
 
     def _next_deadline(self) -> float:
         deadlines = [d for ks in self._keys.values() if (d := ks.lanes.next_deadline()) is not None]
@@ -252,17 +277,16 @@ class Dispatcher:
             self._keys.pop(key, None)
         snapshot = await self._creation_snapshot(params, groups)
         info = msgspec.json.encode(asdict(params))
-        await self.log.register_consumer(key, info, snapshot)
-        return await self._load_key(params, groups)
+        snapshot = await self.log.register_consumer(key, info, snapshot)
+        return await self._load_key(params, groups, snapshot)
 
-    async def _creation_snapshot(
-        self, params: ConsumeParams, groups: dict[str, str]
-    ) -> dict[str, dict[TopicPartition, Commit]]:
+    async def _creation_snapshot(self, params: ConsumeParams, groups: dict[str, str]) -> Snapshot:
         """Where a new key's lanes start: expedite and live at the end of the log, historic at the
-        start, stopping where live and expedite began (so no event is delivered twice)."""
-        snapshot: dict[str, dict[TopicPartition, Commit]] = {}
+        start, stopping where live and expedite began (so no event is delivered twice). Covers
+        every partition, owned here or not: other instances start from the same snapshot."""
+        snapshot: Snapshot = {}
         for lane, group in groups.items():
-            tps = await self.log.partitions(self._topic_filter(params, lane))
+            tps = await self.log.partitions(self._topic_filter(params, lane), owned=False)
             offsets = await self.log.offsets(tps)
             if lane == Lane.HISTORIC:
                 snapshot[group] = {
@@ -273,9 +297,12 @@ class Dispatcher:
                 snapshot[group] = {tp: Commit(end) for tp, (_, end) in offsets.items()}
         return snapshot
 
-    async def _load_key(self, params: ConsumeParams, groups: dict[str, str]) -> KeyState:
+    async def _load_key(
+        self, params: ConsumeParams, groups: dict[str, str], snapshot: Snapshot
+    ) -> KeyState:
         ks = KeyState(
             params=params,
+            snapshot=snapshot,
             lanes=PluginLanes(
                 params.key,
                 params.lanes,
@@ -289,16 +316,22 @@ class Dispatcher:
         return ks
 
     async def _assign_partitions(self, ks: KeyState) -> None:
-        """Own every partition of the key's topics, including topics that appeared since."""
+        """Follow this instance's share of the key's partitions: start on partitions gained
+        (new topics, a rebalance), drop those lost to another instance."""
         for lane, group in ks.groups.items():
-            tps = await self.log.partitions(self._topic_filter(ks.params, lane))
-            new = [tp for tp in tps if tp not in ks.lanes.cursors[lane]]
+            owned = set(await self.log.partitions(self._topic_filter(ks.params, lane)))
+            held = ks.lanes.cursors[lane]
+            for tp in held.keys() - owned:
+                # Another instance owns it now and starts from the commit: what was queued or
+                # leased here will be offered there.
+                ks.lanes.unassign(lane, tp)
+            new = sorted(owned - held.keys())
             if not new:
                 continue
             committed = await self.log.committed(group)
             offsets = await self.log.offsets(new)
             for tp in new:
-                commit = committed.get(tp)
+                commit = committed.get(tp) or ks.snapshot.get(group, {}).get(tp)
                 if commit is None:
                     # A partition born after the key: live reads it from its start, and historic
                     # has nothing to add (live covers it).
@@ -318,7 +351,8 @@ class Dispatcher:
         raw = msgspec.json.decode(info)
         params = ConsumeParams(**{k: _untuple(v) for k, v in raw.items()})
         groups = {lane: consumer_group(self.prefix, params.key, lane) for lane in params.lanes}
-        return await self._load_key(params, groups)
+        snapshot = await self.log.register_consumer(params.key, info, {})
+        return await self._load_key(params, groups, snapshot)
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -332,11 +366,19 @@ class Dispatcher:
                 ks.lanes.add_records(want.lane, want.tp, records)
 
     async def _commit(self, ks: KeyState) -> None:
+        """Store the commits that moved. Raises `UpstreamError`; what failed is retried next."""
+        dirty = ks.lanes.dirty_commits()
         by_group: dict[str, dict[TopicPartition, Commit]] = {}
-        for (lane, tp), commit in ks.lanes.dirty_commits().items():
+        for (lane, tp), commit in dirty.items():
             by_group.setdefault(ks.groups[lane], {})[tp] = commit
-        for group, commits in by_group.items():
-            await self.log.commit(group, commits)
+        done: set[str] = set()
+        try:
+            for group, commits in by_group.items():
+                await self.log.commit(group, commits)
+                done.add(group)
+        except BaseException:
+            ks.lanes.redirty(pair for pair in dirty if ks.groups[pair[0]] not in done)
+            raise
 
     def _judge(self, params: ConsumeParams) -> Callable[[Job], str | None]:
         decoder = _DECODERS.get(params.model)
@@ -364,16 +406,39 @@ class Dispatcher:
 
         Cancellation: safe; jobs already taken by a cancelled request are leased and come back
         when their lease expires.
+
+        A backend failure does not fail the request (plugins such as azul-runner exit on any
+        non-200 fetch): the reply carries what was taken so far with `ready: false`.
         """
-        ks = await self._key_state(params)
         deadline = trio.current_time() + params.deadline_seconds
+        try:
+            ks = await self._key_state(params)
+        except UpstreamError as exc:
+            log.warning("fetch for %s: backend unavailable: %s", params.key, exc)
+            await trio.sleep_until(min(deadline, trio.current_time() + 1.0))
+            return FetchResult(
+                FetchInfo(
+                    filtered=0,
+                    fetched=0,
+                    ready=False,
+                    paused=False,
+                    consumers_not_ready=",".join(params.lanes),
+                ),
+                [],
+            )
         lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
         judge = self._judge(params)
         skipped: Counter[str] = Counter()
         events: list[bytes] = []
+        not_ready = ""
         while True:
             wakeup = self._wakeup
-            await self._fill(ks)
+            try:
+                await self._fill(ks)
+            except UpstreamError as exc:
+                log.warning("fetch for %s: cannot read the log: %s", params.key, exc)
+                self.metrics.backend_errors.labels("log").inc()
+                not_ready = ",".join(params.lanes)
             handout = ks.lanes.take(
                 params.count - len(events),
                 now=trio.current_time(),
@@ -385,8 +450,14 @@ class Dispatcher:
             if handout.jobs and lease is not None:
                 self._leases_changed.set()
                 self._leases_changed = trio.Event()
-            await self._commit(ks)
-            if len(events) >= params.count or trio.current_time() >= deadline:
+            try:
+                await self._commit(ks)
+            except UpstreamError as exc:
+                # Not lost: the cursor stays dirty and the next commit carries it.
+                log.warning("fetch for %s: cannot commit: %s", params.key, exc)
+                self.metrics.backend_errors.labels("log").inc()
+                not_ready = ",".join(params.lanes)
+            if not_ready or len(events) >= params.count or trio.current_time() >= deadline:
                 break
             with trio.move_on_at(deadline):
                 await wakeup.wait()
@@ -398,7 +469,12 @@ class Dispatcher:
         for reason, count in skipped.items():
             self.metrics.filtered.labels(params.name, params.model, reason).inc(count)
         info = FetchInfo(
-            filtered=filtered, fetched=len(events), ready=True, paused=False, filters=dict(skipped)
+            filtered=filtered,
+            fetched=len(events),
+            ready=not not_ready,
+            paused=False,
+            consumers_not_ready=not_ready,
+            filters=dict(skipped),
         )
         return FetchResult(info, events)
 
@@ -459,7 +535,9 @@ class Dispatcher:
                 out.append(prepare_generic(self.prefix, model, event))
         return out
 
-    async def _apply_statuses(self, statuses: Iterable[StatusEvent]) -> None:
+    async def _apply_statuses(
+        self, statuses: Iterable[StatusEvent], *, load_missing: bool = True
+    ) -> None:
         now = trio.current_time()
         touched: dict[str, KeyState] = {}
         for status in statuses:
@@ -476,7 +554,7 @@ class Dispatcher:
                     self._leases_changed.set()
                     self._leases_changed = trio.Event()
                 continue
-            ks = await self._key_for_job(ref)
+            ks = await self._key_for_job(ref) if load_missing else self._keys.get(ref.plugin_key)
             if ks is None:
                 continue
             if ks.lanes.finish(ref, ending):

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.delivery import Commit, Snapshot, TopicPartition
 from azuld.core.publish import Outgoing
 
 __all__ = ["BlobStore", "EventLog"]
@@ -29,8 +29,15 @@ class EventLog(Protocol):
     async def append(self, records: Sequence[Outgoing]) -> None:
         """Append records; on return they are durable (an acknowledged write)."""
 
-    async def partitions(self, topic_filter: Callable[[str], bool]) -> list[TopicPartition]:
-        """Every partition of every existing topic whose name passes `topic_filter`."""
+    async def partitions(
+        self, topic_filter: Callable[[str], bool], *, owned: bool = True
+    ) -> list[TopicPartition]:
+        """The partitions this instance owns of every topic whose name passes `topic_filter`.
+
+        With several instances on one Kafka, each owns a share (the embedded log owns all); the
+        set changes on rebalance, and `generation` moves when it does. `owned=False` lists every
+        partition.
+        """
 
     async def offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
         """`(start, end)` of each partition: the first offset kept and the next to be written."""
@@ -44,12 +51,11 @@ class EventLog(Protocol):
     async def commit(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
         """Store positions for a group; durable on return."""
 
-    async def register_consumer(
-        self, key: str, info: bytes, snapshot: Mapping[str, Mapping[TopicPartition, Commit]]
-    ) -> bool:
-        """Record a plugin key the first time it is seen, with its groups' starting commits.
+    async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
+        """Record a plugin key the first time it is seen, with where its groups start.
 
-        Returns `True` if this call created it (and stored `snapshot`), `False` if it existed.
+        Returns the snapshot in force: `snapshot` if this call registered the key, else the one
+        the first registration stored (several instances may race; the first one wins).
         """
 
     async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
@@ -57,6 +63,10 @@ class EventLog(Protocol):
 
     async def consumers(self) -> dict[str, bytes]:
         """Every registered plugin key with the info it was registered with."""
+
+    def follow(self, topic: str) -> AsyncIterator[bytes]:
+        """Values appended to any partition of `topic` from now on, as they arrive (every
+        partition, owned or not: statuses are followed by every instance)."""
 
     async def health(self) -> str | None:
         """`None` if the log is usable now, else why not (for `/readyz`)."""

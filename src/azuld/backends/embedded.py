@@ -10,6 +10,7 @@ to a worker thread. Partitions are chosen as Go does (FNV-1a of the key, modulo 
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -17,7 +18,13 @@ from pathlib import Path
 
 import trio
 
-from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.delivery import (
+    Commit,
+    Snapshot,
+    TopicPartition,
+    decode_snapshot,
+    encode_snapshot,
+)
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
 
@@ -51,7 +58,8 @@ CREATE TABLE IF NOT EXISTS commits (
 );
 CREATE TABLE IF NOT EXISTS consumers (
     key TEXT PRIMARY KEY,
-    info BLOB NOT NULL
+    info BLOB NOT NULL,
+    snapshot TEXT NOT NULL
 );
 """
 
@@ -156,7 +164,9 @@ class EmbeddedLog:
             raise
         self._bump()
 
-    async def partitions(self, topic_filter: Callable[[str], bool]) -> list[TopicPartition]:
+    async def partitions(
+        self, topic_filter: Callable[[str], bool], *, owned: bool = True
+    ) -> list[TopicPartition]:
         return sorted(tp for tp in self._tp_ids if topic_filter(tp.topic))
 
     async def offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
@@ -200,22 +210,18 @@ class EmbeddedLog:
                 self._commit_rows(group, commits),
             )
 
-    async def register_consumer(
-        self, key: str, info: bytes, snapshot: Mapping[str, Mapping[TopicPartition, Commit]]
-    ) -> bool:
+    async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
         with self._write() as db:
-            created = db.execute(
-                "INSERT OR IGNORE INTO consumers (key, info) VALUES (?, ?)", (key, info)
-            ).rowcount
-            if created:
-                for group, commits in snapshot.items():
-                    db.executemany(
-                        "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)",
-                        self._commit_rows(group, commits),
-                    )
-            else:
-                db.execute("UPDATE consumers SET info = ? WHERE key = ?", (info, key))
-        return bool(created)
+            encoded = json.dumps(encode_snapshot(snapshot))
+            db.execute(
+                "INSERT OR IGNORE INTO consumers (key, info, snapshot) VALUES (?, ?, ?)",
+                (key, info, encoded),
+            )
+            db.execute("UPDATE consumers SET info = ? WHERE key = ?", (info, key))
+            (stored,) = db.execute(
+                "SELECT snapshot FROM consumers WHERE key = ?", (key,)
+            ).fetchone()
+        return decode_snapshot(json.loads(stored))
 
     async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
         with self._write() as db:
@@ -224,6 +230,22 @@ class EmbeddedLog:
 
     async def consumers(self) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in self._db.execute("SELECT key, info FROM consumers")}
+
+    async def follow(self, topic: str) -> AsyncIterator[bytes]:
+        positions = {tp: self._ends[tp] for tp in self._tp_ids if tp.topic == topic}
+        while True:
+            generation = self._generation
+            for tp in self._tp_ids:
+                if tp.topic == topic and tp not in positions:
+                    positions[tp] = 0  # a partition created since: all of it is new
+            found = False
+            for tp, position in positions.items():
+                for offset, value in await self.read(tp, position, 256):
+                    positions[tp] = offset + 1
+                    found = True
+                    yield value
+            if not found:
+                await self.wait_for_change(generation)
 
     async def health(self) -> str | None:
         try:

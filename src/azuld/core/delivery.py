@@ -48,7 +48,10 @@ __all__ = [
     "PartitionCursor",
     "PluginLanes",
     "ReadRequest",
+    "Snapshot",
     "TopicPartition",
+    "decode_snapshot",
+    "encode_snapshot",
 ]
 
 
@@ -201,6 +204,28 @@ class PartitionCursor:
         return max(end - self.committed - done_above, 0)
 
 
+Snapshot = dict[str, dict[TopicPartition, Commit]]
+"""Where a new plugin key's groups start: {group: {partition: commit}}."""
+
+
+def encode_snapshot(snapshot: Snapshot) -> list[list[object]]:
+    """As JSON-friendly rows `[group, topic, partition, offset, metadata]`."""
+    return [
+        [group, tp.topic, tp.partition, commit.offset, commit.metadata()]
+        for group, commits in snapshot.items()
+        for tp, commit in sorted(commits.items())
+    ]
+
+
+def decode_snapshot(rows: list[list[object]]) -> Snapshot:
+    snapshot: Snapshot = {}
+    for group, topic, partition, offset, metadata in rows:
+        tp = TopicPartition(str(topic), int(partition))  # type: ignore[call-overload]
+        commit = Commit.parse(int(offset), str(metadata))  # type: ignore[call-overload]
+        snapshot.setdefault(str(group), {})[tp] = commit
+    return snapshot
+
+
 @dataclass(frozen=True, slots=True)
 class JobRef:
     """Where a job's event lives: enough to finish it anywhere, from its id alone."""
@@ -288,6 +313,17 @@ class PluginLanes:
     def assign(self, lane: str, tp: TopicPartition, commit: Commit) -> None:
         """Own `tp` in `lane` from `commit`. Re-assigning an owned partition is a no-op."""
         self.cursors[lane].setdefault(tp, PartitionCursor(commit))
+
+    def unassign(self, lane: str, tp: TopicPartition) -> None:
+        """Stop reading `tp` in `lane`: its cursor, queued jobs and leases here are dropped (the
+        partition's new owner offers them from the committed position)."""
+        self.cursors[lane].pop(tp, None)
+        queue = self._queued[lane]
+        kept = [job for job in queue if job.ref.tp != tp]
+        queue.clear()
+        queue.extend(kept)
+        for ref in [r for r in self._leased if r.lane == lane and r.tp == tp]:
+            del self._leased[ref]
 
     def reads_wanted(self) -> list[ReadRequest]:
         """Reads that would top up each lane's queue to `read_ahead` jobs."""
@@ -460,6 +496,13 @@ class PluginLanes:
         self._store(job)
 
     # -- commits -----------------------------------------------------------------------------
+
+    def redirty(self, pairs: Iterable[tuple[str, TopicPartition]]) -> None:
+        """A commit did not reach the log: send it again with the next one."""
+        for lane, tp in pairs:
+            cursor = self.cursors.get(lane, {}).get(tp)
+            if cursor is not None:
+                cursor.dirty = True
 
     def dirty_commits(self) -> dict[tuple[str, TopicPartition], Commit]:
         """Commits that moved since the last call, by (lane, partition)."""
