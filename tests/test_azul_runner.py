@@ -224,7 +224,7 @@ async def stop_group(process: trio.Process) -> None:
     with trio.fail_after(10):
         await process.wait()
         # Its forkserver and plugin children are reparented on the parent's death: poll for them.
-        while group_members(pgid):  # noqa: ASYNC110 - nothing to wait on but /proc
+        while group_members(pgid):
             await trio.sleep(0.1)
 
 

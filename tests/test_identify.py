@@ -74,15 +74,40 @@ def _pe(*, pe64: bool, dll: bool) -> bytes:
     return bytes(dos) + b"PE\0\0" + file_header + bytes(optional) + b"\0" * 256
 
 
-def _elf(*, is64: bool, e_type: int) -> bytes:
+def _elf(*, is64: bool, e_type: int, pie: bool = False) -> bytes:
+    """ELF header plus one PT_DYNAMIC program header whose DT_FLAGS_1 may carry DF_1_PIE."""
     ident = b"\x7fELF" + bytes([2 if is64 else 1, 1, 1, 0]) + b"\0" * 8
+    flags_1 = 0x08000000 if pie else 0
     if is64:
-        fields = (e_type, 0x3E, 1, 0x401000, 64, 0, 0, 64, 56, 0, 64, 0, 0)
-        rest = struct.pack("<HHIQQQIHHHHHH", *fields)
+        ehsize, phentsize = 64, 56
+        dyn_off = ehsize + phentsize
+        header = struct.pack(
+            "<HHIQQQIHHHHHH",
+            e_type,
+            0x3E,
+            1,
+            0x401000,
+            ehsize,
+            0,
+            0,
+            ehsize,
+            phentsize,
+            1,
+            64,
+            0,
+            0,
+        )
+        dynamic = struct.pack("<qQqQ", 0x6FFFFFFB, flags_1, 0, 0)
+        phdr = struct.pack("<IIQQQQQQ", 2, 6, dyn_off, dyn_off, dyn_off, len(dynamic), 32, 8)
     else:
-        fields = (e_type, 3, 1, 0x8048000, 52, 0, 0, 52, 32, 0, 40, 0, 0)
-        rest = struct.pack("<HHIIIIIHHHHHH", *fields)
-    return ident + rest + b"\0" * 128
+        ehsize, phentsize = 52, 32
+        dyn_off = ehsize + phentsize
+        header = struct.pack(
+            "<HHIIIIIHHHHHH", e_type, 3, 1, 0x8048000, ehsize, 0, 0, ehsize, phentsize, 1, 40, 0, 0
+        )
+        dynamic = struct.pack("<iIiI", 0x6FFFFFFB, flags_1, 0, 0)
+        phdr = struct.pack("<IIIIIIII", 2, dyn_off, dyn_off, dyn_off, len(dynamic), 16, 6, 4)
+    return ident + header + phdr + dynamic + b"\0" * 64
 
 
 def _macho() -> bytes:
@@ -202,6 +227,9 @@ _SAMPLES: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "elf64": (lambda: _elf(is64=True, e_type=2), "executable/linux/elf64", ""),
     "elf32": (lambda: _elf(is64=False, e_type=2), "executable/linux/elf32", ""),
     "so64": (lambda: _elf(is64=True, e_type=3), "executable/linux/so64", ""),
+    "so32": (lambda: _elf(is64=False, e_type=3), "executable/linux/so32", ""),
+    "pie64": (lambda: _elf(is64=True, e_type=3, pie=True), "executable/linux/elf64", ""),
+    "pie32": (lambda: _elf(is64=False, e_type=3, pie=True), "executable/linux/elf32", ""),
     "mach-o": (_macho, "executable/mach-o", ""),
     "pdf": (_pdf, "document/pdf", "pdf"),
     "ole-doc": (lambda: _ole("WordDocument"), "document/office/word", "doc"),
@@ -237,14 +265,14 @@ _SAMPLES: dict[str, tuple[Callable[[], bytes], str, str]] = {
 # --------------------------------------------------------------------------- #
 
 
-@pytest.mark.parametrize(("name"), sorted(_SAMPLES))
+@pytest.mark.parametrize("name", sorted(_SAMPLES))
 def test_identify_bytes(name: str) -> None:
     build, file_format, extension = _SAMPLES[name]
     result = identify_bytes(build())
     assert (result.file_format, result.file_extension) == (file_format, extension), result
 
 
-@pytest.mark.parametrize(("name"), sorted(_SAMPLES))
+@pytest.mark.parametrize("name", sorted(_SAMPLES))
 def test_identify_path_matches_bytes(name: str, tmp_path: Path) -> None:
     data = _SAMPLES[name][0]()
     path = tmp_path / "blob"
@@ -372,3 +400,39 @@ def test_hasher_sha256_only() -> None:
     assert digests == FileDigests(
         size=6, md5="", sha1="", sha256=hashlib.sha256(b"abcdef").hexdigest(), sha512=""
     )
+
+
+# --------------------------------------------------------------------------- #
+# Hostile / malformed input
+# --------------------------------------------------------------------------- #
+
+
+def test_pe_header_offset_past_end() -> None:
+    data = bytearray(_pe(pe64=False, dll=False))
+    struct.pack_into("<I", data, 0x3C, 0xFFFFFFF0)
+    assert not identify_bytes(bytes(data)).file_format.startswith("executable/windows/pe")
+
+
+def test_ole_directory_chain_cycle_terminates() -> None:
+    data = bytearray(_ole("WordDocument"))
+    struct.pack_into("<I", data, 512 + 4, 1)  # directory sector 1 chains to itself
+    assert identify_bytes(bytes(data)).file_format == "document/office/word"
+
+
+def test_truncated_zip_stays_zip() -> None:
+    data = _ooxml("word")[:40]
+    assert identify_bytes(data).file_format == "archive/zip"
+
+
+def test_zip_metadata_read_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import azuld.identify as identify
+
+    monkeypatch.setattr(identify, "_ZIP_MAX_READ", 64)
+    # The central directory is larger than the cap, so members are not inspected.
+    assert identify_bytes(_ooxml("word")).file_format == "archive/zip"
+
+
+def test_elf_with_absurd_program_headers() -> None:
+    data = bytearray(_elf(is64=True, e_type=3, pie=True))
+    struct.pack_into("<Q", data, 32, 2**63)  # e_phoff far past the end
+    assert identify_bytes(bytes(data)).file_format == "executable/linux/so64"

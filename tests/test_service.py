@@ -62,6 +62,7 @@ async def test_watchdog_pings_only_while_the_loop_ticks(
         assert "STATUS=0 plugin keys, 0 jobs in flight" in pings[0]
         # The dispatch loop stops ticking: no more pings.
         nursery.cancel_scope.cancel()
+    services.dispatcher.last_tick = trio.current_time() - 60  # wedged a minute ago
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.watchdog)
         await trio.sleep(21)
@@ -107,13 +108,15 @@ async def test_systemd_notifications_and_drain(
         assert any(m.startswith("STOPPING=1") for m in drain(sock))
 
     # Nothing was lost: the job leased at shutdown is offered again.
-    async with running_daemon(tmp_path / "data") as daemon:
-        async with httpx.AsyncClient(base_url=daemon.url, timeout=30) as client:
-            again = await client.get(f"/api/v2/event/binary/active?{query}&deadline=1")
-            events = msgspec.json.decode(
-                parse_multipart(again.content, again.headers["content-type"])["events"]
-            )["events"]
-            assert len(events) == 1
+    async with (
+        running_daemon(tmp_path / "data") as daemon,
+        httpx.AsyncClient(base_url=daemon.url, timeout=30) as client,
+    ):
+        again = await client.get(f"/api/v2/event/binary/active?{query}&deadline=1")
+        events = msgspec.json.decode(
+            parse_multipart(again.content, again.headers["content-type"])["events"]
+        )["events"]
+        assert len(events) == 1
 
 
 @pytest.mark.slow

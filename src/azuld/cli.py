@@ -16,7 +16,7 @@ import httpx
 import msgspec
 
 from azuld import __version__
-from azuld.errors import ConfigError
+from azuld.errors import ConfigError, UpstreamError
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
     Author,
@@ -163,8 +163,26 @@ def _serve(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, overrides=overrides)
     configure_logging(settings.log_level, settings.log_format)
     logging.getLogger(__name__).info("azuld %s starting", __version__)
-    trio.run(functools.partial(serve, settings, config_path=args.config))
+    try:
+        trio.run(functools.partial(serve, settings, config_path=args.config))
+    except BaseException as exc:
+        # Exceptions through trio-asyncio's loop arrive wrapped in groups (stack.md P3).
+        failure = _find_error(exc, (UpstreamError, OSError))
+        if failure is None:
+            raise
+        print(f"azuld: cannot start: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def _find_error(exc: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:
+    if isinstance(exc, kinds):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _find_error(inner, kinds)) is not None:
+                return found
+    return None
 
 
 def _references(pairs: list[str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -175,15 +176,16 @@ class Dispatcher:
         extend, final statuses finish). Statuses posted here were applied already; again is a
         no-op."""
         decode = _DECODERS["status"].decode
-        async for value in self.log.follow(system_topic(self.prefix, "status")):
-            try:
-                status = decode(value)
-            except msgspec.DecodeError:
-                continue
-            try:
-                await self._apply_statuses([status], load_missing=False)
-            except UpstreamError as exc:
-                log.warning("could not apply a followed status: %s", exc)
+        async with aclosing(self.log.follow(system_topic(self.prefix, "status"))) as values:
+            async for value in values:
+                try:
+                    status = decode(value)
+                except msgspec.DecodeError:
+                    continue
+                try:
+                    await self._apply_statuses([status], load_missing=False)
+                except UpstreamError as exc:
+                    log.warning("could not apply a followed status: %s", exc)
 
     def _next_deadline(self) -> float:
         deadlines = [d for ks in self._keys.values() if (d := ks.lanes.next_deadline()) is not None]
@@ -430,7 +432,7 @@ class Dispatcher:
         judge = self._judge(params)
         skipped: Counter[str] = Counter()
         events: list[bytes] = []
-        not_ready = ""
+        not_ready = ",".join(params.lanes) if await self.log.health() else ""
         while True:
             wakeup = self._wakeup
             try:

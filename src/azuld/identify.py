@@ -418,23 +418,102 @@ def _pe_format(blob: _Blob) -> str | None:
     return f"executable/windows/{kind}{width}"
 
 
-def _elf_format(head: bytes, magics: list[str]) -> str:
-    """Classify an ELF blob as elf/so 32/64."""
-    width = "64" if head[4:5] == b"\x02" else "32"
+_ELF_MAX_PHNUM: Final = 512
+_ELF_MAX_DYNAMIC: Final = 64 * 1024
+_PT_DYNAMIC: Final = 2
+_DT_FLAGS_1: Final = 0x6FFFFFFB
+_DF_1_PIE: Final = 0x08000000
+
+
+def _elf_is_pie(blob: _Blob, is64: bool, order: str) -> bool:
+    """Whether an ET_DYN ELF carries DF_1_PIE in its dynamic section (as libmagic checks)."""
+    head = blob.head
+    if is64:
+        if len(head) < 64:
+            return False
+        (phoff,) = struct.unpack_from(order + "Q", head, 32)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 54)
+        ph_fmt, dyn_fmt = order + "IIQQQQ", order + "qQ"
+    else:
+        if len(head) < 52:
+            return False
+        (phoff,) = struct.unpack_from(order + "I", head, 28)
+        phentsize, phnum = struct.unpack_from(order + "HH", head, 42)
+        ph_fmt, dyn_fmt = order + "IIIIII", order + "iI"
+    if not struct.calcsize(ph_fmt) <= phentsize <= 256 or phnum > _ELF_MAX_PHNUM:
+        return False
+    table = blob.read_at(phoff, phentsize * phnum)
+    for index in range(len(table) // phentsize):
+        fields = struct.unpack_from(ph_fmt, table, index * phentsize)
+        if fields[0] != _PT_DYNAMIC:
+            continue
+        # 64-bit: type, flags, offset, vaddr, paddr, filesz; 32-bit: type, offset, ..., filesz.
+        offset, filesz = (fields[2], fields[5]) if is64 else (fields[1], fields[4])
+        dynamic = blob.read_at(offset, min(filesz, _ELF_MAX_DYNAMIC))
+        step = struct.calcsize(dyn_fmt)
+        for pos in range(0, len(dynamic) - step + 1, step):
+            tag, value = struct.unpack_from(dyn_fmt, dynamic, pos)
+            if tag == 0:
+                break
+            if tag == _DT_FLAGS_1:
+                return bool(value & _DF_1_PIE)
+    return False
+
+
+def _elf_format(blob: _Blob) -> str:
+    """Classify an ELF blob as elf/so 32/64 (PIE executables count as elf)."""
+    head = blob.head
+    is64 = head[4:5] == b"\x02"
+    width = "64" if is64 else "32"
     order = ">" if head[5:6] == b"\x02" else "<"
     e_type = struct.unpack_from(order + "H", head, 16)[0] if len(head) >= 18 else 0
-    if e_type == 3:  # ET_DYN: shared object unless libmagic saw a PIE executable
-        first = magics[0].lower() if magics else ""
-        if not re.match(r"elf \d\d-bit [lm]sb (pie )?executable", first):
-            return f"executable/linux/so{width}"
+    if e_type == 3 and not _elf_is_pie(blob, is64, order):  # ET_DYN
+        return f"executable/linux/so{width}"
     return f"executable/linux/elf{width}"
+
+
+_ZIP_MAX_READ: Final = 32 << 20
+
+
+class _CappedStream:
+    """Read-only seekable view of a blob that refuses any single read above a cap.
+
+    zipfile trusts the central-directory size in the end record; the cap keeps a
+    hostile end record from making it read gigabytes into memory.
+    """
+
+    __slots__ = ("_size", "_stream")
+
+    def __init__(self, stream: BinaryIO, size: int) -> None:
+        self._stream = stream
+        self._size = size
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Read ``n`` bytes (or to the end), refusing reads above the cap."""
+        if n < 0:
+            n = self._size - self._stream.tell()
+        if n > _ZIP_MAX_READ:
+            raise OSError("zip metadata read too large")
+        return self._stream.read(n)
+
+    def seek(self, offset: int, whence: int = 0, /) -> int:
+        """Seek like the underlying stream."""
+        return self._stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        """Current position."""
+        return self._stream.tell()
+
+    def seekable(self) -> bool:
+        """Always seekable."""
+        return True
 
 
 def _zip_names(blob: _Blob) -> list[str] | None:
     """Member names of a zip blob, or None when it does not open as a zip."""
     try:
         blob.stream.seek(0)
-        with zipfile.ZipFile(blob.stream) as zf:
+        with zipfile.ZipFile(_CappedStream(blob.stream, blob.size)) as zf:
             return zf.namelist()
     except Exception:  # hostile input: any failure just means "not a usable zip"
         return None
@@ -550,7 +629,7 @@ _SIMPLE_SIGNATURES: Final[tuple[tuple[int, bytes, str], ...]] = (
     (0, b"GIF87a", "image/gif"),
     (0, b"GIF89a", "image/gif"),
     (0, b"%PDF-", "document/pdf"),
-    (0, b"\x1f\x8b", "archive/gzip"),
+    (0, b"\x1f\x8b\x08", "archive/gzip"),
     (0, b"7z\xbc\xaf\x27\x1c", "archive/7-zip"),
     (0, b"Rar!\x1a\x07\x00", "archive/rar"),
     (0, b"Rar!\x1a\x07\x01\x00", "archive/rar"),
@@ -580,7 +659,7 @@ def _by_signature(blob: _Blob, magics: list[str]) -> str | None:
             return pe
         return None  # plain DOS / NE / LE or not an executable: libmagic decides
     if head.startswith(b"\x7fELF"):
-        return _elf_format(head, magics)
+        return _elf_format(blob)
     if head[:4] in _MACHO_MAGICS:
         return "executable/mach-o"
     if head.startswith(b"\xca\xfe\xba\xbe") and len(head) >= 8:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -64,7 +64,7 @@ class EventLog(Protocol):
     async def consumers(self) -> dict[str, bytes]:
         """Every registered plugin key with the info it was registered with."""
 
-    def follow(self, topic: str) -> AsyncIterator[bytes]:
+    def follow(self, topic: str) -> AsyncGenerator[bytes, None]:
         """Values appended to any partition of `topic` from now on, as they arrive (every
         partition, owned or not: statuses are followed by every instance)."""
 

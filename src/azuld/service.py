@@ -22,6 +22,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
+import trio_asyncio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
@@ -30,9 +31,11 @@ from azuld.dispatcher import TICK_SECONDS, Dispatcher
 from azuld.errors import ConfigError
 from azuld.http import Services, create_app
 from azuld.logs import set_level
+from azuld.ports import BlobStore, EventLog
 from azuld.settings import Settings, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
 from azuld.systemd import notify, watchdog_interval_seconds
+from azuld.topics import topic_spec
 
 __all__ = ["hypercorn_config", "open_services", "serve"]
 
@@ -51,17 +54,64 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     return config
 
 
+def _log_asyncio_error(loop: object, context: dict[str, object]) -> None:
+    # trio-asyncio's default handler re-raises, which would kill the daemon (stack.md P5).
+    error = context.get("exception")
+    log.warning(
+        "asyncio: %s",
+        context.get("message"),
+        exc_info=error if isinstance(error, BaseException) else None,
+    )
+
+
+@asynccontextmanager
+async def _open_event_log(settings: Settings) -> AsyncIterator[EventLog]:
+    events = settings.events
+    if events.backend == "kafka":
+        # The one asyncio loop of the process: aiokafka lives in it (azuld.backends.kafka).
+        async with trio_asyncio.open_loop() as loop:
+            loop.set_exception_handler(_log_asyncio_error)
+            from azuld.backends.kafka import open_kafka_log
+
+            async with open_kafka_log(events) as kafka:
+                yield kafka
+        return
+    async with open_embedded_log(
+        settings.data_dir / "events.sqlite3",
+        partitions_for=lambda topic: topic_spec(events, topic).partitions,
+        synchronous=events.embedded_synchronous,
+    ) as embedded:
+        yield embedded
+
+
+@asynccontextmanager
+async def _open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
+    storage = settings.storage
+    if storage.backend == "s3":
+        from azuld.storage.s3 import open_s3_store
+
+        async with open_s3_store(
+            endpoint=storage.s3_endpoint,
+            bucket=storage.s3_bucket,
+            access_key=storage.s3_access_key,
+            secret_key=storage.s3_secret_key,
+            region=storage.s3_region,
+            prefix=storage.s3_prefix,
+            spool_dir=settings.data_dir / "spool",
+        ) as s3:
+            yield s3
+        return
+    yield LocalBlobStore(settings.data_dir / "blobs")
+
+
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open the configured backends and build the dispatcher over them (not yet running)."""
-    data_dir = settings.data_dir
-    partitions = settings.events.default_partitions
-    async with open_embedded_log(
-        data_dir / "events.sqlite3",
-        partitions_for=lambda topic: partitions,
-        synchronous=settings.events.embedded_synchronous,
-    ) as event_log:
-        blobs = LocalBlobStore(data_dir / "blobs")
+    """Open the configured backends and build the dispatcher over them (not yet running).
+
+    Raises:
+        UpstreamError: a backend cannot be reached (named in the message).
+    """
+    async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
         dispatcher = Dispatcher(event_log, settings.dispatch, settings.events.topic_prefix)
         yield Services(dispatcher=dispatcher, blobs=blobs, settings=settings)
 

@@ -55,16 +55,38 @@ class ServerSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SourceSettings:
+    """A source's topics: `[[events.sources]]` tables in TOML."""
+
+    name: str
+    partitions: int = 0  # 0: events.default_partitions
+    retention_days: float = 0.0  # 0: keep forever
+
+
+@dataclass(frozen=True, slots=True)
 class EventsSettings:
-    backend: Literal["embedded"] = "embedded"
+    backend: Literal["embedded", "kafka"] = "embedded"
     topic_prefix: str = "local"
     default_partitions: int = 1
+    sources: tuple[SourceSettings, ...] = ()
     embedded_synchronous: Literal["normal", "full"] = "normal"
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    kafka_replication_factor: int = 1
+    kafka_connect_timeout_seconds: float = 60.0
+    kafka_request_timeout_seconds: float = 30.0
+    kafka_tail_cache_records: int = 256
+    kafka_message_max_bytes: int = 3 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
 class StorageSettings:
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "s3"] = "local"
+    s3_endpoint: str = "http://127.0.0.1:9000"
+    s3_bucket: str = "azul"
+    s3_region: str = "us-east-1"
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_prefix: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +183,26 @@ def _build(
                 raise ConfigError(f"{place}: must be a table ([{'.'.join(path)}])")
             nested_flags = env_flag if isinstance(env_flag, Mapping) else {}
             kwargs[key] = _build(hint, value, where, nested_flags, path)
+        elif get_origin(hint) is tuple:
+            item = get_args(hint)[0]
+            if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
+                raise ConfigError(f"{place}: must be a list of tables ([[{'.'.join(path)}]])")
+            kwargs[key] = tuple(
+                _build(item, entry, where, {}, (*path[:-1], f"{path[-1]}[{index}]"))
+                for index, entry in enumerate(value)
+            )
         else:
             kwargs[key] = _coerce(value, hint, place, env_flag is True)
+    missing = [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.name not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        table = ".".join(section) or "top level"
+        raise ConfigError(f"{where}: {table} needs {', '.join(repr(m) for m in missing)}")
     return cls(**kwargs)
 
 

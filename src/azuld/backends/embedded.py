@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
@@ -231,7 +231,7 @@ class EmbeddedLog:
     async def consumers(self) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in self._db.execute("SELECT key, info FROM consumers")}
 
-    async def follow(self, topic: str) -> AsyncIterator[bytes]:
+    async def follow(self, topic: str) -> AsyncGenerator[bytes, None]:
         positions = {tp: self._ends[tp] for tp in self._tp_ids if tp.topic == topic}
         while True:
             generation = self._generation

@@ -1,0 +1,632 @@
+"""The event log on Apache Kafka, through aiokafka under trio-asyncio.
+
+Theory of operation
+-------------------
+Everything here talks asyncio to aiokafka through `trio_asyncio.aio_as_trio`, one bridge call
+per operation (batches stay inside one asyncio coroutine), under the single `open_loop()` the
+service opens. This is the only module in azuld that touches asyncio.
+
+The number of Kafka clients does not grow with the number of plugin keys. Per instance:
+
+* a **producer** (acks=all: `append` returns once Kafka acknowledged, so a status is durable
+  before the plugin hears 200). Partitions are chosen as Go does (FNV-1a of the key);
+* an **admin client**, also used for group coordinator requests: commits are written with
+  OffsetCommit under the standard group names (reference 5.1) as "simple" commits (generation
+  -1), with azuld's metadata (stop offset, offsets finished above the mark); no consumer joins
+  those groups, so 50 plugin keys cost 50 x 3 group records, not 150 consumers;
+* a **membership consumer** in the group `<prefix>-azul-dispatchers`, subscribed to every azul
+  topic with all partitions paused: Kafka's rebalancing decides which instance owns which
+  partitions, for every plugin key at once. When an instance dies, the others take over its
+  partitions and restart from the commits, offering its unfinished jobs again;
+* a **tail consumer** (no group) on every partition from the end: it learns new offsets (to wake
+  long-polls), keeps the last `tail_cache_records` records of each partition so that readers
+  at the live edge need no fetch of their own, feeds `follow()` (the status topic), and reads
+  the registry topic `system.consumers` from the start;
+* a **reader consumer** (no group) for random access behind the live edge (historic lanes,
+  catching up): it seeks to the asked offset with every other partition paused.
+
+Kafka outages: aiokafka reconnects by itself. Calls fail with `UpstreamError` meanwhile (HTTP 503
+for posts, `ready: false` for fetches), and `health()` names the problem until a metadata
+refresh succeeds again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
+from typing import Any, TypeVar
+
+import trio
+import trio_asyncio
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition as KafkaTP
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.admin import DeleteGroupsRequest
+from aiokafka.protocol.commit import OffsetCommitRequest
+
+from azuld.backends.embedded import fnv1a_32
+from azuld.core.delivery import (
+    Commit,
+    Snapshot,
+    TopicPartition,
+    decode_snapshot,
+    encode_snapshot,
+)
+from azuld.core.keys import system_topic
+from azuld.core.publish import Outgoing
+from azuld.errors import UpstreamError
+from azuld.settings import EventsSettings
+from azuld.topics import CONSUMERS_TOPIC, TopicSpec, startup_topics, topic_spec
+
+__all__ = ["KafkaLog", "open_kafka_log"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How often topic metadata is refreshed (new sources, new partitions) and Kafka's health probed.
+REFRESH_SECONDS = 2.0
+# A read behind the live edge waits at most this long for the fetch to come back.
+READ_WAIT_MS = 1000
+# Followers (the status topic) buffer this many values before the tail drops some.
+FOLLOW_BUFFER = 10_000
+
+
+def _partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
+    """Sarama's hash partitioner: FNV-1a of the key; no key spreads at random (time-based)."""
+    ordered = sorted(all_partitions)
+    if key is None:
+        return ordered[time.monotonic_ns() % len(ordered)]
+    return ordered[fnv1a_32(key) % len(ordered)]
+
+
+def _tp(tp: KafkaTP) -> TopicPartition:
+    return TopicPartition(tp.topic, tp.partition)
+
+
+def _ktp(tp: TopicPartition) -> KafkaTP:
+    return KafkaTP(tp.topic, tp.partition)
+
+
+class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tracks which partitions Kafka gave this instance; pauses them (it only holds them)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+        self.consumer = consumer
+        self.owned: set[TopicPartition] = set()
+        self.version = 0
+        self.assigned_once = False
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.owned -= {_tp(tp) for tp in revoked}
+        self.version += 1
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self.consumer.pause(*assigned)
+        self.owned |= {_tp(tp) for tp in assigned}
+        self.assigned_once = True
+        self.version += 1
+
+
+class KafkaLog:
+    """`EventLog` on Kafka. Use `open_kafka_log`; see the module notes."""
+
+    def __init__(self, settings: EventsSettings) -> None:
+        self.settings = settings
+        self.prefix = settings.topic_prefix
+        self._topic_pattern = re.compile(rf"^azul\.{re.escape(self.prefix)}\.")
+        self._registry_topic = system_topic(self.prefix, CONSUMERS_TOPIC)
+        self._generation = 0
+        self._changed = trio.Event()
+        self._partitions: dict[str, int] = {}  # topic -> partition count
+        self._ends: dict[TopicPartition, int] = {}
+        self._recent: dict[TopicPartition, deque[tuple[int, bytes]]] = {}
+        # Per topic: (channel, the end of each partition when the follower started).
+        self._followers: dict[
+            str, list[tuple[trio.MemorySendChannel[bytes], dict[TopicPartition, int]]]
+        ] = {}
+        self._registry: dict[str, tuple[bytes, Snapshot]] = {}
+        self._registry_position = 0
+        self._registry_moved = trio.Event()
+        self._reader_lock = trio.Lock()
+        self._reader_assigned: set[TopicPartition] = set()
+        self._coordinators: dict[str, int] = {}
+        self._problem: str | None = "connecting to Kafka"
+        self._ownership_version = -1
+        # Created in `_start` (inside the asyncio loop).
+        self.producer: AIOKafkaProducer
+        self.admin: AIOKafkaAdminClient
+        self.member: AIOKafkaConsumer
+        self.tail: AIOKafkaConsumer
+        self.reader: AIOKafkaConsumer
+        self.ownership: _Ownership
+
+    # -- bridging --------------------------------------------------------------------------
+
+    async def _call(
+        self, what: str, fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> T:
+        """One asyncio call, bounded by the request timeout; Kafka errors become UpstreamError."""
+        try:
+            with trio.fail_after(self.settings.kafka_request_timeout_seconds):
+                result: T = await trio_asyncio.aio_as_trio(fn)(*args, **kwargs)
+                return result
+        except trio.TooSlowError:
+            self._problem = f"Kafka did not answer {what} within the request timeout"
+            raise UpstreamError(self._problem) from None
+        except (KafkaError, OSError) as exc:
+            self._problem = f"Kafka at {self.settings.kafka_bootstrap} failed {what}: {exc!r}"
+            raise UpstreamError(self._problem) from exc
+
+    def _bump(self) -> None:
+        self._generation += 1
+        self._changed.set()
+        self._changed = trio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        bootstrap = self.settings.kafka_bootstrap
+        request_ms = int(self.settings.kafka_request_timeout_seconds * 1000)
+        common: dict[str, Any] = {
+            "bootstrap_servers": bootstrap,
+            "request_timeout_ms": request_ms,
+            "metadata_max_age_ms": int(REFRESH_SECONDS * 1000),
+            "client_id": "azuld",
+        }
+
+        async def start() -> None:
+            self.admin = AIOKafkaAdminClient(**common)
+            await self.admin.start()
+            self.producer = AIOKafkaProducer(
+                acks="all",
+                partitioner=_partitioner,
+                max_request_size=self.settings.kafka_message_max_bytes,
+                linger_ms=1,
+                **common,
+            )
+            await self.producer.start()
+            consumer_options = {
+                "enable_auto_commit": False,
+                "fetch_max_wait_ms": 100,
+                "max_partition_fetch_bytes": self.settings.kafka_message_max_bytes,
+                **common,
+            }
+            self.tail = AIOKafkaConsumer(auto_offset_reset="latest", **consumer_options)
+            await self.tail.start()
+            self.reader = AIOKafkaConsumer(auto_offset_reset="earliest", **consumer_options)
+            await self.reader.start()
+            self.member = AIOKafkaConsumer(
+                group_id=f"{self.prefix}-azul-dispatchers",
+                auto_offset_reset="latest",
+                session_timeout_ms=10_000,
+                heartbeat_interval_ms=2_000,
+                **consumer_options,
+            )
+            self.ownership = _Ownership(self.member)
+            self.member.subscribe(pattern=self._topic_pattern.pattern, listener=self.ownership)
+            await self.member.start()
+
+        await self._call("start-up", start)
+        await self.ensure_topics(startup_topics(self.settings))
+        await self._refresh_topics()
+        self._problem = None
+
+    async def _stop(self) -> None:
+        async def stop() -> None:
+            for client in ("member", "tail", "reader", "producer", "admin"):
+                instance = getattr(self, client, None)
+                if instance is None:
+                    continue
+                try:
+                    await (instance.close() if client == "admin" else instance.stop())
+                except Exception as exc:  # closing anyway
+                    log.debug("stopping Kafka %s: %r", client, exc)
+
+        await trio_asyncio.aio_as_trio(stop)()
+
+    # -- topics ----------------------------------------------------------------------------
+
+    async def ensure_topics(self, specs: Sequence[TopicSpec]) -> None:
+        """Create the topics that do not exist yet (others are left as they are)."""
+        missing = [s for s in specs if s.name not in self._partitions]
+        if not missing:
+            return
+        existing = set(await self._call("list topics", self.admin.list_topics))
+        new = [
+            NewTopic(
+                s.name,
+                s.partitions,
+                self.settings.kafka_replication_factor,
+                topic_configs={
+                    "retention.ms": str(s.retention_ms),
+                    "cleanup.policy": s.cleanup_policy,
+                },
+            )
+            for s in missing
+            if s.name not in existing
+        ]
+        if new:
+
+            async def create() -> None:
+                with suppress(TopicAlreadyExistsError):
+                    await self.admin.create_topics(new)
+
+            await self._call("create topics", create)
+            log.info("created topics %s", ", ".join(t.name for t in new))
+        # Metadata lags creation: wait until the topics are visible, so that what this instance
+        # does next (a plugin key's starting snapshot) sees them.
+        wanted = {s.name for s in missing}
+        with trio.move_on_after(self.settings.kafka_request_timeout_seconds):
+            while True:
+                await self._refresh_topics()
+                if wanted <= self._partitions.keys():
+                    break
+                await trio.sleep(0.05)
+
+    async def _refresh_topics(self) -> None:
+        """Learn topics and partition counts; assign new partitions to the tail and reader."""
+
+        async def describe() -> dict[str, int]:
+            # Metadata of every topic (a consumer's client only tracks the topics it reads).
+            cluster = await self.admin._client.fetch_all_metadata()
+            found = {}
+            for topic in cluster.topics():
+                if self._topic_pattern.match(topic):
+                    partitions = cluster.partitions_for_topic(topic) or set()
+                    if partitions:
+                        found[topic] = len(partitions)
+            return found
+
+        found = await self._call("refresh metadata", describe)
+        new_tps = [
+            TopicPartition(topic, p)
+            for topic, count in found.items()
+            for p in range(count)
+            if TopicPartition(topic, p) not in self._ends
+        ]
+        self._partitions.update(found)
+        if not new_tps:
+            return
+        starting = not self._ends
+        await self._call("assign partitions", self._assign_tail, new_tps, starting)
+        for tp in new_tps:
+            self._ends.setdefault(tp, 0)
+            self._recent[tp] = deque(maxlen=max(1, self.settings.kafka_tail_cache_records))
+        ends = await self._call("end offsets", self.tail.end_offsets, [_ktp(t) for t in new_tps])
+        for ktp, end in ends.items():
+            self._ends[_tp(ktp)] = max(self._ends.get(_tp(ktp), 0), end)
+        self._bump()
+
+    async def _assign_tail(self, new_tps: list[TopicPartition], starting: bool) -> None:
+        """(asyncio) Add partitions to the tail: the registry from its start, others from the
+        end at start-up, and partitions born later from their start (all of them is new)."""
+        before = {tp: await self.tail.position(tp) for tp in self.tail.assignment()}
+        self.tail.assign([*before, *(_ktp(t) for t in new_tps)])
+        for ktp, position in before.items():
+            self.tail.seek(ktp, position)
+        fresh = [_ktp(t) for t in new_tps]
+        if starting:
+            registry = [t for t in fresh if t.topic == self._registry_topic]
+            others = [t for t in fresh if t.topic != self._registry_topic]
+            if registry:
+                await self.tail.seek_to_beginning(*registry)
+            if others:
+                await self.tail.seek_to_end(*others)
+        elif fresh:
+            await self.tail.seek_to_beginning(*fresh)
+
+    # -- background tasks ------------------------------------------------------------------
+
+    async def _run_tail(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Read every new record: ends, the recent cache, followers, the registry."""
+        registry_target = await self._registry_end()
+        started = False
+        if self._registry_position >= registry_target:
+            task_status.started()
+            started = True
+        while True:
+            try:
+                batch = await self._call(
+                    "tail fetch", self.tail.getmany, timeout_ms=500, max_records=2000
+                )
+            except UpstreamError as exc:
+                log.warning("%s", exc)
+                await trio.sleep(REFRESH_SECONDS)
+                continue
+            moved = False
+            for ktp, messages in batch.items():
+                tp = _tp(ktp)
+                recent = self._recent.get(tp)
+                followers = self._followers.get(tp.topic, [])
+                for message in messages:
+                    moved = True
+                    if message.offset + 1 > self._ends.get(tp, 0):
+                        self._ends[tp] = message.offset + 1
+                    value = message.value if message.value is not None else b""
+                    if recent is not None:
+                        recent.append((message.offset, value))
+                    if tp.topic == self._registry_topic:
+                        self._apply_registry(message.key, message.value)
+                        self._registry_position = message.offset + 1
+                    for channel, starts in followers:
+                        if message.offset < starts.get(tp, 0):
+                            continue  # appended before the follower started
+                        try:
+                            channel.send_nowait(value)
+                        except trio.WouldBlock:
+                            log.warning("a follower of %s fell behind; value dropped", tp.topic)
+                if tp.topic == self._registry_topic:
+                    self._registry_moved.set()
+                    self._registry_moved = trio.Event()
+            if moved:
+                self._bump()
+            if not started and self._registry_position >= registry_target:
+                task_status.started()
+                started = True
+
+    async def _registry_end(self) -> int:
+        tp = KafkaTP(self._registry_topic, 0)
+        ends = await self._call("registry end", self.tail.end_offsets, [tp])
+        return int(ends.get(tp, 0))
+
+    def _apply_registry(self, key: bytes | None, value: bytes | None) -> None:
+        if key is None or value is None:
+            return
+        record = json.loads(value)
+        name = key.decode()
+        if record.get("deleted"):
+            self._registry.pop(name, None)
+        elif name not in self._registry:  # the first registration wins
+            info = record["info"].encode()
+            self._registry[name] = (info, decode_snapshot(record["snapshot"]))
+
+    async def _run_member(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Keep the membership alive (aiokafka needs its consumer polled) and notice rebalances."""
+        task_status.started()
+        while True:
+            try:
+                await self._call("group poll", self.member.getmany, timeout_ms=500)
+            except UpstreamError as exc:
+                log.warning("%s", exc)
+                await trio.sleep(REFRESH_SECONDS)
+            if self.ownership.version != self._ownership_version:
+                self._ownership_version = self.ownership.version
+                log.info(
+                    "partition ownership changed: %d partitions owned here",
+                    len(self.ownership.owned),
+                )
+                self._bump()
+
+    async def _run_refresh(self) -> None:
+        """Pick up new topics and partitions; probe Kafka's health."""
+        while True:
+            await trio.sleep(REFRESH_SECONDS)
+            try:
+                await self._refresh_topics()
+                self._problem = None
+            except UpstreamError as exc:
+                log.warning("%s", exc)
+
+    # -- EventLog --------------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    async def wait_for_change(self, generation: int) -> None:
+        while self._generation == generation:
+            await self._changed.wait()
+
+    async def append(self, records: Sequence[Outgoing]) -> None:
+        if not records:
+            return
+        await self.ensure_topics([topic_spec(self.settings, t) for t in {r.topic for r in records}])
+
+        async def produce() -> list[Any]:
+            futures = [
+                await self.producer.send(r.topic, r.value, key=r.key.encode()) for r in records
+            ]
+            return list(await asyncio.gather(*futures))
+
+        metadata = await self._call("produce", produce)
+        for md in metadata:
+            tp = TopicPartition(md.topic, md.partition)
+            if md.offset + 1 > self._ends.get(tp, 0):
+                self._ends[tp] = md.offset + 1
+        self._bump()
+
+    async def partitions(
+        self, topic_filter: Callable[[str], bool], *, owned: bool = True
+    ) -> list[TopicPartition]:
+        if owned:
+            candidates = self.ownership.owned
+        else:
+            candidates = {
+                TopicPartition(topic, p)
+                for topic, count in self._partitions.items()
+                for p in range(count)
+            }
+        return sorted(tp for tp in candidates if topic_filter(tp.topic))
+
+    async def offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        if not tps:
+            return {}
+        ktps = [_ktp(tp) for tp in tps]
+
+        async def both() -> tuple[dict[Any, int], dict[Any, int]]:
+            return (
+                await self.reader.beginning_offsets(ktps),
+                await self.reader.end_offsets(ktps),
+            )
+
+        starts, ends = await self._call("list offsets", both)
+        out = {}
+        for ktp in ktps:
+            tp = _tp(ktp)
+            end = max(int(ends.get(ktp, 0)), self._ends.get(tp, 0))
+            self._ends[tp] = end
+            out[tp] = (int(starts.get(ktp, 0)), end)
+        return out
+
+    async def read(self, tp: TopicPartition, offset: int, limit: int) -> list[tuple[int, bytes]]:
+        if offset >= self._ends.get(tp, 0):
+            return []
+        recent = self._recent.get(tp)
+        if recent and recent[0][0] <= offset:
+            return [(o, v) for o, v in recent if o >= offset][:limit]
+        async with self._reader_lock:
+            return await self._call("fetch", self._read_at, tp, offset, limit)
+
+    async def _read_at(
+        self, tp: TopicPartition, offset: int, limit: int
+    ) -> list[tuple[int, bytes]]:
+        """(asyncio) Fetch from `tp` at `offset` with every other partition paused."""
+        ktp = _ktp(tp)
+        if tp not in self._reader_assigned:
+            self._reader_assigned.add(tp)
+            self.reader.assign([_ktp(t) for t in self._reader_assigned])
+        self.reader.pause(*self.reader.assignment())
+        self.reader.resume(ktp)
+        self.reader.seek(ktp, offset)
+        batch = await self.reader.getmany(ktp, timeout_ms=READ_WAIT_MS, max_records=limit)
+        self.reader.pause(ktp)
+        return [(m.offset, m.value or b"") for m in batch.get(ktp, [])]
+
+    async def _coordinator(self, group: str) -> int:
+        node = self._coordinators.get(group)
+        if node is None:
+            node = int(await self._call("find coordinator", self.admin.find_coordinator, group))
+            self._coordinators[group] = node
+        return node
+
+    async def committed(self, group: str) -> dict[TopicPartition, Commit]:
+        node = await self._coordinator(group)
+        try:
+            offsets = await self._call(
+                "fetch commits", self.admin.list_consumer_group_offsets, group, node
+            )
+        except UpstreamError:
+            self._coordinators.pop(group, None)
+            raise
+        return {
+            _tp(ktp): Commit.parse(meta.offset, meta.metadata or "")
+            for ktp, meta in offsets.items()
+            if meta.offset >= 0
+        }
+
+    async def commit(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
+        if not commits:
+            return
+        by_topic: dict[str, list[tuple[int, int, str]]] = {}
+        for tp, commit in commits.items():
+            by_topic.setdefault(tp.topic, []).append(
+                (tp.partition, commit.offset, commit.metadata())
+            )
+        request = OffsetCommitRequest(
+            group,
+            OffsetCommitRequest.DEFAULT_GENERATION_ID,
+            "",
+            OffsetCommitRequest.DEFAULT_RETENTION_TIME,
+            list(by_topic.items()),
+        )
+        node = await self._coordinator(group)
+        response = await self._call("commit", self.admin._send_request, request, node)
+        errors = {code for _, partitions in response.topics for _, code in partitions if code != 0}
+        if errors:
+            self._coordinators.pop(group, None)  # maybe moved: look it up again next time
+            raise UpstreamError(f"Kafka refused the commit for group {group}: error codes {errors}")
+
+    async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
+        known = self._registry.get(key)
+        if known is not None:
+            return known[1]
+        if not snapshot:
+            return {}
+        record = json.dumps({"info": info.decode(), "snapshot": encode_snapshot(snapshot)}).encode()
+        await self.append([Outgoing(self._registry_topic, key, record)])
+        # Wait until the tail has read the registry that far: whichever registration Kafka
+        # ordered first (ours or another instance's) is the one in force.
+        with trio.fail_after(self.settings.kafka_request_timeout_seconds):
+            while key not in self._registry:
+                await self._registry_moved.wait()
+        return self._registry[key][1]
+
+    async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
+        self._registry.pop(key, None)
+        await self.append(
+            [Outgoing(self._registry_topic, key, json.dumps({"deleted": True}).encode())]
+        )
+        for group in groups:
+            node = await self._coordinator(group)
+            await self._call(
+                "delete group",
+                self.admin._send_request,
+                DeleteGroupsRequest([group]),
+                node,
+            )
+
+    async def consumers(self) -> dict[str, bytes]:
+        return {key: info for key, (info, _) in self._registry.items()}
+
+    async def follow(self, topic: str) -> AsyncGenerator[bytes, None]:
+        send, receive = trio.open_memory_channel[bytes](FOLLOW_BUFFER)
+        starts = {tp: end for tp, end in self._ends.items() if tp.topic == topic}
+        follower = (send, starts)
+        self._followers.setdefault(topic, []).append(follower)
+        try:
+            async with receive:
+                async for value in receive:
+                    yield value
+        finally:
+            self._followers[topic].remove(follower)
+
+    async def health(self) -> str | None:
+        if self._problem:
+            return self._problem
+        if not self.ownership.assigned_once:
+            return "waiting for Kafka to assign partitions to this instance"
+        return None
+
+
+@asynccontextmanager
+async def open_kafka_log(settings: EventsSettings) -> AsyncIterator[KafkaLog]:
+    """Connect to Kafka, create the configured topics, join the instance group; closed on exit.
+
+    Must run inside `trio_asyncio.open_loop()`. Keeps trying to connect for
+    `kafka_connect_timeout_seconds`, then raises `UpstreamError` naming the broker.
+    """
+    kafka = KafkaLog(settings)
+    try:
+        with trio.move_on_after(settings.kafka_connect_timeout_seconds) as connecting:
+            while True:
+                try:
+                    await kafka._start()
+                    break
+                except UpstreamError as exc:
+                    log.warning("%s; retrying", exc)
+                    await kafka._stop()
+                    kafka = KafkaLog(settings)
+                    await trio.sleep(1.0)
+        if connecting.cancelled_caught:
+            raise UpstreamError(
+                f"cannot reach Kafka at {settings.kafka_bootstrap} within "
+                f"{settings.kafka_connect_timeout_seconds:g} s"
+            )
+        async with trio.open_nursery() as nursery:
+            await nursery.start(kafka._run_tail)
+            await nursery.start(kafka._run_member)
+            nursery.start_soon(kafka._run_refresh)
+            yield kafka
+            nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            await kafka._stop()

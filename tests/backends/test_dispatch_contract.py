@@ -1,0 +1,126 @@
+"""The dispatcher's delivery rules on real time, run unchanged on the embedded log and on Kafka:
+lanes without double delivery, results reaching other plugins, lease expiry, and a restart that
+re-offers exactly the unfinished jobs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import trio
+
+from azuld.core.params import parse_consume_params
+from azuld.dispatcher import Dispatcher
+from azuld.models.events import Author, BinaryEvent, StatusEntity, StatusEvent
+from azuld.ports import EventLog
+from azuld.settings import DispatchSettings
+from tests.backends.conftest import open_log
+from tests.conftest import NOW, make_binary, query, sha
+
+SETTINGS = DispatchSettings(lease_seconds=2.0, max_attempts=3, read_ahead=16)
+
+
+@pytest.fixture
+async def dispatcher(event_log: EventLog, topic_prefix: str) -> AsyncIterator[Dispatcher]:
+    dispatcher = Dispatcher(event_log, SETTINGS, topic_prefix)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.run)
+        yield dispatcher
+        nursery.cancel_scope.cancel()
+
+
+async def fetch(dispatcher: Dispatcher, name: str = "P", **extra: Any) -> list[BinaryEvent]:
+    extra.setdefault("r_live", True)
+    extra.setdefault("r_historic", True)
+    extra.setdefault("deadline", "1")
+    params = parse_consume_params(
+        "binary",
+        True,
+        query(name=name, version="1", **extra),
+        default_deadline_seconds=1,
+        max_deadline_seconds=60,
+        max_count=1000,
+    )
+    result = await dispatcher.fetch(params)
+    return [msgspec.json.decode(e, type=BinaryEvent) for e in result.events]
+
+
+async def fetch_n(
+    dispatcher: Dispatcher, n: int, name: str = "P", **extra: Any
+) -> list[BinaryEvent]:
+    """Fetch until `n` jobs came (on Kafka a new topic is owned after a metadata refresh)."""
+    got: list[BinaryEvent] = []
+    with trio.fail_after(30):
+        while len(got) < n:
+            got += await fetch(dispatcher, name, **extra)
+    return got
+
+
+async def complete(
+    dispatcher: Dispatcher, job: BinaryEvent, results: list[BinaryEvent] | None = None
+) -> None:
+    status = StatusEvent(
+        model_version=6,
+        timestamp=NOW,
+        author=Author(name="P", version="1"),
+        entity=StatusEntity(input=job, status="completed", results=results or []),
+    )
+    await dispatcher.publish("status", msgspec.json.encode([status]))
+
+
+async def test_each_event_once_across_historic_and_live(dispatcher: Dispatcher) -> None:
+    await dispatcher.publish("binary", msgspec.json.encode([make_binary("old")]))
+    (old,) = await fetch_n(dispatcher, 1)
+    await complete(dispatcher, old)
+    await dispatcher.publish("binary", msgspec.json.encode([make_binary("new")]))
+    (new,) = await fetch_n(dispatcher, 1)
+    await complete(dispatcher, new)
+    assert await fetch(dispatcher) == []
+    assert [old.dequeued.split("|")[2], new.dequeued.split("|")[2]] == ["historic", "live"]
+
+
+async def test_results_reach_another_plugin(dispatcher: Dispatcher) -> None:
+    await dispatcher.publish("binary", msgspec.json.encode([make_binary("parent")]))
+    (job,) = await fetch_n(dispatcher, 1)
+    child = make_binary("child", action="extracted", depth=2)
+    await complete(dispatcher, job, [child])
+    got = await fetch_n(dispatcher, 2, name="Other", count="5")
+    assert sorted(e.entity.sha256 for e in got) == sorted([sha("parent"), sha("child")])
+
+
+async def test_expired_lease_is_offered_again(dispatcher: Dispatcher) -> None:
+    await dispatcher.publish("binary", msgspec.json.encode([make_binary("slow")]))
+    (first,) = await fetch_n(dispatcher, 1)
+    assert await fetch(dispatcher, deadline="1") == []  # leased
+    (again,) = await fetch(dispatcher, deadline="5")  # after 2 s the lease expired
+    assert again.entity.sha256 == first.entity.sha256
+    assert again.dequeued.endswith("|1")
+
+
+async def test_restart_reoffers_exactly_the_unfinished(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, topic_prefix: str
+) -> None:
+    path = tmp_path / "events.sqlite3"
+    settings = DispatchSettings(lease_seconds=60.0, read_ahead=16)
+    async with open_log(backend, request, path, topic_prefix) as log:
+        dispatcher = Dispatcher(log, settings, topic_prefix)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dispatcher.run)
+            events = [make_binary(f"file-{i}") for i in range(6)]
+            await dispatcher.publish("binary", msgspec.json.encode(events))
+            jobs = await fetch_n(dispatcher, 6, count="6")
+            for job in (jobs[0], jobs[2], jobs[3]):
+                await complete(dispatcher, job)
+            nursery.cancel_scope.cancel()
+    unfinished = {j.entity.sha256 for j in (jobs[1], jobs[4], jobs[5])}
+    async with open_log(backend, request, path, topic_prefix) as log:
+        dispatcher = Dispatcher(log, settings, topic_prefix)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dispatcher.run)
+            again = await fetch_n(dispatcher, 3, count="6")
+            assert await fetch(dispatcher, count="6") == []
+            nursery.cancel_scope.cancel()
+    assert {j.entity.sha256 for j in again} == unfinished

@@ -1,0 +1,132 @@
+"""The EventLog contract, run unchanged on the embedded log and on Kafka."""
+
+from __future__ import annotations
+
+from contextlib import aclosing
+
+import trio
+
+from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.keys import binary_topic, system_topic
+from azuld.core.publish import Outgoing
+from azuld.ports import EventLog
+
+
+def records(topic: str, *values: str, key: str = "k") -> list[Outgoing]:
+    return [
+        Outgoing(topic, f"{key}-{i}" if key == "each" else key, v.encode())
+        for i, v in enumerate(values)
+    ]
+
+
+async def read_all(log: EventLog, tp: TopicPartition) -> list[tuple[int, bytes]]:
+    with trio.fail_after(20):
+        out: list[tuple[int, bytes]] = []
+        while True:
+            batch = await log.read(tp, out[-1][0] + 1 if out else 0, 100)
+            if not batch:
+                return out
+            out.extend(batch)
+
+
+async def test_append_then_read_in_order(event_log: EventLog, topic_prefix: str) -> None:
+    topic = binary_topic(topic_prefix, "samples", "sourced")
+    await event_log.append(records(topic, "a", "b", "c"))
+    tp = TopicPartition(topic, 0)
+    assert await read_all(event_log, tp) == [(0, b"a"), (1, b"b"), (2, b"c")]
+    assert (await event_log.offsets([tp]))[tp] == (0, 3)
+    assert await event_log.read(tp, 3, 10) == []
+    assert await event_log.read(tp, 1, 1) == [(1, b"b")]
+
+
+async def test_partitions_and_owned_partitions(event_log: EventLog, topic_prefix: str) -> None:
+    topic = binary_topic(topic_prefix, "multi", "sourced")
+    await event_log.append(records(topic, "x"))
+    expected = [TopicPartition(topic, p) for p in range(3)]
+    assert await event_log.partitions(topic.__eq__, owned=False) == expected
+    with trio.fail_after(20):  # Kafka assigns a new topic's partitions after a metadata refresh
+        while await event_log.partitions(topic.__eq__) != expected:
+            await trio.sleep(0.1)
+
+
+async def test_same_key_same_partition(event_log: EventLog, topic_prefix: str) -> None:
+    topic = binary_topic(topic_prefix, "multi", "sourced")
+    await event_log.append(records(topic, *"abcdef", key="same"))
+    await event_log.append(records(topic, *"ghijkl", key="each"))
+    tps = await event_log.partitions(topic.__eq__, owned=False)
+    per_partition = {tp: await read_all(event_log, tp) for tp in tps}
+    holding_same = [
+        tp for tp, got in per_partition.items() if {v for _, v in got} >= set(b"abcdef".split())
+    ]
+    values = sorted(v for got in per_partition.values() for _, v in got)
+    assert values == sorted(c.encode() for c in "abcdefghijkl")
+    assert sum(1 for got in per_partition.values() if b"a" in {v for _, v in got}) == 1
+    same_tp = next(tp for tp, got in per_partition.items() if b"a" in {v for _, v in got})
+    assert {c.encode() for c in "abcdef"} <= {v for _, v in per_partition[same_tp]}
+    assert holding_same == [] or holding_same == [same_tp]
+
+
+async def test_commits_round_trip_with_metadata(event_log: EventLog, topic_prefix: str) -> None:
+    topic = binary_topic(topic_prefix, "multi", "sourced")
+    await event_log.append(records(topic, "x"))
+    group = f"{topic_prefix}-azul-P-1-binary-allsrc-alltype-LH-historic"
+    assert await event_log.committed(group) == {}
+    commits = {
+        TopicPartition(topic, 0): Commit(5, frozenset({7, 8, 12}), stop=40),
+        TopicPartition(topic, 2): Commit(0),
+    }
+    await event_log.commit(group, commits)
+    assert await event_log.committed(group) == commits
+    await event_log.commit(group, {TopicPartition(topic, 0): Commit(9)})
+    assert (await event_log.committed(group))[TopicPartition(topic, 0)] == Commit(9)
+
+
+async def test_first_registration_wins(event_log: EventLog, topic_prefix: str) -> None:
+    topic = binary_topic(topic_prefix, "samples", "sourced")
+    await event_log.append(records(topic, "x"))  # Kafka refuses commits for unknown topics
+    tp = TopicPartition(topic, 0)
+    first = {"g-live": {tp: Commit(3)}}
+    second = {"g-live": {tp: Commit(9)}}
+    assert await event_log.register_consumer("P-1-binary", b'{"name":"P"}', first) == first
+    assert await event_log.register_consumer("P-1-binary", b'{"name":"P"}', second) == first
+    assert (await event_log.consumers())["P-1-binary"] == b'{"name":"P"}'
+    await event_log.commit("g-live", {tp: Commit(4)})
+    await event_log.forget_consumer("P-1-binary", ["g-live"])
+    assert "P-1-binary" not in await event_log.consumers()
+    assert await event_log.committed("g-live") == {}
+    assert await event_log.register_consumer("P-1-binary", b"{}", second) == second
+
+
+async def test_follow_sees_only_new_values(event_log: EventLog, topic_prefix: str) -> None:
+    topic = system_topic(topic_prefix, "status")
+    await event_log.append(records(topic, "before"))
+    seen: list[bytes] = []
+
+    async def follow() -> None:
+        async with aclosing(event_log.follow(topic)) as values:
+            async for value in values:
+                seen.append(value)
+                if len(seen) == 2:
+                    return
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.sleep(0.5)
+            await event_log.append(records(topic, "after-1"))
+            await event_log.append(records(topic, "after-2"))
+    assert seen == [b"after-1", b"after-2"]
+
+
+async def test_append_wakes_waiters(event_log: EventLog, topic_prefix: str) -> None:
+    generation = event_log.generation
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(event_log.wait_for_change, generation)
+            await trio.sleep(0.1)
+            await event_log.append(records(binary_topic(topic_prefix, "samples", "sourced"), "v"))
+    assert event_log.generation != generation
+
+
+async def test_health_is_ok(event_log: EventLog) -> None:
+    assert await event_log.health() is None
