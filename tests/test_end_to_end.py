@@ -316,3 +316,33 @@ async def test_sigkill_with_jobs_in_flight_loses_nothing(tmp_path: Path) -> None
             assert {j["entity"]["sha256"] for j in again} == unfinished
             assert len(again) == len(unfinished)
         assert await daemon.terminate() == 0
+
+
+async def test_readme_loop_with_bundled_plugins(tmp_path: Path) -> None:
+    """The README's loop: serve, submit a zip, run unbox and entropy, show the tree."""
+    sample = tmp_path / "sample.zip"
+    with zipfile.ZipFile(sample, "w") as archive:
+        archive.writestr("readme.txt", "hello from the zip\n" * 20)
+        archive.writestr("bin/tool.sh", "#!/bin/sh\necho hi\n")
+
+    async def azuld(*args: str) -> str:
+        done = await trio.run_process(
+            [sys.executable, "-m", "azuld", *args],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        return done.stdout.decode()
+
+    async with running_daemon(tmp_path / "data") as daemon:
+        await azuld("submit", str(sample), "--source", "demo", "--server", daemon.url)
+        await azuld("plugin", "run", "unbox", "--server", daemon.url, "--max-jobs", "1")
+        await azuld("plugin", "run", "entropy", "--server", daemon.url, "--max-jobs", "3")
+        tree = await azuld("show", "--source", "demo", "--server", daemon.url)
+    lines = tree.splitlines()
+    assert lines[0].startswith("sample.zip  archive/zip")
+    assert "Unbox: archive_member_count=2" in tree
+    assert any(line.startswith("└── readme.txt  text/plain") for line in lines)
+    assert any(line.startswith("└── bin/tool.sh  code/shell") for line in lines)
+    assert tree.count("Entropy: entropy=") == 3

@@ -345,8 +345,10 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _print_node(node: dict[str, object], indent: str, all_values: bool) -> None:
+    """One binary, its features, then its children one level deeper."""
     name = node["filename"] or str(node["sha256"])[:16]
-    print(f"{indent}{name}  {node['file_format']}  {node['size']} bytes  {node['sha256']}")
+    branch = f"{indent[:-4]}└── " if indent else ""
+    print(f"{branch}{name}  {node['file_format']}  {node['size']} bytes  {node['sha256']}")
     features = node["features"]
     assert isinstance(features, dict)
     for plugin, found in sorted(features.items()):
@@ -360,7 +362,7 @@ def _print_node(node: dict[str, object], indent: str, all_values: bool) -> None:
     children = node["children"]
     assert isinstance(children, list)
     for child in children:
-        _print_node(child, indent + "  └ ", all_values)
+        _print_node(child, indent + "    ", all_values)
 
 
 def _config_check(args: argparse.Namespace) -> int:
