@@ -100,6 +100,22 @@ class Failure:
 
 
 @dataclass(slots=True)
+class History:
+    """Per-minute counts over the last hour, for the dashboard: fetched, completed, failed."""
+
+    minutes: deque[tuple[int, Counter[str]]] = field(default_factory=lambda: deque(maxlen=60))
+
+    def add(self, what: str, count: int = 1) -> None:
+        minute = int(time.time() // 60)
+        if not self.minutes or self.minutes[-1][0] != minute:
+            self.minutes.append((minute, Counter()))
+        self.minutes[-1][1][what] += count
+
+    def series(self) -> list[dict[str, int]]:
+        return [{"minute": minute * 60, **counts} for minute, counts in self.minutes]
+
+
+@dataclass(slots=True)
 class KeyState:
     params: ConsumeParams
     lanes: PluginLanes
@@ -110,6 +126,7 @@ class KeyState:
     finished: Counter[str] = field(default_factory=Counter)
     last_seen: float = 0.0  # wall-clock seconds of the last fetch
     failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+    history: History = field(default_factory=History)
 
 
 def _binary_topic_filter(prefix: str, params: ConsumeParams) -> Callable[[str], bool]:
@@ -464,6 +481,8 @@ class Dispatcher:
             with trio.move_on_at(deadline):
                 await wakeup.wait()
         ks.fetched += len(events)
+        if events:
+            ks.history.add("fetched", len(events))
         ks.last_seen = time.time()
         filtered = sum(skipped.values())
         if events:
@@ -567,6 +586,8 @@ class Dispatcher:
 
     def _record_ending(self, ks: KeyState, ending: JobState, status: StatusEvent) -> None:
         ks.finished[ending.value] += 1
+        failed = ending in (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
+        ks.history.add("failed" if failed else "done")
         self.metrics.finished.labels(ks.params.name, ending.value).inc()
         if ending in (JobState.EXCEPTION, JobState.CRITICAL_FAILURE):
             entity = status.entity
@@ -620,6 +641,7 @@ class Dispatcher:
                     "errors_last_hour": sum(1 for f in ks.failures if f.at >= hour_ago),
                     "last_seen": ks.last_seen,
                     "recent_failures": [asdict(f) for f in list(ks.failures)[-10:]],
+                    "history": ks.history.series(),
                 }
             )
         return summaries
