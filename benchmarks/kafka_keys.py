@@ -27,8 +27,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.daemon import start_daemon  # noqa: E402
-from tests.services import start_kafka  # noqa: E402
+from tests.daemon import start_daemon
+from tests.services import start_kafka
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -40,15 +40,27 @@ def sourced(index: int) -> dict[str, object]:
     author = {"name": "bench", "category": "user"}
     now = "2026-11-29T10:00:00Z"
     return {
-        "model_version": 6, "kafka_key": "", "timestamp": now, "author": author,
+        "model_version": 6,
+        "kafka_key": "",
+        "timestamp": now,
+        "author": author,
         "action": "sourced",
-        "source": {"name": "bench", "timestamp": now,
-                   "path": [{"author": author, "action": "sourced", "sha256": digest, "timestamp": now}]},
-        "entity": {"sha256": digest, "size": 9, "datastreams": [{"label": "content", "sha256": digest, "size": 9}]},
+        "source": {
+            "name": "bench",
+            "timestamp": now,
+            "path": [{"author": author, "action": "sourced", "sha256": digest, "timestamp": now}],
+        },
+        "entity": {
+            "sha256": digest,
+            "size": 9,
+            "datastreams": [{"label": "content", "sha256": digest, "size": 9}],
+        },
     }
 
 
-async def measure(broker_bootstrap: str, broker_port: int, keys: int, seconds: float, work: Path) -> dict[str, object]:
+async def measure(
+    broker_bootstrap: str, broker_port: int, keys: int, seconds: float, work: Path
+) -> dict[str, object]:
     prefix = f"b{secrets.token_hex(3)}"
     config = work / f"azuld-{keys}.toml"
     config.write_text(
@@ -59,7 +71,9 @@ async def measure(broker_bootstrap: str, broker_port: int, keys: int, seconds: f
     process = psutil.Process(daemon.process.pid)
     done = {"jobs": 0}
     try:
-        async with httpx.AsyncClient(base_url=daemon.url, timeout=30, limits=httpx.Limits(max_connections=4 * keys + 8)) as client:
+        async with httpx.AsyncClient(
+            base_url=daemon.url, timeout=30, limits=httpx.Limits(max_connections=4 * keys + 8)
+        ) as client:
             with trio.fail_after(60):
                 while (await client.get("/readyz")).status_code != 200:
                     await trio.sleep(0.2)
@@ -71,17 +85,27 @@ async def measure(broker_bootstrap: str, broker_port: int, keys: int, seconds: f
                     body = reply.content
                     if b'"fetched":1' in body:
                         start = body.index(b'{"events":[') + len(b'{"events":[')
-                        event = msgspec.json.decode(body[start: body.rindex(b"]}")])
-                        status = [{"model_version": 6, "kafka_key": "x", "timestamp": "2026-11-29T10:00:01Z",
-                                   "author": {"name": name, "version": "1"},
-                                   "entity": {"input": event, "status": "completed-empty"}}]
-                        await client.post("/api/v2/event?model=status", content=msgspec.json.encode(status))
+                        event = msgspec.json.decode(body[start : body.rindex(b"]}")])
+                        status = [
+                            {
+                                "model_version": 6,
+                                "kafka_key": "x",
+                                "timestamp": "2026-11-29T10:00:01Z",
+                                "author": {"name": name, "version": "1"},
+                                "entity": {"input": event, "status": "completed-empty"},
+                            }
+                        ]
+                        await client.post(
+                            "/api/v2/event?model=status", content=msgspec.json.encode(status)
+                        )
                         done["jobs"] += 1
 
             async def trickle(stop: trio.Event) -> None:
                 index = 0
                 while not stop.is_set():
-                    await client.post("/api/v2/event?model=binary", content=msgspec.json.encode([sourced(index)]))
+                    await client.post(
+                        "/api/v2/event?model=binary", content=msgspec.json.encode([sourced(index)])
+                    )
                     index += 1
                     await trio.sleep(0.5)
 
@@ -100,7 +124,8 @@ async def measure(broker_bootstrap: str, broker_port: int, keys: int, seconds: f
                 cpu = sum(process.cpu_times()[:2]) - cpu_before
                 rss = process.memory_info().rss
                 connections = [
-                    c for c in process.net_connections(kind="tcp")
+                    c
+                    for c in process.net_connections(kind="tcp")
                     if c.raddr and c.raddr.port == broker_port and c.status == "ESTABLISHED"
                 ]
                 threads = process.num_threads()
@@ -123,12 +148,17 @@ async def main(keys_list: list[int], seconds: float) -> None:
         work = Path(tmp)
         broker = await trio.to_thread.run_sync(start_kafka, work / "kafka")
         try:
-            rows = [await measure(broker.bootstrap, broker.port, keys, seconds, work) for keys in keys_list]
+            rows = [
+                await measure(broker.bootstrap, broker.port, keys, seconds, work)
+                for keys in keys_list
+            ]
         finally:
             await trio.to_thread.run_sync(broker.stop)
     machine = f"{platform.machine()}, {psutil.cpu_count()} cores, {round(psutil.virtual_memory().total / 2**30)} GiB, Python {platform.python_version()}"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "kafka-keys.json").write_text(json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n")
+    (RESULTS / "kafka-keys.json").write_text(
+        json.dumps({"machine": machine, "rows": rows}, indent=2) + "\n"
+    )
     lines = [
         "# azuld on Kafka: cost per plugin key",
         "",

@@ -49,7 +49,14 @@ from azuld.core.publish import (
     prepare_status,
 )
 from azuld.core.validation import check_event
-from azuld.errors import AllFiltered, BadRequest, Unprocessable, UpstreamError
+from azuld.errors import (
+    AllFiltered,
+    BadRequest,
+    PayloadTooLarge,
+    TooManyRequests,
+    Unprocessable,
+    UpstreamError,
+)
 from azuld.metrics import Metrics
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
@@ -122,6 +129,7 @@ class KeyState:
     groups: dict[str, str]
     snapshot: Snapshot
     lock: trio.Lock = field(default_factory=trio.Lock)
+    polls: int = 0  # long-polls waiting right now
     fetched: int = 0
     finished: Counter[str] = field(default_factory=Counter)
     last_seen: float = 0.0  # wall-clock seconds of the last fetch
@@ -420,36 +428,18 @@ class Dispatcher:
             return _encode(job.event)
         return job.value
 
-    async def fetch(self, params: ConsumeParams) -> FetchResult:
-        """Long-poll for up to `params.count` jobs, waiting at most `params.deadline_seconds`.
-
-        Cancellation: safe; jobs already taken by a cancelled request are leased and come back
-        when their lease expires.
-
-        A backend failure does not fail the request (plugins such as azul-runner exit on any
-        non-200 fetch): the reply carries what was taken so far with `ready: false`.
-        """
-        deadline = trio.current_time() + params.deadline_seconds
-        try:
-            ks = await self._key_state(params)
-        except UpstreamError as exc:
-            log.warning("fetch for %s: backend unavailable: %s", params.key, exc)
-            await trio.sleep_until(min(deadline, trio.current_time() + 1.0))
-            return FetchResult(
-                FetchInfo(
-                    filtered=0,
-                    fetched=0,
-                    ready=False,
-                    paused=False,
-                    consumers_not_ready=",".join(params.lanes),
-                ),
-                [],
-            )
-        lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
-        judge = self._judge(params)
-        skipped: Counter[str] = Counter()
-        events: list[bytes] = []
-        not_ready = ",".join(params.lanes) if await self.log.health() else ""
+    async def _take_until(
+        self,
+        ks: KeyState,
+        params: ConsumeParams,
+        deadline: float,
+        lease: float | None,
+        judge: Callable[[Job], str | None],
+        skipped: Counter[str],
+        events: list[bytes],
+        not_ready: str,
+    ) -> str:
+        """Top up, take and commit until `count` jobs or the deadline; returns `not_ready`."""
         while True:
             wakeup = self._wakeup
             try:
@@ -477,9 +467,53 @@ class Dispatcher:
                 self.metrics.backend_errors.labels("log").inc()
                 not_ready = ",".join(params.lanes)
             if not_ready or len(events) >= params.count or trio.current_time() >= deadline:
-                break
+                return not_ready
             with trio.move_on_at(deadline):
                 await wakeup.wait()
+
+    async def fetch(self, params: ConsumeParams) -> FetchResult:
+        """Long-poll for up to `params.count` jobs, waiting at most `params.deadline_seconds`.
+
+        Cancellation: safe; jobs already taken by a cancelled request are leased and come back
+        when their lease expires.
+
+        A backend failure does not fail the request (plugins such as azul-runner exit on any
+        non-200 fetch): the reply carries what was taken so far with `ready: false`.
+        """
+        deadline = trio.current_time() + params.deadline_seconds
+        known = self._keys.get(params.key)
+        if known is not None and known.polls >= self.settings.max_polls_per_key:
+            raise TooManyRequests(
+                f"{known.polls} long-polls are already waiting for plugin key {params.key}; the "
+                f"limit is {self.settings.max_polls_per_key} (dispatch.max_polls_per_key)"
+            )
+        try:
+            ks = await self._key_state(params)
+        except UpstreamError as exc:
+            log.warning("fetch for %s: backend unavailable: %s", params.key, exc)
+            await trio.sleep_until(min(deadline, trio.current_time() + 1.0))
+            return FetchResult(
+                FetchInfo(
+                    filtered=0,
+                    fetched=0,
+                    ready=False,
+                    paused=False,
+                    consumers_not_ready=",".join(params.lanes),
+                ),
+                [],
+            )
+        lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
+        judge = self._judge(params)
+        skipped: Counter[str] = Counter()
+        events: list[bytes] = []
+        not_ready = ",".join(params.lanes) if await self.log.health() else ""
+        ks.polls += 1
+        try:
+            not_ready = await self._take_until(
+                ks, params, deadline, lease, judge, skipped, events, not_ready
+            )
+        finally:
+            ks.polls -= 1
         ks.fetched += len(events)
         if events:
             ks.history.add("fetched", len(events))
@@ -517,6 +551,11 @@ class Dispatcher:
         if not body:
             raise BadRequest("no events were provided to be published", title="Empty Request")
         events = _decode_events(model, body)
+        if len(events) > self.settings.max_events_per_post:
+            raise PayloadTooLarge(
+                f"{len(events)} events in one post; the limit is "
+                f"{self.settings.max_events_per_post} (dispatch.max_events_per_post)"
+            )
         failures: list[PostFailure] = []
         valid: list[Any] = []
         for event in events:

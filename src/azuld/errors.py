@@ -7,7 +7,9 @@ AzuldError
 │   ├── RangeNotSatisfiable (416)
 │   ├── Unprocessable (422) invalid events or parameters
 │   ├── AllFiltered (425)  every posted event was invalid or dropped
-│   └── PayloadTooLarge (413)
+│   ├── PayloadTooLarge (413)
+│   ├── Unauthorized (401), Forbidden (403)   in azuld.http.auth
+│   └── TooManyRequests (429) too many long-polls for one plugin key
 ├── UpstreamError          a backend (log, blob store) failed under us; HTTP 503
 ├── InvalidTransition      a job-state move the state table forbids (a bug if it escapes)
 └── ConfigError            a setting is wrong; names the file and the key
@@ -25,6 +27,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "RangeNotSatisfiable",
+    "TooManyRequests",
     "Unprocessable",
     "UpstreamError",
 ]
@@ -79,6 +82,11 @@ class AllFiltered(ClientError):
     http_status = 425
     default_title = "All events to be published have been filtered out"
     error_enum = "ErrorStringEnumAllEventsFiltered"
+
+
+class TooManyRequests(ClientError):
+    http_status = 429
+    default_title = "too many requests"
 
 
 class UpstreamError(AzuldError):

@@ -30,6 +30,7 @@ from azuld.backends.embedded import open_embedded_log
 from azuld.dispatcher import TICK_SECONDS, Dispatcher
 from azuld.errors import ConfigError
 from azuld.http import Services, create_app
+from azuld.http.auth import Authorizer
 from azuld.logs import set_level
 from azuld.ports import BlobStore, EventLog
 from azuld.settings import Settings, load_settings, settings_diff
@@ -113,7 +114,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """
     async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
         dispatcher = Dispatcher(event_log, settings.dispatch, settings.events.topic_prefix)
-        yield Services(dispatcher=dispatcher, blobs=blobs, settings=settings)
+        yield Services(
+            dispatcher=dispatcher, blobs=blobs, settings=settings, auth=Authorizer(settings.auth)
+        )
 
 
 class _Daemon:
@@ -140,6 +143,7 @@ class _Daemon:
         if "log_level" in applied:
             set_level(new.log_level)
         self.services.dispatcher.settings = new.dispatch
+        self.services.auth.reload(new.auth)
         self.settings = new
         log.info(
             "reloaded %s: applied %s; needs a restart: %s",

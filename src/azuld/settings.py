@@ -19,11 +19,13 @@ from azuld.errors import ConfigError
 
 __all__ = [
     "RELOADABLE",
+    "AuthSettings",
     "DispatchSettings",
     "EventsSettings",
     "ServerSettings",
     "Settings",
     "StorageSettings",
+    "TokenSettings",
     "default_data_dir",
     "load_settings",
     "redacted",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 # Settings a SIGHUP applies to a running daemon; every other change needs a restart.
-RELOADABLE = ("log_level", "dispatch.")
+RELOADABLE = ("log_level", "dispatch.", "auth.")
 _SECRET_WORDS = ("secret", "password", "token", "access_key", "secret_key")
 
 ENV_PREFIX = "AZULD_"
@@ -90,6 +92,26 @@ class StorageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSettings:
+    """A bearer token: `[[auth.tokens]]` tables in TOML."""
+
+    name: str
+    token: str
+    roles: tuple[str, ...] = ("plugin",)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    """No tokens: every request is allowed (the embedded default, like the Go dispatcher). With
+    tokens: requests need a token with the route's role, except from `open_networks`, which get
+    `open_roles` without a token (azul-runner sends none)."""
+
+    tokens: tuple[TokenSettings, ...] = ()
+    open_networks: tuple[str, ...] = ()
+    open_roles: tuple[str, ...] = ("plugin",)
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchSettings:
     lease_seconds: float = 120.0
     max_attempts: int = 3
@@ -98,6 +120,8 @@ class DispatchSettings:
     max_count: int = 1000
     read_ahead: int = 64
     window: int = 1000
+    max_events_per_post: int = 1000
+    max_polls_per_key: int = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +133,7 @@ class Settings:
     events: EventsSettings = EventsSettings()
     storage: StorageSettings = StorageSettings()
     dispatch: DispatchSettings = DispatchSettings()
+    auth: AuthSettings = AuthSettings()
 
 
 def _did_you_mean(name: str, options: list[str]) -> str:
@@ -183,6 +208,12 @@ def _build(
                 raise ConfigError(f"{place}: must be a table ([{'.'.join(path)}])")
             nested_flags = env_flag if isinstance(env_flag, Mapping) else {}
             kwargs[key] = _build(hint, value, where, nested_flags, path)
+        elif get_origin(hint) is tuple and get_args(hint)[0] is str:
+            if env_flag is True and isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{place}: expected a list of strings, got {value!r}")
+            kwargs[key] = tuple(value)
         elif get_origin(hint) is tuple:
             item = get_args(hint)[0]
             if not isinstance(value, list) or not all(isinstance(v, Mapping) for v in value):
@@ -304,6 +335,9 @@ def flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
         name = f"{prefix}{f.name}"
         if dataclasses.is_dataclass(value):
             out.update(flatten(value, f"{name}."))
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            for index, item in enumerate(value):
+                out.update(flatten(item, f"{name}[{index}]."))
         else:
             out[name] = value
     return out
@@ -312,7 +346,7 @@ def flatten(settings: Any, prefix: str = "") -> dict[str, Any]:
 def redacted(settings: Settings) -> dict[str, Any]:
     """The flattened settings with anything secret-looking replaced by `***`."""
     return {
-        name: "***" if value and any(word in name for word in _SECRET_WORDS) else value
+        name: "***" if value and any(w in name.rsplit(".", 1)[-1] for w in _SECRET_WORDS) else value
         for name, value in flatten(settings).items()
     }
 

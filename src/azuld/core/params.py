@@ -130,7 +130,15 @@ def parse_consume_params(
     count = min(max(count, 1), max_count)
 
     if "deadline" in single:
-        deadline = float(_parse_int("deadline", single["deadline"]))
+        # Go takes whole seconds; fractions are accepted too.
+        try:
+            deadline = float(single["deadline"])
+        except ValueError:
+            raise Unprocessable(
+                f"parameter deadline={single['deadline']!r} is not a number of seconds"
+            ) from None
+        if deadline != deadline or deadline in (float("inf"), float("-inf")):
+            raise Unprocessable(f"parameter deadline={single['deadline']!r} is not a number")
         if deadline < 0:
             raise Unprocessable(f"parameter deadline={single['deadline']!r} must not be negative")
         if deadline == 0:

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 
 from azuld.dispatcher import Dispatcher
 from azuld.errors import AzuldError, ClientError, RangeNotSatisfiable, UpstreamError
+from azuld.http.auth import Authorizer, required_roles
 from azuld.models.responses import ErrorBody
 from azuld.ports import BlobStore
 from azuld.settings import Settings
@@ -35,6 +36,7 @@ class Services:
     dispatcher: Dispatcher
     blobs: BlobStore
     settings: Settings
+    auth: Authorizer
 
 
 def services() -> Services:
@@ -86,6 +88,11 @@ async def _start_request() -> None:
     g.started = trio.current_time()
     g.request_id = request.headers.get("X-Request-Id") or secrets.token_hex(8)
     REQUEST_ID.set(g.request_id)
+    reset = request.args.get("reset", "") in {"1", "t", "T", "true", "True", "TRUE"}
+    roles = required_roles(request.method, request.path, request.args.get("model", ""), reset)
+    g.caller = services().auth.check(
+        roles, request.headers.get("Authorization", ""), request.remote_addr or ""
+    )
 
 
 async def _finish_request(response: Response) -> Response:
@@ -101,7 +108,7 @@ async def _finish_request(response: Response) -> Response:
 
 def create_app(svc: Services) -> QuartTrio:
     """The quart-trio app serving every route over `svc`."""
-    from azuld.http import events, ops, streams
+    from azuld.http import events, ops, streams, ui
 
     app = QuartTrio("azuld")
     app.config["AZULD_SERVICES"] = svc
@@ -110,6 +117,7 @@ def create_app(svc: Services) -> QuartTrio:
     app.register_blueprint(events.blueprint)
     app.register_blueprint(streams.blueprint)
     app.register_blueprint(ops.blueprint)
+    app.register_blueprint(ui.blueprint)
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.register_error_handler(AzuldError, _azuld_error)
