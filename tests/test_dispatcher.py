@@ -310,3 +310,26 @@ async def test_partial_failures_are_listed(dispatcher: Dispatcher) -> None:
     assert response.total_ok == 1
     assert response.total_failures == 1
     assert "must have a 'content' datastream" in response.failures[0].error
+
+
+async def test_heartbeating_forever_hits_the_run_deadline(
+    event_log: EmbeddedLog, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    settings = DispatchSettings(lease_seconds=LEASE, max_attempts=1, max_job_seconds=100)
+    dispatcher = Dispatcher(event_log, settings, "test")
+    await nursery.start(dispatcher.run)
+    await submit(dispatcher, make_binary("a"))
+    job = await fetch_one(dispatcher)
+    assert job is not None
+    start = trio.current_time()
+    while trio.current_time() - start < 200:
+        await trio.sleep(10)
+        await dispatcher.publish("status", status(job, "heartbeat"))
+    statuses = decode(
+        await dispatcher.fetch(params("watcher", model="status", active=False, count="100")),
+        StatusEvent,
+    )
+    (final,) = [s for s in statuses if s.entity.status == "error-timeout"]
+    assert "max_job_seconds=100" in final.entity.message
+    # It ran out within the run deadline plus one lease, not never.
+    assert len([s for s in statuses if s.entity.status == "heartbeat"]) == 20

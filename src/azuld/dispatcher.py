@@ -264,7 +264,8 @@ class Dispatcher:
                 error="lease expired",
                 message=(
                     f"{ks.params.name} did not finish the job within its lease "
-                    f"({self.settings.lease_seconds:g} s without a heartbeat) "
+                    f"({self.settings.lease_seconds:g} s without a heartbeat, or longer than "
+                    f"dispatch.max_job_seconds={self.settings.max_job_seconds:g} s) "
                     f"after {self.settings.max_attempts} attempts"
                 ),
             ),
@@ -609,7 +610,11 @@ class Dispatcher:
             if ending is None:
                 ks = self._keys.get(ref.plugin_key)
                 if ks is not None and ks.lanes.heartbeat(
-                    ref, attempt, now=now, lease_seconds=self.settings.lease_seconds
+                    ref,
+                    attempt,
+                    now=now,
+                    lease_seconds=self.settings.lease_seconds,
+                    max_job_seconds=self.settings.max_job_seconds,
                 ):
                     self._leases_changed.set()
                     self._leases_changed = trio.Event()

@@ -120,6 +120,7 @@ class DispatchSettings:
     max_count: int = 1000
     read_ahead: int = 64
     window: int = 1000
+    max_job_seconds: float = 3600.0
     max_events_per_post: int = 1000
     max_polls_per_key: int = 200
 

@@ -259,3 +259,15 @@ def test_job_id_round_trip(lane: str) -> None:
 )
 def test_foreign_job_ids_are_not_parsed(job_id: str) -> None:
     assert JobRef.parse(job_id) is None
+
+
+def test_heartbeats_cannot_keep_a_job_past_the_run_deadline() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0))
+    (job,) = take(pl, now=0)
+    for now in range(5, 100, 5):
+        pl.heartbeat(job.ref, 0, now=now, lease_seconds=10, max_job_seconds=30)
+    assert pl.next_deadline() == 30
+    pl.expire(30, max_attempts=3)
+    (again,) = take(pl, now=30)
+    assert again.attempt == 1

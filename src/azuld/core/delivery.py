@@ -261,6 +261,7 @@ class Job:
     attempt: int = 0
     state: JobState = JobState.QUEUED
     deadline: float = 0.0
+    leased_at: float = 0.0  # when this attempt was handed out
     event: Any = None  # the decoded event, cached by whoever decoded it first
 
     @property
@@ -410,6 +411,7 @@ class PluginLanes:
                     self._store(job)
                 else:
                     job.move(JobState.LEASED)
+                    job.leased_at = now
                     self._lease(job, now + lease_seconds)
             if len(handout.jobs) >= count:
                 break
@@ -429,13 +431,28 @@ class PluginLanes:
 
     # -- statuses ----------------------------------------------------------------------------
 
-    def heartbeat(self, ref: JobRef, attempt: int, *, now: float, lease_seconds: float) -> bool:
-        """Extend the lease of the current attempt; `False` if it is not leased here any more."""
+    def heartbeat(
+        self,
+        ref: JobRef,
+        attempt: int,
+        *,
+        now: float,
+        lease_seconds: float,
+        max_job_seconds: float = 0.0,
+    ) -> bool:
+        """Extend the lease of the current attempt; `False` if it is not leased here any more.
+
+        With `max_job_seconds`, heartbeats cannot keep a job past that long after it was handed
+        out: a plugin that heartbeats forever loses the lease like a silent one.
+        """
         job = self._leased.get(ref)
         if job is None or job.attempt != attempt:
             return False
         job.move(JobState.LEASED)
-        self._lease(job, max(job.deadline, now + lease_seconds))
+        deadline = now + lease_seconds
+        if max_job_seconds > 0:
+            deadline = min(deadline, job.leased_at + max_job_seconds)
+        self._lease(job, max(job.deadline, deadline))
         return True
 
     def finish(self, ref: JobRef, ending: JobState) -> bool:
