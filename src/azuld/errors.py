@@ -11,6 +11,7 @@ AzuldError
 │   ├── Unauthorized (401), Forbidden (403)   in azuld.http.auth
 │   └── TooManyRequests (429) too many long-polls for one plugin key
 ├── UpstreamError          a backend (log, blob store) failed under us; HTTP 503
+│   └── InsufficientStorage (507) the data folder is full
 ├── InvalidTransition      a job-state move the state table forbids (a bug if it escapes)
 └── ConfigError            a setting is wrong; names the file and the key
 """
@@ -23,6 +24,7 @@ __all__ = [
     "BadRequest",
     "ClientError",
     "ConfigError",
+    "InsufficientStorage",
     "InvalidTransition",
     "NotFound",
     "PayloadTooLarge",
@@ -93,6 +95,12 @@ class UpstreamError(AzuldError):
     """A backend failed (disk, SQLite, Kafka, S3). Served as 503: the caller may retry."""
 
     http_status = 503
+
+
+class InsufficientStorage(UpstreamError):
+    """The data folder is full (ENOSPC): served as 507 until space returns."""
+
+    http_status = 507
 
 
 class InvalidTransition(AzuldError):

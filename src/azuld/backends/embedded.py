@@ -26,7 +26,7 @@ from azuld.core.delivery import (
     encode_snapshot,
 )
 from azuld.core.publish import Outgoing
-from azuld.errors import UpstreamError
+from azuld.errors import InsufficientStorage, UpstreamError
 
 __all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
 
@@ -105,6 +105,10 @@ class EmbeddedLog:
             with self._db:
                 yield self._db
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc):
+                raise InsufficientStorage(
+                    f"embedded event log write failed: no space left on the data folder ({exc})"
+                ) from exc
             raise UpstreamError(f"embedded event log write failed: {exc}") from exc
 
     def _bump(self) -> None:

@@ -66,7 +66,8 @@ async def _azuld_error(error: AzuldError) -> Response:
         return response
     if isinstance(error, UpstreamError):
         log.warning("backend unavailable: %s", error)
-        return error_response(503, "backend unavailable", str(error))
+        title = "insufficient storage" if error.http_status == 507 else "backend unavailable"
+        return error_response(error.http_status, title, str(error))
     log.error("unexpected azuld error", exc_info=error)
     return error_response(500, "internal error", str(error))
 

@@ -15,11 +15,12 @@ from azuld.core.keys import validate_name
 from azuld.core.params import parse_bool
 from azuld.core.ranges import parse_range
 from azuld.core.validation import SHA256_PATTERN
-from azuld.errors import BadRequest, NotFound, Unprocessable, UpstreamError
+from azuld.errors import BadRequest, NotFound, Unprocessable
 from azuld.http.app import services
 from azuld.identify import IDENTIFY_VERSION, FileHasher, identify_path
 from azuld.models.events import Datastream
 from azuld.models.responses import DataResponse
+from azuld.storage.local import storage_error
 
 __all__ = ["blueprint"]
 
@@ -64,7 +65,7 @@ async def _spool(spool_dir: Path, hasher: FileHasher) -> Path:
             await trio.to_thread.run_sync(_write_and_hash, fd, hasher, b"".join(pending))
     except OSError as exc:
         await trio.Path(path).unlink(missing_ok=True)
-        raise UpstreamError(f"cannot spool the upload: {exc.strerror or exc}") from exc
+        raise storage_error("cannot spool the upload", exc) from exc
     except BaseException:
         with trio.CancelScope(shield=True):
             await trio.Path(path).unlink(missing_ok=True)

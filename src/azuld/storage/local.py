@@ -7,15 +7,24 @@ that already exists is kept (same hash, same bytes).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import trio
 
-from azuld.errors import NotFound, UpstreamError
+from azuld.errors import InsufficientStorage, NotFound, UpstreamError
 
-__all__ = ["LocalBlobStore"]
+__all__ = ["LocalBlobStore", "storage_error"]
+
+
+def storage_error(what: str, exc: OSError) -> UpstreamError:
+    """`InsufficientStorage` (507) for a full disk, `UpstreamError` (503) for other failures."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(f"{what}: no space left on the data folder ({exc.strerror})")
+    return UpstreamError(f"{what}: {exc.strerror or exc}")
+
 
 _CHUNK_BYTES = 256 * 1024
 _FALLBACK = ("", "")  # Go's legacy key `//<sha256>`: stored with an empty source and label
@@ -52,7 +61,7 @@ class LocalBlobStore:
         try:
             await trio.to_thread.run_sync(_install, path, target)
         except OSError as exc:
-            raise UpstreamError(f"cannot store blob {sha256}: {exc.strerror or exc}") from exc
+            raise storage_error(f"cannot store blob {sha256}", exc) from exc
 
     async def size(self, source: str, label: str, sha256: str) -> int | None:
         found = self._find(source, label, sha256)
