@@ -46,8 +46,10 @@ def required_roles(method: str, path: str, model: str, reset: bool) -> frozenset
         if model in ("binary", "download"):
             return frozenset({"ingest", "plugin", "admin"})
         return frozenset({"ingest", "admin"})
-    if path.startswith("/api/v3/stream/"):
+    if path.startswith(("/api/v3/stream/", "/api/v1/data/")):
         return frozenset({"plugin", "ingest", "admin"})
+    if path.startswith(("/api/v1/processing/", "/api/v1/events/plugin")):
+        return frozenset({"admin"}) if reset else frozenset({"plugin", "admin"})
     return frozenset({"admin"})
 
 

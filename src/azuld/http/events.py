@@ -21,12 +21,14 @@ _TRUE_LITERAL = {"true", "1"}  # Go compares POST flags literally
 
 @blueprint.post("/api/v2/event")
 async def post_events() -> Response:
-    svc = services()
-    model = request.args.get("model", "")
+    return await _publish(request.args.get("model", ""))
+
+
+async def _publish(model: str) -> Response:
     body = await request.get_data(cache=False)
     assert isinstance(body, bytes)
     include_ok = request.args.get("include_ok", "") in _TRUE_LITERAL
-    result = await svc.dispatcher.publish(model, body, include_ok=include_ok)
+    result = await services().dispatcher.publish(model, body, include_ok=include_ok)
     return Response(msgspec.json.encode(result), content_type="application/json")
 
 
@@ -51,6 +53,32 @@ def multipart_body(result: FetchResult) -> tuple[bytes, str]:
 async def fetch_events(model: str, mode: str) -> Response:
     if mode not in ("active", "passive"):
         raise NotFound(f"no fetch mode {mode!r}: use /api/v2/event/<model>/active or /passive")
+    return await _fetch(model, mode)
+
+
+# The seed document's route names (docs/protocol.md): thin aliases of the v2 routes, same
+# handlers, same semantics.
+
+
+@blueprint.post("/api/v1/events/plugin")
+async def v1_register() -> Response:
+    """= `POST /api/v2/event?model=plugin`."""
+    return await _publish("plugin")
+
+
+@blueprint.get("/api/v1/processing/<entity_type>")
+async def v1_get_job(entity_type: str) -> Response:
+    """= `GET /api/v2/event/<entity_type>/active`."""
+    return await _fetch(entity_type, "active")
+
+
+@blueprint.post("/api/v1/processing/<entity_type>")
+async def v1_post_status(entity_type: str) -> Response:
+    """= `POST /api/v2/event?model=status` (results and heartbeats of `entity_type` jobs)."""
+    return await _publish("status")
+
+
+async def _fetch(model: str, mode: str) -> Response:
     svc = services()
     dispatch = svc.settings.dispatch
     params = parse_consume_params(

@@ -77,11 +77,23 @@ async def _spool(spool_dir: Path, hasher: FileHasher) -> Path:
 
 @blueprint.post("/api/v3/stream/<source>/<label>")
 async def upload(source: str, label: str) -> Response:
+    return await _upload(source, label, request.args.get("expected-sha256", ""))
+
+
+@blueprint.post("/api/v1/data/<sha256>")
+async def v1_upload(sha256: str) -> Response:
+    """The seed's `POST api/v1/data/<hash>` = `POST /api/v3/stream/<source>/<label>` with
+    `expected-sha256=<hash>`; `source` and `label` come from the query (`default`, `content`)."""
+    source = request.args.get("source", "default")
+    label = request.args.get("label", "content")
+    return await _upload(source, label, sha256)
+
+
+async def _upload(source: str, label: str, expected: str) -> Response:
     validate_name("source", source)
     validate_name("label", label)
     svc = services()
     skip_identify = _bool_arg("skip-identify")
-    expected = request.args.get("expected-sha256", "")
     if skip_identify and not expected:
         raise BadRequest("must supply sha256 when skipping identify")
     if expected and not SHA256_PATTERN.fullmatch(expected):
