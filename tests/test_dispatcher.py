@@ -333,3 +333,34 @@ async def test_heartbeating_forever_hits_the_run_deadline(
     assert "max_job_seconds=100" in final.entity.message
     # It ran out within the run deadline plus one lease, not never.
     assert len([s for s in statuses if s.entity.status == "heartbeat"]) == 20
+
+
+@pytest.mark.parametrize(("share", "least"), [(None, 0.0), ("0.2", 0.2)])
+async def test_fair_lanes_under_a_live_flood(
+    dispatcher: Dispatcher, autojump_clock: trio.testing.MockClock, share: str | None, least: float
+) -> None:
+    extra = {"historic_share": share} if share else {}
+    await submit(dispatcher, *(make_binary(f"old-{i}") for i in range(300)))
+    assert await fetch_one(dispatcher, deadline="0", **extra) is not None  # creates the key
+
+    async def flood() -> None:
+        for burst in range(30):  # 20 new live events a second: more than the worker takes
+            await submit(dispatcher, *(make_binary(f"new-{burst}-{i}") for i in range(20)))
+            await trio.sleep(1)
+
+    lanes: list[str] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(flood)
+        await trio.sleep(0.5)
+        while len(lanes) < 200:
+            job = await fetch_one(dispatcher, **extra)
+            assert job is not None
+            lanes.append(job.dequeued.split("|")[2])
+            await dispatcher.publish("status", status(job, "completed-empty"))
+            await trio.sleep(0.1)  # the worker's own pace: 10 jobs a second
+        nursery.cancel_scope.cancel()
+    historic = lanes.count("historic") / len(lanes)
+    if share is None:
+        assert historic == 0.0  # strict priority: live always had work
+    else:
+        assert historic >= least

@@ -449,11 +449,13 @@ class Dispatcher:
                 log.warning("fetch for %s: cannot read the log: %s", params.key, exc)
                 self.metrics.backend_errors.labels("log").inc()
                 not_ready = ",".join(params.lanes)
+            share = params.historic_share
             handout = ks.lanes.take(
                 params.count - len(events),
                 now=trio.current_time(),
                 lease_seconds=lease,
                 skip_reason=judge,
+                historic_share=self.settings.historic_share if share is None else share,
             )
             skipped.update(handout.skipped)
             events.extend(self._render(params, job) for job in handout.jobs)

@@ -106,6 +106,8 @@ def lanes(*names: str, **kwargs: int) -> PluginLanes:
     for lane in plugin_lanes.lanes:
         tp = EXP if lane == Lane.EXPEDITE else TP
         plugin_lanes.assign(lane, tp, Commit(0))
+    if Lane.LIVE in plugin_lanes.lanes:
+        plugin_lanes.assign(Lane.LIVE, TP2, Commit(0))
     return plugin_lanes
 
 
@@ -134,7 +136,8 @@ def test_lower_lane_only_when_higher_lanes_are_empty() -> None:
 
 
 def test_reads_wanted_tops_up_to_read_ahead() -> None:
-    pl = lanes(Lane.LIVE, read_ahead=4)
+    pl = PluginLanes("k", [Lane.LIVE], read_ahead=4)
+    pl.assign(Lane.LIVE, TP, Commit(0))
     (want,) = pl.reads_wanted()
     assert (want.lane, want.tp, want.offset, want.limit) == (Lane.LIVE, TP, 0, 4)
     pl.add_records(Lane.LIVE, TP, records(0, 1, 2))
@@ -271,3 +274,27 @@ def test_heartbeats_cannot_keep_a_job_past_the_run_deadline() -> None:
     pl.expire(30, max_attempts=3)
     (again,) = take(pl, now=30)
     assert again.attempt == 1
+
+
+@pytest.mark.parametrize("share", [0.1, 0.25, 0.5])
+def test_fair_lanes_keep_historic_at_its_share(share: float) -> None:
+    pl = lanes(Lane.LIVE, Lane.HISTORIC, read_ahead=10_000)
+    pl.add_records(Lane.HISTORIC, TP, records(*range(1000)))
+    got: list[str] = []
+    for live in range(400):  # a flood: live always has work
+        pl.add_records(Lane.LIVE, TP2, records(live))
+        handout = pl.take(
+            1, now=0, lease_seconds=None, skip_reason=never_skip, historic_share=share
+        )
+        got += [j.ref.lane for j in handout.jobs]
+    assert got.count(Lane.HISTORIC) / len(got) >= share
+    assert got.count(Lane.HISTORIC) / len(got) <= share + 0.02
+
+
+def test_strict_priority_by_default_starves_history_under_a_flood() -> None:
+    pl = lanes(Lane.LIVE, Lane.HISTORIC, read_ahead=10_000)
+    pl.add_records(Lane.HISTORIC, TP, records(*range(100)))
+    for offset in range(50):
+        pl.add_records(Lane.LIVE, TP2, records(offset))
+        (job,) = take(pl, lease=None)
+        assert job.ref.lane == Lane.LIVE

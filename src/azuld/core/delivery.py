@@ -64,6 +64,10 @@ class Lane:
     ORDER = (EXPEDITE, LIVE, HISTORIC)
 
 
+# Fair lanes look at this many recent handouts to decide whether historic is owed one.
+FAIR_WINDOW = 100
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class TopicPartition:
     topic: str
@@ -308,6 +312,7 @@ class PluginLanes:
         self._leased: dict[JobRef, Job] = {}
         self._deadlines: list[tuple[float, int, JobRef]] = []
         self._heap_seq = 0
+        self._recent_lanes: deque[str] = deque(maxlen=FAIR_WINDOW)
 
     # -- partitions and reading --------------------------------------------------------------
 
@@ -379,6 +384,18 @@ class PluginLanes:
 
     # -- handing out -------------------------------------------------------------------------
 
+    def _next_lane(self, historic_share: float) -> str | None:
+        """The lane to take from next: the highest with queued jobs (strict priority), unless
+        historic has a backlog and got less than `historic_share` of the recent handouts."""
+        if historic_share > 0 and self._queued.get(Lane.HISTORIC):
+            recent = self._recent_lanes
+            if recent.count(Lane.HISTORIC) <= historic_share * len(recent):
+                return Lane.HISTORIC
+        for lane in self.lanes:
+            if self._queued[lane]:
+                return lane
+        return None
+
     def take(
         self,
         count: int,
@@ -386,35 +403,38 @@ class PluginLanes:
         now: float,
         lease_seconds: float | None,
         skip_reason: Callable[[Job], str | None],
+        historic_share: float = 0.0,
     ) -> Handout:
         """Hand out up to `count` jobs, highest lane first.
 
         `skip_reason` judges each job for the asking request (its filters); skipped jobs are
         finished on the spot. With `lease_seconds=None` (passive consumers) jobs are finished as
-        they are handed out; otherwise each becomes a lease until `now + lease_seconds`.
+        they are handed out; otherwise each becomes a lease until `now + lease_seconds`. A
+        `historic_share` above 0 keeps historic at that share of handouts while it has a backlog
+        (fair lanes; the default is strict priority).
         """
         handout = Handout()
-        for lane in self.lanes:
-            queue = self._queued[lane]
-            while queue and len(handout.jobs) < count:
-                job = queue.popleft()
-                reason = skip_reason(job)
-                if reason is not None:
-                    job.move(JobState.SKIPPED)
-                    self._store(job)
-                    handout.skipped[reason] += 1
-                    continue
-                handout.jobs.append(job)
-                if lease_seconds is None:
-                    job.move(JobState.LEASED)
-                    job.move(JobState.COMPLETED)
-                    self._store(job)
-                else:
-                    job.move(JobState.LEASED)
-                    job.leased_at = now
-                    self._lease(job, now + lease_seconds)
-            if len(handout.jobs) >= count:
+        while len(handout.jobs) < count:
+            lane = self._next_lane(historic_share)
+            if lane is None:
                 break
+            job = self._queued[lane].popleft()
+            reason = skip_reason(job)
+            if reason is not None:
+                job.move(JobState.SKIPPED)
+                self._store(job)
+                handout.skipped[reason] += 1
+                continue
+            handout.jobs.append(job)
+            self._recent_lanes.append(lane)
+            if lease_seconds is None:
+                job.move(JobState.LEASED)
+                job.move(JobState.COMPLETED)
+                self._store(job)
+            else:
+                job.move(JobState.LEASED)
+                job.leased_at = now
+                self._lease(job, now + lease_seconds)
         return handout
 
     def _lease(self, job: Job, deadline: float) -> None:

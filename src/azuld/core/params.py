@@ -61,6 +61,8 @@ class ConsumeParams:
     max_security: str = ""
     reset: bool = False
     debug: bool = False
+    # azuld's fair lanes: the least share of handouts historic gets while it has a backlog.
+    historic_share: float | None = None
 
     @property
     def key(self) -> str:
@@ -199,6 +201,17 @@ def parse_consume_params(
             raise Unprocessable(f"parameter r-streams={spec!r} needs a label before the first ','")
         streams[label] = tuple(f for f in formats if f)
 
+    historic_share: float | None = None
+    if "historic-share" in single:
+        try:
+            historic_share = float(single["historic-share"])
+        except ValueError:
+            historic_share = -1.0
+        if not 0.0 <= historic_share <= 1.0:
+            raise Unprocessable(
+                f"parameter historic-share={single['historic-share']!r} must be between 0 and 1"
+            )
+
     return ConsumeParams(
         model=model,
         name=name,
@@ -219,4 +232,5 @@ def parse_consume_params(
         max_security=single.get("max-security", ""),
         reset=flag("reset"),
         debug=flag("debug"),
+        historic_share=historic_share,
     )
