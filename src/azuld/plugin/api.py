@@ -26,6 +26,7 @@ from azuld.models.events import BinaryEvent, Datastream
 
 __all__ = [
     "Child",
+    "Consumer",
     "Feature",
     "FeatureType",
     "FeatureValue",
@@ -273,4 +274,28 @@ class Plugin:
 
     async def execute(self, job: Job) -> None:
         """Analyse `job`. Raise `OptOut` to decline; any other exception is reported."""
+        raise NotImplementedError
+
+
+class Consumer:
+    """Base class of a passive consumer: it reads every matching event as a feed, without
+    taking jobs (no leases, no statuses), e.g. an indexer. Subclasses implement `consume`.
+
+    Its position is kept by the dispatcher like a plugin's (name and version form the key), so
+    a restart continues where it left off; an event is handed over once.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "0"
+    description: ClassVar[str] = ""
+    filters: ClassVar[Filters] = Filters(
+        actions=(), data_types={}, max_content_bytes=0, expedite=False
+    )
+    batch_size: ClassVar[int] = 100
+
+    def __init__(self, config: Mapping[str, str] | None = None) -> None:
+        self.config = dict(config or {})
+
+    async def consume(self, event: BinaryEvent) -> None:
+        """Handle one event. An exception stops the consumer (the event is already handed out)."""
         raise NotImplementedError

@@ -14,8 +14,9 @@ import httpx
 import msgspec
 import trio
 
-from azuld.plugin.api import Plugin
+from azuld.plugin.api import Consumer, Plugin
 from azuld.plugin.client import HttpDispatcherClient
+from azuld.plugin.consumer import ConsumerRunner
 from azuld.plugin.local import run_local
 from azuld.plugin.runner import PluginRunner
 from azuld.plugins import BUNDLED
@@ -25,7 +26,7 @@ __all__ = ["load_plugin_class", "run_plugin_command"]
 log = logging.getLogger(__name__)
 
 
-def load_plugin_class(spec: str) -> type[Plugin]:
+def load_plugin_class(spec: str) -> type[Plugin] | type[Consumer]:
     """`entropy`, `pkg.module:Class` or `path/to/file.py:Class` → the plugin class.
 
     Raises:
@@ -51,8 +52,10 @@ def load_plugin_class(spec: str) -> type[Plugin]:
     else:
         module = importlib.import_module(target)
     cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, Plugin)):
-        raise SystemExit(f"azuld plugin run: {class_name} in {target} is not an azuld Plugin")
+    if not (isinstance(cls, type) and issubclass(cls, Plugin | Consumer)):
+        raise SystemExit(
+            f"azuld plugin run: {class_name} in {target} is not an azuld Plugin or Consumer"
+        )
     return cls
 
 
@@ -101,6 +104,32 @@ async def _serve(runner: PluginRunner) -> None:
             nursery.cancel_scope.cancel()
 
 
+def _run_consumer(consumer: Consumer, args: argparse.Namespace) -> int:
+    if args.local:
+        raise SystemExit("azuld plugin run: --local runs plugins; a consumer reads a dispatcher")
+
+    async def main() -> None:
+        timeout = httpx.Timeout(60.0, connect=10.0)
+        async with httpx.AsyncClient(base_url=args.server, timeout=timeout) as http:
+            client = HttpDispatcherClient(http, type(consumer).name)
+            runner = ConsumerRunner(consumer, client, max_events=args.max_jobs)
+            async with trio.open_nursery() as nursery:
+                with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+
+                    async def watch() -> None:
+                        async for _ in signals:
+                            runner.stop()
+                            return
+
+                    nursery.start_soon(watch)
+                    await runner.serve()
+                    nursery.cancel_scope.cancel()
+            log.info("%s consumed %d events", type(consumer).name, runner.consumed)
+
+    trio.run(main)
+    return 0
+
+
 def run_plugin_command(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -110,6 +139,8 @@ def run_plugin_command(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     cls = load_plugin_class(args.plugin)
+    if issubclass(cls, Consumer):
+        return _run_consumer(cls(_config(args.config)), args)
     plugin = cls(_config(args.config))
     if args.local:
         statuses = trio.run(run_local, plugin, args.local)

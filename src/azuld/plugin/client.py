@@ -89,9 +89,12 @@ class HttpDispatcherClient:
     async def register(self, event: PluginEvent) -> None:
         await self._post_events("plugin", _encode([event]))
 
-    async def fetch(self, query: Sequence[tuple[str, str]]) -> list[BinaryEvent]:
+    async def fetch(
+        self, query: Sequence[tuple[str, str]], *, passive: bool = False
+    ) -> list[BinaryEvent]:
+        mode = "passive" if passive else "active"
         response = await self._client.get(
-            "/api/v2/event/binary/active", params=list(query), headers=self._headers
+            f"/api/v2/event/binary/{mode}", params=list(query), headers=self._headers
         )
         await self._check(response)
         parts = multipart_parts(response.content, response.headers.get("content-type", ""))

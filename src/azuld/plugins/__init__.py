@@ -5,6 +5,8 @@ BUNDLED = {
     "entropy": "azuld.plugins.entropy:Entropy",
     "unbox": "azuld.plugins.unbox:Unbox",
     "info": "azuld.plugins.info:Info",
+    "metadata": "azuld.plugins.metadata:Metadata",
+    "indexer": "azuld.plugins.indexer:Indexer",
 }
 
 __all__ = ["BUNDLED"]
