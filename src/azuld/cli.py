@@ -76,6 +76,21 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--server", default=DEFAULT_SERVER)
     watch.add_argument("--plugin", help="only this plugin's statuses")
 
+    failed = commands.add_parser(
+        "failed", help="dead letters: jobs that ended in an error status, newest first"
+    )
+    failed.add_argument("--server", default=DEFAULT_SERVER)
+    failed.add_argument("--plugin", default="", help="only this plugin's")
+    failed.add_argument("--limit", type=int, default=50)
+
+    reoffer = commands.add_parser(
+        "reoffer", help="put failed jobs back in front of their plugin (kept as an audit trail)"
+    )
+    reoffer.add_argument("job_ids", nargs="*", help="job ids, as `azuld failed` lists them")
+    reoffer.add_argument("--server", default=DEFAULT_SERVER)
+    reoffer.add_argument("--failed-of", metavar="PLUGIN", help="every listed failure of PLUGIN")
+    reoffer.add_argument("--by", default=None, help="who asks (default: your login)")
+
     show = commands.add_parser(
         "show", help="show a source's binaries as a tree with what plugins found"
     )
@@ -129,6 +144,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _plugins(args)
         if args.command == "show":
             return _show(args)
+        if args.command == "failed":
+            return _failed(args)
+        if args.command == "reoffer":
+            return _reoffer(args)
         if args.command == "config":
             return _config_check(args)
         if args.command == "status":
@@ -399,7 +418,17 @@ def _status(args: argparse.Namespace) -> int:
         console.print("no plugin has fetched from this daemon yet")
         return 0
     table = Table(header_style="bold")
-    for column in ("plugin", "version", "lanes (lag)", "in flight", "done", "errors 1h", "seen"):
+    columns = (
+        "plugin",
+        "version",
+        "lanes (lag)",
+        "in flight",
+        "done",
+        "replayed",
+        "errors 1h",
+        "seen",
+    )
+    for column in columns:
         table.add_column(
             column, justify="right" if column in ("in flight", "done", "errors 1h") else "left"
         )
@@ -413,6 +442,9 @@ def _status(args: argparse.Namespace) -> int:
             lag,
             str(row["in_flight"]),
             str(done),
+            f"{row['replayed']} ({row['replay_saved_seconds']:.0f} s saved)"
+            if row["replayed"]
+            else "0",
             f"[red]{errors}[/red]" if errors else "0",
             _ago(row["last_seen"]),
         )
@@ -461,3 +493,49 @@ def _watch(args: argparse.Namespace) -> int:
                     print(f"{when} {author:20} {entity['status']:22} {sha} {detail}")
         except KeyboardInterrupt:
             return 0
+
+
+def _failed(args: argparse.Namespace) -> int:
+    params = {"plugin": args.plugin, "limit": str(args.limit)}
+    response = httpx.get(f"{args.server}/api/azuld/v1/failed", params=params, timeout=60.0)
+    if response.status_code != 200:
+        print(f"azuld failed: {_error_text(response)}", file=sys.stderr)
+        return 1
+    rows = response.json()["failed"]
+    if not rows:
+        print("no failed jobs")
+        return 0
+    for row in rows:
+        print(
+            f"{row['at'][:19]}  {row['plugin']} {row['version']}  {row['status']}  "
+            f"{row['sha256'][:16]}  {row['error']}: {row['message'][:100]}\n    {row['job_id']}"
+        )
+    return 0
+
+
+def _reoffer(args: argparse.Namespace) -> int:
+    job_ids = list(args.job_ids)
+    if args.failed_of:
+        response = httpx.get(
+            f"{args.server}/api/azuld/v1/failed",
+            params={"plugin": args.failed_of, "limit": "1000"},
+            timeout=60.0,
+        )
+        response.raise_for_status()
+        job_ids += [row["job_id"] for row in response.json()["failed"]]
+    if not job_ids:
+        print("azuld reoffer: no job ids given", file=sys.stderr)
+        return 2
+    body = {"job_ids": job_ids, "by": args.by or getpass.getuser()}
+    response = httpx.post(f"{args.server}/api/azuld/v1/reoffer", json=body, timeout=60.0)
+    if response.status_code != 200:
+        print(f"azuld reoffer: {_error_text(response)}", file=sys.stderr)
+        return 1
+    failures = 0
+    for row in response.json()["reoffered"]:
+        if row["ok"]:
+            print(f"re-offered to {row['plugin_key']}: {row['job_id']}")
+        else:
+            failures += 1
+            print(f"not re-offered: {row['job_id']}: {row['reason']}", file=sys.stderr)
+    return 1 if failures else 0

@@ -59,6 +59,7 @@ from azuld.errors import (
 )
 from azuld.metrics import Metrics
 from azuld.models.events import (
+    COMPLETED_STATUSES,
     CURRENT_MODEL_VERSION,
     MODELS,
     Author,
@@ -69,12 +70,33 @@ from azuld.models.events import (
     StatusEvent,
 )
 from azuld.models.responses import FetchInfo, PostFailure, PostResponse
-from azuld.ports import EventLog
+from azuld.ports import BlobStore, EventLog
+from azuld.replay import CacheEntry, ReplayCache, config_digest, replay_status
 from azuld.settings import DispatchSettings
 
 __all__ = ["Dispatcher", "Failure", "FetchResult"]
 
 RECENT_FAILURES = 50
+# At start-up, the replay cache reads at most this many of the newest entries per partition.
+REPLAY_LOAD_RECORDS = 20_000
+# `azuld failed` looks at this many of the newest statuses per partition.
+FAILED_SCAN_RECORDS = 50_000
+# A skip reason for bookkeeping, not reported as a filter.
+OTHER_KEY = "_other-key"
+
+
+class Reoffer(msgspec.Struct, kw_only=True):
+    """A job put back in front of one plugin key by an admin (`system.reoffer`; the audit trail)."""
+
+    plugin_key: str
+    job_id: str
+    by: str
+    at: datetime
+    event: BinaryEvent
+
+
+_REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
+
 # The lease reaper wakes at least this often, so its tick shows the dispatch loop is alive.
 TICK_SECONDS = 1.0
 
@@ -133,6 +155,7 @@ class KeyState:
     fetched: int = 0
     finished: Counter[str] = field(default_factory=Counter)
     last_seen: float = 0.0  # wall-clock seconds of the last fetch
+    replay_saved_seconds: float = 0.0
     failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
     history: History = field(default_factory=History)
 
@@ -165,11 +188,15 @@ class Dispatcher:
         settings: DispatchSettings,
         topic_prefix: str,
         metrics: Metrics | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.log = log
         self.settings = settings
         self.prefix = topic_prefix
         self.metrics = metrics or Metrics()
+        self.blobs = blobs
+        self.replay = ReplayCache.create(settings.replay_cache_bytes)
+        self._configs: dict[tuple[str, str], str] = {}  # (plugin, version) -> config digest
         self._keys: dict[str, KeyState] = {}
         self._wakeup = trio.Event()
         self._leases_changed = trio.Event()
@@ -179,12 +206,40 @@ class Dispatcher:
     # -- background ------------------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Follow the log and reap leases until cancelled."""
+        """Load the replay cache, then follow the log and reap leases until cancelled."""
+        await self._load_replay_cache()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_log)
             nursery.start_soon(self._follow_statuses)
+            nursery.start_soon(self._follow_replay_cache)
             nursery.start_soon(self._reap_leases)
             task_status.started()
+
+    async def _load_replay_cache(self) -> None:
+        """The newest entries of `system.replay` (this backend's share is the whole topic)."""
+        if not self.replay.enabled:
+            return
+        topic = system_topic(self.prefix, "replay")
+        tps = await self.log.partitions(topic.__eq__, owned=False)
+        for tp, (start, end) in (await self.log.offsets(tps)).items():
+            offset = max(start, end - REPLAY_LOAD_RECORDS)
+            while offset < end:
+                batch = await self.log.read(tp, offset, 500)
+                if not batch:
+                    break
+                for _, value in batch:
+                    self.replay.put(value)
+                offset = batch[-1][0] + 1
+        if len(self.replay):
+            log.info("replay cache: %d entries loaded", len(self.replay))
+
+    async def _follow_replay_cache(self) -> None:
+        """Entries other instances add (our own come back too; putting them again is harmless)."""
+        if not self.replay.enabled:
+            return
+        async with aclosing(self.log.follow(system_topic(self.prefix, "replay"))) as values:
+            async for value in values:
+                self.replay.put(value)
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -277,6 +332,8 @@ class Dispatcher:
     # -- plugin keys -----------------------------------------------------------------------
 
     def _topic_filter(self, params: ConsumeParams, lane: str) -> Callable[[str], bool]:
+        if lane == Lane.REOFFER:
+            return system_topic(self.prefix, "reoffer").__eq__
         if params.model != "binary":
             return system_topic(self.prefix, params.model).__eq__
         expedite = expedite_topic(self.prefix)
@@ -299,7 +356,7 @@ class Dispatcher:
         if ks is not None and not params.reset:
             ks.params = params
             return ks
-        groups = {lane: consumer_group(self.prefix, key, lane) for lane in params.lanes}
+        groups = {lane: consumer_group(self.prefix, key, lane) for lane in _lanes(params)}
         if params.reset:
             await self.log.forget_consumer(key, list(groups.values()))
             self._keys.pop(key, None)
@@ -333,7 +390,7 @@ class Dispatcher:
             snapshot=snapshot,
             lanes=PluginLanes(
                 params.key,
-                params.lanes,
+                _lanes(params),
                 window=self.settings.window,
                 read_ahead=self.settings.read_ahead,
             ),
@@ -378,7 +435,7 @@ class Dispatcher:
             return None
         raw = msgspec.json.decode(info)
         params = ConsumeParams(**{k: _untuple(v) for k, v in raw.items()})
-        groups = {lane: consumer_group(self.prefix, params.key, lane) for lane in params.lanes}
+        groups = {lane: consumer_group(self.prefix, params.key, lane) for lane in _lanes(params)}
         snapshot = await self.log.register_consumer(params.key, info, {})
         return await self._load_key(params, groups, snapshot)
 
@@ -408,20 +465,67 @@ class Dispatcher:
             ks.lanes.redirty(pair for pair in dirty if ks.groups[pair[0]] not in done)
             raise
 
-    def _judge(self, params: ConsumeParams) -> Callable[[Job], str | None]:
+    def _judge(
+        self, params: ConsumeParams, cached: list[tuple[Job, CacheEntry]]
+    ) -> Callable[[Job], str | None]:
+        """The request's filter. Jobs the replay cache can answer are skipped and collected in
+        `cached` (the caller publishes their results)."""
         decoder = _DECODERS.get(params.model)
         if decoder is None or params.model == "plugin":
             return lambda job: None
+        use_cache = self.replay.enabled and params.active and params.model == "binary"
+        digest = self._configs.get((params.name, params.version), "")
 
         def judge(job: Job) -> str | None:
             try:
+                if job.ref.lane == Lane.REOFFER:
+                    offer = _REOFFER_DECODER.decode(job.value)
+                    if offer.plugin_key != params.key:
+                        return OTHER_KEY  # another key's re-offer: not this plugin's business
+                    job.event = offer.event
+                    return None  # an admin asked for it: no filter applies
                 job.event = decoder.decode(job.value)
             except msgspec.DecodeError:
                 log.warning("skipping undecodable record %s", job.ref)
                 return "FilterDecode-undecodable"
-            return skip_reason(job.event, params)
+            reason = skip_reason(job.event, params)
+            if reason is None and use_cache and not job.event.flags.bypass_cache:
+                entry = self.replay.get(
+                    ReplayCache.key(params.name, params.version, digest, job.event.entity.sha256)
+                )
+                if entry is not None:
+                    cached.append((job, entry))
+                    return "ReplayPluginCompletion-cached"
+            return reason
 
         return judge
+
+    async def _answer_from_cache(self, ks: KeyState, cached: list[tuple[Job, CacheEntry]]) -> None:
+        """Publish the cached results of jobs the plugin already did, under their new source."""
+        now = datetime.now(UTC)
+        records: list[Outgoing] = []
+        for job, entry in cached:
+            status = replay_status(entry, job.event, job.job_id, now)
+            if self.blobs is not None and job.event.source.name != entry.input_source:
+                for result in status.entity.results:
+                    for stream in result.entity.datastreams:
+                        try:
+                            await self.blobs.copy(
+                                entry.input_source,
+                                job.event.source.name,
+                                stream.label,
+                                stream.sha256,
+                            )
+                        except UpstreamError as exc:  # the results stand; a plugin may 404
+                            log.warning("replay: cannot copy blob %s: %s", stream.sha256, exc)
+            records += prepare_status(self.prefix, status)
+        await self.log.append(records)
+        for _, entry in cached:
+            ks.finished["cached"] += 1
+            ks.history.add("done")
+            self.metrics.replay_hits.labels(entry.plugin).inc()
+            self.metrics.replay_saved_seconds.labels(entry.plugin).inc(entry.runtime)
+            ks.replay_saved_seconds += entry.runtime
 
     def _render(self, params: ConsumeParams, job: Job) -> bytes:
         if params.active and isinstance(job.event, BinaryEvent):
@@ -435,12 +539,13 @@ class Dispatcher:
         params: ConsumeParams,
         deadline: float,
         lease: float | None,
-        judge: Callable[[Job], str | None],
         skipped: Counter[str],
         events: list[bytes],
         not_ready: str,
     ) -> str:
         """Top up, take and commit until `count` jobs or the deadline; returns `not_ready`."""
+        cached: list[tuple[Job, CacheEntry]] = []
+        judge = self._judge(params, cached)
         while True:
             wakeup = self._wakeup
             try:
@@ -459,6 +564,15 @@ class Dispatcher:
             )
             skipped.update(handout.skipped)
             events.extend(self._render(params, job) for job in handout.jobs)
+            if cached:
+                try:
+                    await self._answer_from_cache(ks, cached)
+                except UpstreamError as exc:
+                    # Their offsets must not be committed unanswered: give up for this round.
+                    log.warning("fetch for %s: cannot replay cached results: %s", params.key, exc)
+                    not_ready = ",".join(params.lanes)
+                    return not_ready
+                cached.clear()
             if handout.jobs and lease is not None:
                 self._leases_changed.set()
                 self._leases_changed = trio.Event()
@@ -506,14 +620,13 @@ class Dispatcher:
                 [],
             )
         lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
-        judge = self._judge(params)
         skipped: Counter[str] = Counter()
         events: list[bytes] = []
         not_ready = ",".join(params.lanes) if await self.log.health() else ""
         ks.polls += 1
         try:
             not_ready = await self._take_until(
-                ks, params, deadline, lease, judge, skipped, events, not_ready
+                ks, params, deadline, lease, skipped, events, not_ready
             )
         finally:
             ks.polls -= 1
@@ -521,6 +634,8 @@ class Dispatcher:
         if events:
             ks.history.add("fetched", len(events))
         ks.last_seen = time.time()
+        for hidden in [reason for reason in skipped if reason.startswith("_")]:
+            del skipped[hidden]  # bookkeeping (another key's re-offer), not a filter
         filtered = sum(skipped.values())
         if events:
             self.metrics.fetched.labels(params.name, params.model).inc(len(events))
@@ -573,8 +688,19 @@ class Dispatcher:
                 f"the following filters [], with {len(failures)} response failures which are: "
                 f"[{'; '.join(f.error for f in failures)}]"
             )
+        if model == "plugin":
+            for event in valid:
+                entity = event.entity
+                self._configs[(entity.name, entity.version)] = config_digest(entity.config)
+        cacheable = self._cache_entries(valid) if model == "status" else []
         records = self._prepare(model, valid)
+        records += [
+            Outgoing(system_topic(self.prefix, "replay"), entry.key, ReplayCache.encode(entry))
+            for entry in cacheable
+        ]
         await self.log.append(records)
+        for record in records[len(records) - len(cacheable) :]:
+            self.replay.put(record.value)
         for event in valid:
             author = event["author"]["name"] if isinstance(event, dict) else event.author.name
             self.metrics.published.labels(model, author).inc()
@@ -584,6 +710,36 @@ class Dispatcher:
         return PostResponse(
             total_ok=len(valid), total_failures=len(failures), failures=failures, ok=ok
         )
+
+    def _cache_entries(self, statuses: Iterable[StatusEvent]) -> list[CacheEntry]:
+        """Replay-cache entries for completed statuses, taken before their results split off."""
+        if not self.replay.enabled:
+            return []
+        entries = []
+        for status in statuses:
+            entity = status.entity
+            if entity.status not in COMPLETED_STATUSES or entity.message.startswith("replayed"):
+                continue
+            job = entity.input
+            name, version = status.author.name, status.author.version
+            digest = self._configs.get((name, version), "")
+            entries.append(
+                CacheEntry(
+                    key=ReplayCache.key(name, version, digest, job.entity.sha256),
+                    plugin=name,
+                    version=version,
+                    sha256=job.entity.sha256,
+                    status=entity.status,
+                    runtime=entity.runtime,
+                    input_depth=len(job.source.path),
+                    input_source=job.source.name,
+                    job_id=job.dequeued,
+                    results=msgspec.json.decode(
+                        msgspec.json.encode(entity.results), type=list[BinaryEvent]
+                    ),
+                )
+            )
+        return entries
 
     def _prepare(self, model: str, events: Iterable[Any]) -> list[Outgoing]:
         out: list[Outgoing] = []
@@ -647,6 +803,106 @@ class Dispatcher:
                 )
             )
 
+    # -- dead letters ----------------------------------------------------------------------
+
+    async def failed(self, plugin: str = "", limit: int = 200) -> list[dict[str, Any]]:
+        """Jobs that ended in an error status (the plugin's, or azuld's `error-timeout` after the
+        last retry), newest first, from the last `FAILED_SCAN_RECORDS` statuses per partition."""
+        topic = system_topic(self.prefix, "status")
+        tps = await self.log.partitions(topic.__eq__, owned=False)
+        found: list[dict[str, Any]] = []
+        decode = _DECODERS["status"].decode
+        for tp, (start, end) in (await self.log.offsets(tps)).items():
+            offset = max(start, end - FAILED_SCAN_RECORDS)
+            while offset < end:
+                batch = await self.log.read(tp, offset, 500)
+                if not batch:
+                    break
+                offset = batch[-1][0] + 1
+                for _, value in batch:
+                    try:
+                        status = decode(value)
+                    except msgspec.DecodeError:
+                        continue
+                    entity = status.entity
+                    if not entity.status.startswith("error-"):
+                        continue
+                    if plugin and status.author.name != plugin:
+                        continue
+                    lines = entity.message.strip().splitlines()
+                    found.append(
+                        {
+                            "job_id": entity.input.dequeued,
+                            "plugin": status.author.name,
+                            "version": status.author.version,
+                            "status": entity.status,
+                            "error": entity.error,
+                            "message": lines[-1] if lines else "",
+                            "sha256": entity.input.entity.sha256,
+                            "source": entity.input.source.name,
+                            "at": status.timestamp.isoformat(),
+                        }
+                    )
+        found.sort(key=lambda f: f["at"], reverse=True)
+        return found[:limit]
+
+    async def reoffer(self, job_ids: Iterable[str], by: str) -> list[dict[str, Any]]:
+        """Put jobs back in front of their plugin key. Each request is stored in `system.reoffer`
+        (who, when, which job): the audit trail, and what the key's re-offer lane reads."""
+        outcome: list[dict[str, Any]] = []
+        records: list[Outgoing] = []
+        now = datetime.now(UTC)
+        for job_id in job_ids:
+            parsed = JobRef.parse(job_id)
+            if parsed is None:
+                outcome.append({"job_id": job_id, "ok": False, "reason": "not an azuld job id"})
+                continue
+            ref, _ = parsed
+            found = await self.log.read(ref.tp, ref.offset, 1)
+            if not found or found[0][0] != ref.offset:
+                outcome.append({"job_id": job_id, "ok": False, "reason": "its event is gone"})
+                continue
+            value = found[0][1]
+            try:
+                if ref.lane == Lane.REOFFER:
+                    event = _REOFFER_DECODER.decode(value).event
+                else:
+                    event = _DECODERS["binary"].decode(value)
+            except msgspec.DecodeError:
+                outcome.append({"job_id": job_id, "ok": False, "reason": "its event is unreadable"})
+                continue
+            event.dequeued = ""
+            offer = Reoffer(plugin_key=ref.plugin_key, job_id=job_id, by=by, at=now, event=event)
+            records.append(
+                Outgoing(system_topic(self.prefix, "reoffer"), ref.plugin_key, _encode(offer))
+            )
+            outcome.append({"job_id": job_id, "ok": True, "plugin_key": ref.plugin_key})
+        await self.log.append(records)
+        return outcome
+
+    async def reoffers(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The audit trail: who re-offered which job to which plugin key, and when."""
+        topic = system_topic(self.prefix, "reoffer")
+        tps = await self.log.partitions(topic.__eq__, owned=False)
+        trail: list[dict[str, Any]] = []
+        for tp, (start, end) in (await self.log.offsets(tps)).items():
+            for _, value in await self.log.read(tp, max(start, end - limit), limit):
+                try:
+                    offer = _REOFFER_DECODER.decode(value)
+                except msgspec.DecodeError:
+                    continue
+                trail.append(
+                    {
+                        "at": offer.at.isoformat(),
+                        "by": offer.by,
+                        "plugin_key": offer.plugin_key,
+                        "job_id": offer.job_id,
+                        "sha256": offer.event.entity.sha256,
+                    }
+                )
+        trail.sort(key=lambda t: t["at"], reverse=True)
+        return trail[:limit]
+
     # -- introspection ---------------------------------------------------------------------
 
     def keys(self) -> list[KeyState]:
@@ -685,12 +941,22 @@ class Dispatcher:
                     "fetched": ks.fetched,
                     "finished": dict(ks.finished),
                     "errors_last_hour": sum(1 for f in ks.failures if f.at >= hour_ago),
+                    "replayed": ks.finished.get("cached", 0),
+                    "replay_saved_seconds": round(ks.replay_saved_seconds, 3),
                     "last_seen": ks.last_seen,
                     "recent_failures": [asdict(f) for f in list(ks.failures)[-10:]],
                     "history": ks.history.series(),
                 }
             )
         return summaries
+
+
+def _lanes(params: ConsumeParams) -> tuple[str, ...]:
+    """The lanes a key reads: those it asked for, and for active binary keys the re-offer lane
+    (jobs an admin put back), which the plugin key's flags do not show."""
+    if params.active and params.model == "binary":
+        return (Lane.REOFFER, *params.lanes)
+    return params.lanes
 
 
 def _untuple(value: Any) -> Any:

@@ -70,6 +70,18 @@ class Metrics:
             ["plugin_key", "lane"],
             registry=r,
         )
+        self.replay_hits = Counter(
+            "azuld_replay_cache_hits_total",
+            "Jobs answered from the result replay cache instead of running the plugin",
+            ["plugin"],
+            registry=r,
+        )
+        self.replay_saved_seconds = Counter(
+            "azuld_replay_cache_saved_seconds_total",
+            "Plugin run time the replay cache saved (the first run's runtime)",
+            ["plugin"],
+            registry=r,
+        )
         self.upload_bytes = Counter(
             "azuld_upload_bytes_total", "Bytes received in blob uploads", registry=r
         )

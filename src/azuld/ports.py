@@ -86,5 +86,8 @@ class BlobStore(Protocol):
     ) -> AsyncIterator[bytes]:
         """Stream `length` bytes from `start`. Raises `NotFound` if the blob is missing."""
 
+    async def copy(self, from_source: str, to_source: str, label: str, sha256: str) -> bool:
+        """Make a blob of one source available under another; `False` if it was not found."""
+
     async def health(self) -> str | None:
         """`None` if the store is usable now, else why not (for `/readyz`)."""

@@ -113,7 +113,9 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         UpstreamError: a backend cannot be reached (named in the message).
     """
     async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
-        dispatcher = Dispatcher(event_log, settings.dispatch, settings.events.topic_prefix)
+        dispatcher = Dispatcher(
+            event_log, settings.dispatch, settings.events.topic_prefix, blobs=blobs
+        )
         yield Services(
             dispatcher=dispatcher, blobs=blobs, settings=settings, auth=Authorizer(settings.auth)
         )

@@ -121,6 +121,7 @@ class DispatchSettings:
     read_ahead: int = 64
     window: int = 1000
     max_job_seconds: float = 3600.0
+    replay_cache_bytes: int = 64 * 1024 * 1024
     historic_share: float = 0.0
     max_events_per_post: int = 1000
     max_polls_per_key: int = 200

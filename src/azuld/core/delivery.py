@@ -58,10 +58,11 @@ __all__ = [
 class Lane:
     """Lane names, in priority order. Plain strings: they appear in group names and metrics."""
 
+    REOFFER = "reoffer"  # jobs an admin put back in front (azuld's own; not in plugin keys)
     EXPEDITE = "expedite"
     LIVE = "live"
     HISTORIC = "historic"
-    ORDER = (EXPEDITE, LIVE, HISTORIC)
+    ORDER = (REOFFER, EXPEDITE, LIVE, HISTORIC)
 
 
 # Fair lanes look at this many recent handouts to decide whether historic is owed one.

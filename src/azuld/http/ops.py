@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST
-from quart import Blueprint, Response
+from quart import Blueprint, Response, g, request
 
 from azuld.core.keys import validate_name
+from azuld.errors import BadRequest
 from azuld.http.app import services
 from azuld.views import source_tree
 
@@ -57,3 +58,39 @@ async def source(source: str) -> Response:
     svc = services()
     tree = await source_tree(svc.dispatcher.log, svc.dispatcher.prefix, source)
     return _json({"source": source, "binaries": tree})
+
+
+class ReoffersRequest(msgspec.Struct, kw_only=True):
+    job_ids: list[str]
+    by: str = ""
+
+
+@blueprint.get("/api/azuld/v1/failed")
+async def failed() -> Response:
+    """Dead letters: jobs that ended in an error status, newest first (`?plugin=`, `?limit=`)."""
+    try:
+        limit = int(request.args.get("limit", "200"))
+    except ValueError:
+        raise BadRequest(f"limit={request.args['limit']!r} is not an integer") from None
+    plugin = request.args.get("plugin", "")
+    return _json({"failed": await services().dispatcher.failed(plugin, limit)})
+
+
+@blueprint.post("/api/azuld/v1/reoffer")
+async def reoffer() -> Response:
+    """Put jobs back in front of their plugin key: `{"job_ids": [...], "by": "who"}`."""
+    body = await request.get_data(cache=False)
+    assert isinstance(body, bytes)
+    try:
+        wanted = msgspec.json.decode(body, type=ReoffersRequest)
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f'expected {{"job_ids": ["..."], "by": "name"}}: {exc}') from None
+    by = wanted.by or getattr(g, "caller", "anonymous")
+    outcome = await services().dispatcher.reoffer(wanted.job_ids, by)
+    return _json({"reoffered": outcome})
+
+
+@blueprint.get("/api/azuld/v1/reoffers")
+async def reoffers() -> Response:
+    """The audit trail of re-offered jobs: who, when, which job, to which plugin key."""
+    return _json({"reoffers": await services().dispatcher.reoffers()})

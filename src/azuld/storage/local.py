@@ -40,6 +40,19 @@ class LocalBlobStore:
         for stray in self.spool_dir.iterdir():  # left by a crash mid-upload
             stray.unlink(missing_ok=True)
 
+    async def copy(self, from_source: str, to_source: str, label: str, sha256: str) -> bool:
+        found = self._find(from_source, label, sha256)
+        if found is None:
+            return False
+        target = self._path(to_source, label, sha256)
+        if target == found or target.exists():
+            return True
+        try:
+            await trio.to_thread.run_sync(_link_or_copy, found, target, self.spool_dir)
+        except OSError as exc:
+            raise storage_error(f"cannot copy blob {sha256}", exc) from exc
+        return True
+
     async def health(self) -> str | None:
         if not os.access(self.spool_dir, os.W_OK):
             return f"blob folder {self.root} is not writable"
@@ -82,6 +95,23 @@ class LocalBlobStore:
                     break
                 remaining -= len(chunk)
                 yield chunk
+
+
+def _link_or_copy(found: Path, target: Path, spool_dir: Path) -> None:
+    """A hard link when possible (same content, no space), else a copy installed atomically."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(found, target)
+    except FileExistsError:
+        return
+    except OSError:
+        import shutil
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="copy-", dir=spool_dir)
+        os.close(fd)
+        shutil.copyfile(found, name)
+        _install(Path(name), target)
 
 
 def _install(spooled: Path, target: Path) -> None:

@@ -282,6 +282,24 @@ class S3BlobStore:
         except _Missing:
             return None
 
+    async def copy(self, from_source: str, to_source: str, label: str, sha256: str) -> bool:
+        """Server-side copy to `<to_source>/<label>/<sha256>` (nothing passes through azuld)."""
+        target = self.key(to_source, label, sha256)
+        if await self._head_size(target) is not None:
+            return True
+        for key in self._keys(from_source, label, sha256):
+            if await self._head_size(key) is None:
+                continue
+
+            async def copy(_: trio.CancelScope, key: str = key) -> None:
+                await self._client.copy_object(
+                    Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": key}
+                )
+
+            await self._request(f"copy blob {key} to {target}", copy)
+            return True
+        return False
+
     async def size(self, source: str, label: str, sha256: str) -> int | None:
         for key in self._keys(source, label, sha256):
             found = await self._head_size(key)
