@@ -279,10 +279,14 @@ class Dispatcher:
             with trio.move_on_at(wake_at):
                 await changed.wait()
                 continue
-            await self.expire_leases(trio.current_time())
+            try:
+                await self.expire_leases(trio.current_time())
+            except UpstreamError as exc:
+                log.warning("lease reaper: %s", exc)
 
     async def expire_leases(self, now: float) -> None:
-        """Put expired leases back in their lanes; fail those out of attempts."""
+        """Put expired leases back in their lanes; fail those out of attempts; store the commits
+        that moved (including any an earlier failure left behind)."""
         requeued = False
         for ks in list(self._keys.values()):
             before = ks.lanes.queued
@@ -705,7 +709,12 @@ class Dispatcher:
             author = event["author"]["name"] if isinstance(event, dict) else event.author.name
             self.metrics.published.labels(model, author).inc()
         if model == "status":
-            await self._apply_statuses(valid)
+            try:
+                await self._apply_statuses(valid)
+            except UpstreamError as exc:
+                # The statuses are stored: the plugin gets its 200. The commit that failed is
+                # retried by the reaper's next tick (until then a restart re-offers the job).
+                log.warning("statuses stored, but their commits failed for now: %s", exc)
         ok = [msgspec.json.decode(r.value) for r in records] if include_ok else []
         return PostResponse(
             total_ok=len(valid), total_failures=len(failures), failures=failures, ok=ok

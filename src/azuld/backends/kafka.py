@@ -76,6 +76,9 @@ T = TypeVar("T")
 REFRESH_SECONDS = 2.0
 # A read behind the live edge waits at most this long for the fetch to come back.
 READ_WAIT_MS = 1000
+# OffsetCommit errors worth asking again: COORDINATOR_LOAD_IN_PROGRESS,
+# COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+_COORDINATOR_RETRIABLE = frozenset({14, 15, 16})
 # Followers (the status topic) buffer this many values before the tail drops some.
 FOLLOW_BUFFER = 10_000
 
@@ -538,12 +541,24 @@ class KafkaLog:
             OffsetCommitRequest.DEFAULT_RETENTION_TIME,
             list(by_topic.items()),
         )
-        node = await self._coordinator(group)
-        response = await self._call("commit", self.admin._send_request, request, node)
-        errors = {code for _, partitions in response.topics for _, code in partitions if code != 0}
-        if errors:
-            self._coordinators.pop(group, None)  # maybe moved: look it up again next time
-            raise UpstreamError(f"Kafka refused the commit for group {group}: error codes {errors}")
+        errors: set[int] = set()
+        delay = 0.1
+        with trio.move_on_after(self.settings.kafka_request_timeout_seconds):
+            while True:
+                node = await self._coordinator(group)
+                response = await self._call("commit", self.admin._send_request, request, node)
+                errors = {
+                    code for _, partitions in response.topics for _, code in partitions if code
+                }
+                if not errors:
+                    return
+                self._coordinators.pop(group, None)  # maybe moved: look it up again
+                if not errors <= _COORDINATOR_RETRIABLE:
+                    break
+                # The coordinator is moving or loading (after a broker restart): ask again.
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise UpstreamError(f"Kafka refused the commit for group {group}: error codes {errors}")
 
     async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
         known = self._registry.get(key)
