@@ -155,6 +155,7 @@ class KeyState:
     fetched: int = 0
     finished: Counter[str] = field(default_factory=Counter)
     last_seen: float = 0.0  # wall-clock seconds of the last fetch
+    topology_seen: int = -1  # the log's topology when partitions were last assigned
     replay_saved_seconds: float = 0.0
     failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
     history: History = field(default_factory=History)
@@ -200,6 +201,8 @@ class Dispatcher:
         self._keys: dict[str, KeyState] = {}
         self._wakeup = trio.Event()
         self._leases_changed = trio.Event()
+        self._health: str | None = None
+        self._health_at = -math.inf
         # When the lease reaper last ran: the watchdog pings systemd only while this moves.
         self.last_tick = trio.current_time()
 
@@ -447,7 +450,10 @@ class Dispatcher:
 
     async def _fill(self, ks: KeyState) -> None:
         async with ks.lock:
-            await self._assign_partitions(ks)
+            topology = self.log.topology
+            if ks.topology_seen != topology:
+                await self._assign_partitions(ks)
+                ks.topology_seen = topology
             for want in ks.lanes.reads_wanted():
                 records = await self.log.read(want.tp, want.offset, want.limit)
                 if records and records[0][0] > want.offset:
@@ -536,6 +542,14 @@ class Dispatcher:
             job.event.dequeued = job.job_id
             return _encode(job.event)
         return job.value
+
+    async def _log_problem(self) -> str | None:
+        """The log's health, asked at most once a second (a fetch asks every time)."""
+        now = trio.current_time()
+        if now - self._health_at >= 1.0:
+            self._health = await self.log.health()
+            self._health_at = now
+        return self._health
 
     async def _take_until(
         self,
@@ -626,7 +640,7 @@ class Dispatcher:
         lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
         skipped: Counter[str] = Counter()
         events: list[bytes] = []
-        not_ready = ",".join(params.lanes) if await self.log.health() else ""
+        not_ready = ",".join(params.lanes) if await self._log_problem() else ""
         ks.polls += 1
         try:
             not_ready = await self._take_until(

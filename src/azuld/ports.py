@@ -23,6 +23,10 @@ class EventLog(Protocol):
     def generation(self) -> int:
         """A counter that moves whenever records are appended (by anyone) or topics appear."""
 
+    @property
+    def topology(self) -> int:
+        """A counter that moves whenever topics or partitions appear, or ownership changes."""
+
     async def wait_for_change(self, generation: int) -> None:
         """Return once `self.generation != generation`. Cancellation: safe at any point."""
 

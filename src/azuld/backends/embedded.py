@@ -79,6 +79,7 @@ class EmbeddedLog:
         self._db = db
         self._partitions_for = partitions_for
         self._generation = 0
+        self._topology = 0
         self._changed = trio.Event()
         self._topic_partitions: dict[str, int] = {}
         self._tp_ids: dict[TopicPartition, int] = {}
@@ -120,6 +121,10 @@ class EmbeddedLog:
     def generation(self) -> int:
         return self._generation
 
+    @property
+    def topology(self) -> int:
+        return self._topology
+
     async def wait_for_change(self, generation: int) -> None:
         while self._generation == generation:
             await self._changed.wait()
@@ -138,6 +143,7 @@ class EmbeddedLog:
                 self._tp_ids[tp] = cursor.lastrowid
                 self._ends[tp] = 0
             self._topic_partitions[topic] = count
+            self._topology += 1
         return count
 
     async def append(self, records: Sequence[Outgoing]) -> None:

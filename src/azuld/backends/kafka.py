@@ -128,6 +128,7 @@ class KafkaLog:
         self._topic_pattern = re.compile(rf"^azul\.{re.escape(self.prefix)}\.")
         self._registry_topic = system_topic(self.prefix, CONSUMERS_TOPIC)
         self._generation = 0
+        self._topology = 0
         self._changed = trio.Event()
         self._partitions: dict[str, int] = {}  # topic -> partition count
         self._ends: dict[TopicPartition, int] = {}
@@ -307,6 +308,7 @@ class KafkaLog:
         ends = await self._call("end offsets", self.tail.end_offsets, [_ktp(t) for t in new_tps])
         for ktp, end in ends.items():
             self._ends[_tp(ktp)] = max(self._ends.get(_tp(ktp), 0), end)
+        self._topology += 1
         self._bump()
 
     async def _assign_tail(self, new_tps: list[TopicPartition], starting: bool) -> None:
@@ -403,6 +405,7 @@ class KafkaLog:
                 await trio.sleep(REFRESH_SECONDS)
             if self.ownership.version != self._ownership_version:
                 self._ownership_version = self.ownership.version
+                self._topology += 1
                 log.info(
                     "partition ownership changed: %d partitions owned here",
                     len(self.ownership.owned),
@@ -424,6 +427,10 @@ class KafkaLog:
     @property
     def generation(self) -> int:
         return self._generation
+
+    @property
+    def topology(self) -> int:
+        return self._topology
 
     async def wait_for_change(self, generation: int) -> None:
         while self._generation == generation:

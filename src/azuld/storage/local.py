@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -27,6 +28,8 @@ def storage_error(what: str, exc: OSError) -> UpstreamError:
 
 
 _CHUNK_BYTES = 256 * 1024
+# Reads up to this size are served inline; larger ones stream through a worker thread.
+INLINE_READ_BYTES = 256 * 1024
 _FALLBACK = ("", "")  # Go's legacy key `//<sha256>`: stored with an empty source and label
 
 
@@ -63,11 +66,21 @@ class LocalBlobStore:
             return self.root / "_" / sha256[0] / sha256[1] / sha256
         return self.root / source / label / sha256[0] / sha256[1] / sha256
 
-    def _find(self, source: str, label: str, sha256: str) -> Path | None:
+    def _find_sized(self, source: str, label: str, sha256: str) -> tuple[Path, int] | None:
+        """The blob's file and size (one stat per candidate, on the event loop: a stat of a
+        cached inode is microseconds, cheaper than a thread hop)."""
         for candidate in (self._path(source, label, sha256), self._path(*_FALLBACK, sha256)):
-            if candidate.is_file():
-                return candidate
+            try:
+                found = os.stat(candidate)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(found.st_mode):
+                return candidate, found.st_size
         return None
+
+    def _find(self, source: str, label: str, sha256: str) -> Path | None:
+        found = self._find_sized(source, label, sha256)
+        return None if found is None else found[0]
 
     async def put_file(self, source: str, label: str, sha256: str, path: Path) -> None:
         target = self._path(source, label, sha256)
@@ -77,8 +90,8 @@ class LocalBlobStore:
             raise storage_error(f"cannot store blob {sha256}", exc) from exc
 
     async def size(self, source: str, label: str, sha256: str) -> int | None:
-        found = self._find(source, label, sha256)
-        return None if found is None else found.stat().st_size
+        found = self._find_sized(source, label, sha256)
+        return None if found is None else found[1]
 
     async def read(
         self, source: str, label: str, sha256: str, start: int, length: int
@@ -86,6 +99,15 @@ class LocalBlobStore:
         found = self._find(source, label, sha256)
         if found is None:
             raise NotFound(f"no blob {source}/{label}/{sha256}")
+        if length <= INLINE_READ_BYTES:
+            # Small reads (most plugin downloads) straight from the page cache: one pread, no
+            # thread hop.
+            fd = os.open(found, os.O_RDONLY)
+            try:
+                yield os.pread(fd, length, start)
+            finally:
+                os.close(fd)
+            return
         async with await trio.open_file(found, "rb") as handle:
             await handle.seek(start)
             remaining = length
