@@ -33,6 +33,7 @@ backend = "kafka"
 topic_prefix = "{prefix}"
 kafka_bootstrap = "{broker.bootstrap}"
 kafka_connect_timeout_seconds = 60
+kafka_request_timeout_seconds = 10
 default_partitions = 2
 [[events.sources]]
 name = "{SOURCE}"
@@ -142,7 +143,7 @@ async def test_two_instances_share_the_work_and_survive_a_sigkill(
     total = 24
     async with (
         cluster(tmp_path, kafka_broker, s3_server, 2) as (first, second),
-        httpx.AsyncClient(timeout=30) as client,
+        httpx.AsyncClient(timeout=60) as client,
     ):
         for daemon in (first, second):
             await wait_ready(client, daemon)
@@ -207,7 +208,7 @@ async def test_broker_restart_and_s3_outage(
 ) -> None:
     async with (
         cluster(tmp_path, kafka_broker, s3_server, 1) as (daemon,),
-        httpx.AsyncClient(timeout=30) as client,
+        httpx.AsyncClient(timeout=60) as client,
     ):
         await wait_ready(client, daemon)
         await client.post(

@@ -206,7 +206,7 @@ async def test_replay_cache(tmp_path: Path) -> None:
             capture_stdout=True,
             env={**os.environ, "COLUMNS": "200"},
         )
-        assert "1 (12 s saved)" in done.stdout.decode()
+        assert "replayed=1 saved_seconds=12.5" in done.stdout.decode()
         # bypass_cache: the plugin runs again.
         await submit(client, sourced("third", bypass=True))
         _, jobs = await fetch(client, "Scanner")

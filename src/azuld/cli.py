@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -417,6 +418,8 @@ def _status(args: argparse.Namespace) -> int:
     if not rows:
         console.print("no plugin has fetched from this daemon yet")
         return 0
+    if not console.is_terminal:
+        return _status_plain(rows)
     table = Table(header_style="bold")
     columns = (
         "plugin",
@@ -539,3 +542,23 @@ def _reoffer(args: argparse.Namespace) -> int:
             failures += 1
             print(f"not re-offered: {row['job_id']}: {row['reason']}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _status_plain(rows: list[dict[str, Any]]) -> int:
+    """`azuld status` when piped: one line per plugin key, key=value, no table or colour."""
+    for row in rows:
+        lag = ",".join(f"{lane}:{value}" for lane, value in row["lag"].items())
+        print(
+            f"{row['name']} version={row['version']} model={row['model']} lanes={lag} "
+            f"in_flight={row['in_flight']} done={sum(row['finished'].values())} "
+            f"replayed={row['replayed']} saved_seconds={row['replay_saved_seconds']} "
+            f"errors_last_hour={row['errors_last_hour']} "
+            f"seen={_ago(row['last_seen']).replace(' ', '_')}"
+        )
+        for failure in row["recent_failures"][-3:]:
+            last = (failure["message"] or "").strip().splitlines()[-1:] or [""]
+            print(
+                f"  failure {failure['status']} {failure['sha256'][:16]} {failure['error']}: "
+                f"{last[0][:120]}"
+            )
+    return 0

@@ -97,6 +97,8 @@ class Reoffer(msgspec.Struct, kw_only=True):
 
 _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
 
+# How far past its deadline a fetch may wait for a slow backend before answering not-ready.
+BACKEND_GRACE_SECONDS = 5.0
 # The lease reaper wakes at least this often, so its tick shows the dispatch loop is alive.
 TICK_SECONDS = 1.0
 
@@ -572,7 +574,11 @@ class Dispatcher:
         while True:
             wakeup = self._wakeup
             try:
-                await self._fill(ks)
+                # A slow backend must not hold a long-poll far past its deadline.
+                with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
+                    await self._fill(ks)
+                if slow.cancelled_caught:
+                    raise UpstreamError("the event log did not answer in time")
             except UpstreamError as exc:
                 log.warning("fetch for %s: cannot read the log: %s", params.key, exc)
                 self.metrics.backend_errors.labels("log").inc()
@@ -600,7 +606,10 @@ class Dispatcher:
                 self._leases_changed.set()
                 self._leases_changed = trio.Event()
             try:
-                await self._commit(ks)
+                with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
+                    await self._commit(ks)
+                if slow.cancelled_caught:
+                    raise UpstreamError("the event log did not take the commit in time")
             except UpstreamError as exc:
                 # Not lost: the cursor stays dirty and the next commit carries it.
                 log.warning("fetch for %s: cannot commit: %s", params.key, exc)
