@@ -757,6 +757,8 @@ class Dispatcher:
             entity = status.entity
             if entity.status not in COMPLETED_STATUSES or entity.message.startswith("replayed"):
                 continue
+            if entity.runtime < self.settings.replay_min_runtime_seconds:
+                continue  # cheaper to run again than to keep
             job = entity.input
             name, version = status.author.name, status.author.version
             digest = self._configs.get((name, version), "")

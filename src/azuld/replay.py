@@ -6,7 +6,8 @@ resubmission, another source, another parent), azuld answers the job itself: it 
 earlier results under the new event's source and path, stores a status saying so, and the plugin
 never sees the job. `flags.bypass_cache` on an event skips the cache.
 
-The cache is bounded (`dispatch.replay_cache_bytes`, least recently used out first) and persistent:
+Only runs of at least `dispatch.replay_min_runtime_seconds` are kept. The cache is bounded
+(`dispatch.replay_cache_bytes`, least recently used out first) and persistent:
 every entry is also appended to the topic `system.replay`, read back at start-up and followed, so
 it survives restarts and is shared by instances on one Kafka. The Go dispatcher has a cache like
 this off by default and in memory only.

@@ -122,6 +122,7 @@ class DispatchSettings:
     window: int = 1000
     max_job_seconds: float = 3600.0
     replay_cache_bytes: int = 64 * 1024 * 1024
+    replay_min_runtime_seconds: float = 1.0
     historic_share: float = 0.0
     max_events_per_post: int = 1000
     max_polls_per_key: int = 200
