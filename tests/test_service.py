@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +147,26 @@ async def test_sighup_reloads_what_it_can(tmp_path: Path) -> None:
     finally:
         if daemon.process.returncode is None:
             await daemon.kill()
+
+
+async def test_one_daemon_per_data_folder(tmp_path: Path) -> None:
+    async with running_daemon(tmp_path / "data") as first:
+        second = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "azuld",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                str(tmp_path / "data"),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert f"another azuld (pid {first.process.pid}) is using this data folder" in (
+            second.stderr.decode()
+        )

@@ -187,7 +187,7 @@ def _serve(args: argparse.Namespace) -> int:
         trio.run(functools.partial(serve, settings, config_path=args.config))
     except BaseException as exc:
         # Exceptions through trio-asyncio's loop arrive wrapped in groups (stack.md P3).
-        failure = _find_error(exc, (UpstreamError, OSError))
+        failure = _find_error(exc, (UpstreamError, ConfigError, OSError))
         if failure is None:
             raise
         print(f"azuld: cannot start: {failure}", file=sys.stderr)

@@ -13,12 +13,13 @@ change at run time (log level, dispatch limits), saying in the log what needs a 
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
@@ -105,20 +106,49 @@ async def _open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
     yield LocalBlobStore(settings.data_dir / "blobs")
 
 
+@contextmanager
+def _lock_data_dir(data_dir: Path) -> Iterator[None]:
+    """One azuld per data folder: a second one would share the embedded log and the spool."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "azuld.lock"
+    with path.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            raise ConfigError(
+                f"{data_dir}: another azuld (pid {holder}) is using this data folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 @asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the configured backends and build the dispatcher over them (not yet running).
 
     Raises:
+        ConfigError: another azuld uses the data folder.
         UpstreamError: a backend cannot be reached (named in the message).
     """
-    async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
-        dispatcher = Dispatcher(
-            event_log, settings.dispatch, settings.events.topic_prefix, blobs=blobs
-        )
-        yield Services(
-            dispatcher=dispatcher, blobs=blobs, settings=settings, auth=Authorizer(settings.auth)
-        )
+    with _lock_data_dir(settings.data_dir):
+        async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
+            dispatcher = Dispatcher(
+                event_log, settings.dispatch, settings.events.topic_prefix, blobs=blobs
+            )
+            yield Services(
+                dispatcher=dispatcher,
+                blobs=blobs,
+                settings=settings,
+                auth=Authorizer(settings.auth),
+            )
 
 
 class _Daemon:

@@ -56,3 +56,9 @@ def test_unsatisfiable_ranges_are_416(header: str, size: int) -> None:
     with pytest.raises(RangeNotSatisfiable) as info:
         parse_range(header, size)
     assert info.value.size == size
+
+
+@pytest.mark.parametrize("header", ["bytes=\xb2-", "bytes=0-\xb3", "bytes=-\xb9", "bytes=\xb9-4"])
+def test_non_ascii_digits_are_400_not_500(header: str) -> None:
+    with pytest.raises(BadRequest, match="invalid range provided"):
+        parse_range(header, 100)

@@ -31,7 +31,7 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     if spec.count("-") != 1 or spec == "-":
         raise _invalid(header, "expected '<start>-<end>', '<start>-' or '-<suffix length>'")
     first, _, last = spec.partition("-")
-    if not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not all(part == "" or (part.isascii() and part.isdigit()) for part in (first, last)):
         raise _invalid(header, "positions must be non-negative integers")
     if first == "":
         suffix = int(last)

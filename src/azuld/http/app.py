@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import re
 import secrets
 from dataclasses import dataclass
 from typing import cast
@@ -22,6 +23,8 @@ from azuld.ports import BlobStore
 from azuld.settings import Settings
 
 __all__ = ["REQUEST_ID", "Services", "create_app", "error_response", "services"]
+
+_REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # The current request's id, for log lines (set per request; "-" outside requests).
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("azuld_request_id", default="-")
@@ -87,7 +90,9 @@ async def _unexpected(error: Exception) -> Response:
 
 async def _start_request() -> None:
     g.started = trio.current_time()
-    g.request_id = request.headers.get("X-Request-Id") or secrets.token_hex(8)
+    offered = request.headers.get("X-Request-Id", "")
+    # A caller's id is kept only if it is plain: it goes into every log line and the reply.
+    g.request_id = offered if _REQUEST_ID_PATTERN.fullmatch(offered) else secrets.token_hex(8)
     REQUEST_ID.set(g.request_id)
     reset = request.args.get("reset", "") in {"1", "t", "T", "true", "True", "TRUE"}
     roles = required_roles(request.method, request.path, request.args.get("model", ""), reset)
@@ -109,7 +114,7 @@ async def _finish_request(response: Response) -> Response:
 
 def create_app(svc: Services) -> QuartTrio:
     """The quart-trio app serving every route over `svc`."""
-    from azuld.http import events, ops, streams, ui
+    from azuld.http import events, openapi, ops, streams, ui
 
     app = QuartTrio("azuld")
     app.config["AZULD_SERVICES"] = svc
@@ -119,6 +124,7 @@ def create_app(svc: Services) -> QuartTrio:
     app.register_blueprint(streams.blueprint)
     app.register_blueprint(ops.blueprint)
     app.register_blueprint(ui.blueprint)
+    app.register_blueprint(openapi.blueprint)
     app.before_request(_start_request)
     app.after_request(_finish_request)
     app.register_error_handler(AzuldError, _azuld_error)

@@ -21,7 +21,7 @@ from azuld.settings import AuthSettings
 
 __all__ = ["Authorizer", "Forbidden", "Unauthorized", "required_roles"]
 
-PUBLIC = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+PUBLIC = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"})
 
 
 class Unauthorized(ClientError):

@@ -72,6 +72,8 @@ async def failed() -> Response:
         limit = int(request.args.get("limit", "200"))
     except ValueError:
         raise BadRequest(f"limit={request.args['limit']!r} is not an integer") from None
+    if limit < 0:
+        raise BadRequest(f"limit={limit} must not be negative")
     plugin = request.args.get("plugin", "")
     return _json({"failed": await services().dispatcher.failed(plugin, limit)})
 

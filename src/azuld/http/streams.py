@@ -144,7 +144,9 @@ async def download(source: str, label: str, sha256: str) -> Response:
     blobs = services().blobs
     size = await blobs.size(source, label, sha256)
     if request.method == "HEAD":
-        return Response(b"", status=200 if size is not None else 404)
+        return Response(
+            b"", status=200 if size is not None else 404, content_type="application/octet-stream"
+        )
     if size is None:
         raise NotFound(f"no blob {sha256} under {source}/{label}")
     headers = {"Accept-Ranges": "bytes"}
