@@ -455,17 +455,20 @@ class Dispatcher:
 
     # -- fetching --------------------------------------------------------------------------
 
-    async def _fill(self, ks: KeyState) -> None:
+    async def _fill(self, ks: KeyState, at_least: int = 0) -> int:
+        """Top the key's lanes up from the log; returns how many records were queued."""
+        added = 0
         async with ks.lock:
             topology = self.log.topology
             if ks.topology_seen != topology:
                 await self._assign_partitions(ks)
                 ks.topology_seen = topology
-            for want in ks.lanes.reads_wanted():
+            for want in ks.lanes.reads_wanted(at_least):
                 records = await self.log.read(want.tp, want.offset, want.limit)
                 if records and records[0][0] > want.offset:
                     ks.lanes.skip_to(want.lane, want.tp, records[0][0])
-                ks.lanes.add_records(want.lane, want.tp, records)
+                added += ks.lanes.add_records(want.lane, want.tp, records)
+        return added
 
     async def _commit(self, ks: KeyState) -> None:
         """Store the commits that moved. Raises `UpstreamError`; what failed is retried next."""
@@ -573,10 +576,11 @@ class Dispatcher:
         judge = self._judge(params, cached)
         while True:
             wakeup = self._wakeup
+            added = 0
             try:
                 # A slow backend must not hold a long-poll far past its deadline.
                 with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
-                    await self._fill(ks)
+                    added = await self._fill(ks, params.count - len(events))
                 if slow.cancelled_caught:
                     raise UpstreamError("the event log did not answer in time")
             except UpstreamError as exc:
@@ -617,6 +621,11 @@ class Dispatcher:
                 not_ready = ",".join(params.lanes)
             if not_ready or len(events) >= params.count or trio.current_time() >= deadline:
                 return not_ready
+            if added:
+                # The log had more: read on at once rather than wait for a wake-up (with a
+                # checkpoint: the embedded log's reads never yield).
+                await trio.lowlevel.checkpoint()
+                continue
             with trio.move_on_at(deadline):
                 await wakeup.wait()
 

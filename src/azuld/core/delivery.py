@@ -332,11 +332,13 @@ class PluginLanes:
         for ref in [r for r in self._leased if r.lane == lane and r.tp == tp]:
             del self._leased[ref]
 
-    def reads_wanted(self) -> list[ReadRequest]:
-        """Reads that would top up each lane's queue to `read_ahead` jobs."""
+    def reads_wanted(self, at_least: int = 0) -> list[ReadRequest]:
+        """Reads that would top up each lane's queue to `read_ahead` jobs (or `at_least`, for a
+        request that wants more than that at once)."""
         wanted: list[ReadRequest] = []
+        target = max(self.read_ahead, at_least)
         for lane in self.lanes:
-            room = self.read_ahead - len(self._queued[lane])
+            room = target - len(self._queued[lane])
             if room <= 0:
                 continue
             for tp, cursor in self.cursors[lane].items():

@@ -1,0 +1,544 @@
+"""Simulated plugin workers for `benchmarks/run.py`: the real azuld protocol, nothing else.
+
+Each worker owns one HTTP/1.1 keep-alive connection and loops: long-poll
+`GET /api/v2/event/binary/active?count=N`, download each job's content
+(`GET /api/v3/stream/<source>/content/<sha256>`), then post one `completed` status per job, each
+with one enriched result carrying one feature, all in one `POST /api/v2/event?model=status`.
+
+Two HTTP clients speak the same `request()` interface: `H11Client` (h11 over a trio socket, the
+default: a fraction of httpx's CPU per request) and `HttpxClient` (`httpx.AsyncClient`). The
+harness measures both so the report can say whether the client was the bottleneck.
+
+Run as a script, this is one load-generator process: it reads a JSON spec from argv, prints
+`ready`, waits for a `go <unix time>` line on stdin, runs its workers until the spec's stop time,
+and prints one JSON line of counts, CPU time and per-request latencies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import h11
+import msgspec
+import trio
+
+__all__ = [
+    "FETCH_QUERY",
+    "H11Client",
+    "HTTPError",
+    "HttpxClient",
+    "RawClient",
+    "WorkerStats",
+    "binary_sha256",
+    "blob_bytes",
+    "download",
+    "fetch_jobs",
+    "make_client",
+    "parse_multipart",
+    "post_events",
+    "sourced_event",
+    "status_body",
+    "worker",
+]
+
+# As the brief and azul-runner ask, plus `r-action=sourced`: without it a key also receives the
+# `enriched` results that its own statuses publish, and every job would breed another.
+FETCH_QUERY = (
+    "name={name}&version=1.0&count={count}&deadline={deadline:g}"
+    "&r-live=true&r-historic=true&r-action=sourced&r-source={source}"
+)
+TIMESTAMP = "2026-01-01T00:00:00+00:00"
+USER = {"name": "bench", "category": "user"}
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def blob_bytes(index: int, size: int) -> bytes:
+    """A small deterministic blob: `size` bytes, different for each index."""
+    seed = hashlib.sha256(f"azuld benchmark blob {index}".encode()).digest()
+    return (seed * (size // len(seed) + 1))[:size]
+
+
+def binary_sha256(source: str, seq: int) -> str:
+    """The made-up sha256 of event `seq`'s binary: unique per event."""
+    return hashlib.sha256(f"azuld benchmark binary {source} {seq}".encode()).hexdigest()
+
+
+def sourced_event(source: str, seq: int, content_sha256: str, size: int) -> dict[str, Any]:
+    """A `sourced` binary event numbered `seq` (also in its references).
+
+    Each event is a distinct binary (`entity.sha256` unique, so its own `kafka_key` and no hit in
+    azuld's result replay cache, which would answer a repeated sha256 itself), but its `content`
+    datastream is the uploaded blob `content_sha256`, shared by many events: preloading 10^5
+    events does not need 10^5 uploads. Workers download the datastream, as plugins do."""
+    sha256 = binary_sha256(source, seq)
+    node = {"author": USER, "action": "sourced", "sha256": sha256, "timestamp": TIMESTAMP}
+    return {
+        "model_version": 6,
+        "kafka_key": "",
+        "timestamp": TIMESTAMP,
+        "author": USER,
+        "action": "sourced",
+        "source": {
+            "name": source,
+            "timestamp": TIMESTAMP,
+            "path": [node],
+            "references": {"seq": str(seq)},
+        },
+        "entity": {
+            "sha256": sha256,
+            "size": size,
+            "datastreams": [{"label": "content", "sha256": content_sha256, "size": size}],
+        },
+    }
+
+
+def status_body(jobs: Sequence[dict[str, Any]], plugin: str) -> bytes:
+    """One `completed` status per job (its `entity.input` is the fetched event), each with one
+    enriched result holding one feature, as one JSON array."""
+    author = {"category": "plugin", "name": plugin, "version": "1.0"}
+    statuses = []
+    for job in jobs:
+        source = job["source"]
+        sha256 = job["entity"]["sha256"]
+        node = {"sha256": sha256, "action": "enriched", "timestamp": TIMESTAMP, "author": author}
+        enriched = {
+            "model_version": 6,
+            "kafka_key": "runner-placeholder",
+            "timestamp": TIMESTAMP,
+            "author": author,
+            "action": "enriched",
+            "source": {**source, "path": [*source["path"], node]},
+            "entity": {
+                "sha256": sha256,
+                "features": [{"name": "bench_seen", "type": "integer", "value": "1"}],
+            },
+        }
+        statuses.append(
+            {
+                "model_version": 6,
+                "kafka_key": "runner-placeholder",
+                "timestamp": TIMESTAMP,
+                "author": author,
+                "entity": {
+                    "input": job,
+                    "status": "completed",
+                    "runtime": 0.001,
+                    "results": [enriched],
+                },
+            }
+        )
+    return _encode(statuses)
+
+
+def parse_multipart(body: bytes, content_type: str) -> dict[str, bytes]:
+    """Parts of a `multipart/form-data` body by name (as tests/http/conftest.py does)."""
+    boundary = content_type.split("boundary=", 1)[1].encode()
+    parts: dict[str, bytes] = {}
+    for chunk in body.split(b"--" + boundary)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, payload = chunk.partition(b"\r\n\r\n")
+        name = head.split(b'name="', 1)[1].split(b'"', 1)[0].decode()
+        parts[name] = payload[: -len(b"\r\n")]
+    return parts
+
+
+# -- HTTP clients ------------------------------------------------------------------------------
+
+
+class HTTPError(Exception):
+    pass
+
+
+Reply = tuple[int, dict[str, str], bytes]
+
+
+class H11Client:
+    """One keep-alive HTTP/1.1 connection, h11 over a trio TCP stream (TCP_NODELAY is trio's
+    default). Reconnects when the server closes the connection."""
+
+    def __init__(self, url: str) -> None:
+        hostport = url.split("://", 1)[1].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        self._host, self._port = host, int(port)
+        self._host_header = hostport.encode()
+        self._stream: trio.SocketStream | None = None
+        self._conn: h11.Connection | None = None
+
+    async def _connect(self) -> tuple[trio.SocketStream, h11.Connection]:
+        if self._stream is not None:
+            await self._stream.aclose()
+        self._stream = await trio.open_tcp_stream(self._host, self._port)
+        self._conn = h11.Connection(h11.CLIENT)
+        return self._stream, self._conn
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Reply:
+        stream, conn = self._stream, self._conn
+        if stream is None or conn is None or conn.our_state is not h11.IDLE:
+            stream, conn = await self._connect()
+        head = [(b"host", self._host_header)]
+        head.extend((k.encode(), v.encode()) for k, v in headers)
+        if method != "GET" or body:
+            head.append((b"content-length", str(len(body)).encode()))
+        data = conn.send(h11.Request(method=method, target=target, headers=head)) or b""
+        if body:
+            data += conn.send(h11.Data(data=body)) or b""
+        data += conn.send(h11.EndOfMessage()) or b""
+        await stream.send_all(data)
+        status = 0
+        reply_headers: dict[str, str] = {}
+        chunks: list[bytes] = []
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(262144))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+                reply_headers = {k.decode(): v.decode() for k, v in event.headers}
+            elif isinstance(event, h11.Data):
+                chunks.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                break
+            elif isinstance(event, h11.ConnectionClosed):
+                self._conn = None
+                raise HTTPError("connection closed mid-response")
+        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
+            conn.start_next_cycle()
+        else:
+            self._conn = None  # MUST_CLOSE: reconnect next time
+        return status, reply_headers, b"".join(chunks)
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+            self._stream = None
+
+
+class RawClient:
+    """One keep-alive HTTP/1.1 connection with the request written and the reply parsed by hand
+    (Content-Length or chunked bodies): the cheapest client here, for when h11's CPU matters."""
+
+    def __init__(self, url: str) -> None:
+        hostport = url.split("://", 1)[1].rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        self._host, self._port = host, int(port)
+        self._hostport = hostport
+        self._stream: trio.SocketStream | None = None
+        self._buffer = bytearray()
+
+    async def _receive(self, stream: trio.SocketStream) -> None:
+        chunk = await stream.receive_some(262144)
+        if not chunk:
+            self._stream = None
+            raise HTTPError("connection closed mid-response")
+        self._buffer += chunk
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Reply:
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = await trio.open_tcp_stream(self._host, self._port)
+            self._buffer = bytearray()
+        head = f"{method} {target} HTTP/1.1\r\nhost: {self._hostport}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers)
+        if method != "GET" or body:
+            head += f"content-length: {len(body)}\r\n"
+        await stream.send_all(head.encode() + b"\r\n" + body)
+        buffer = self._buffer
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            await self._receive(stream)
+        lines = bytes(buffer[:end]).decode("latin-1").split("\r\n")
+        del buffer[: end + 4]
+        status = int(lines[0].split(" ", 2)[1])
+        reply_headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            reply_headers[name.strip().lower()] = value.strip()
+        if "content-length" in reply_headers:
+            size = int(reply_headers["content-length"])
+            while len(buffer) < size:
+                await self._receive(stream)
+            payload = bytes(buffer[:size])
+            del buffer[:size]
+        elif reply_headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                while (eol := buffer.find(b"\r\n")) < 0:
+                    await self._receive(stream)
+                size = int(bytes(buffer[:eol]).split(b";")[0], 16)
+                while len(buffer) < eol + 2 + size + 2:
+                    await self._receive(stream)
+                parts.append(bytes(buffer[eol + 2 : eol + 2 + size]))
+                del buffer[: eol + 2 + size + 2]
+                if size == 0:
+                    break
+            payload = b"".join(parts)
+        else:
+            raise HTTPError(f"reply without a length: {reply_headers}")
+        if reply_headers.get("connection", "").lower() == "close":
+            await stream.aclose()
+            self._stream = None
+        return status, reply_headers, payload
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+            self._stream = None
+
+
+class HttpxClient:
+    """The same interface over `httpx.AsyncClient` (one pooled client per worker)."""
+
+    def __init__(self, url: str) -> None:
+        import httpx
+
+        self._client = httpx.AsyncClient(base_url=url, timeout=120)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes = b"",
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> Reply:
+        response = await self._client.request(
+            method, target, content=body or None, headers=list(headers)
+        )
+        return response.status_code, dict(response.headers), response.content
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+Client = RawClient | H11Client | HttpxClient
+
+
+def make_client(kind: str, url: str) -> Client:
+    if kind == "raw":
+        return RawClient(url)
+    if kind == "h11":
+        return H11Client(url)
+    if kind == "httpx":
+        return HttpxClient(url)
+    raise ValueError(f"unknown client {kind!r} (raw, h11 or httpx)")
+
+
+# -- the protocol ------------------------------------------------------------------------------
+
+_JSON = (("content-type", "application/json"),)
+
+
+async def fetch_jobs(
+    client: Client, name: str, source: str, count: int, deadline: float
+) -> list[dict[str, Any]]:
+    """One active long-poll; the jobs it handed out."""
+    query = FETCH_QUERY.format(name=name, count=count, deadline=deadline, source=source)
+    status, headers, body = await client.request("GET", f"/api/v2/event/binary/active?{query}")
+    if status != 200:
+        raise HTTPError(f"fetch: HTTP {status}: {body[:300]!r}")
+    parts = parse_multipart(body, headers["content-type"])
+    events: list[dict[str, Any]] = _decode(parts["events"])["events"]
+    return events
+
+
+async def download(client: Client, job: dict[str, Any]) -> int:
+    stream = next(s for s in job["entity"]["datastreams"] if s["label"] == "content")
+    target = f"/api/v3/stream/{job['source']['name']}/content/{stream['sha256']}"
+    status, _, body = await client.request("GET", target)
+    if status != 200:
+        raise HTTPError(f"download: HTTP {status}: {body[:300]!r}")
+    return len(body)
+
+
+async def post_events(client: Client, model: str, body: bytes) -> int:
+    """POST events; the number stored. Raises on any failure."""
+    status, _, reply = await client.request(
+        "POST", f"/api/v2/event?model={model}", body, headers=_JSON
+    )
+    if status != 200:
+        raise HTTPError(f"post {model}: HTTP {status}: {reply[:300]!r}")
+    decoded = _decode(reply)
+    if decoded.get("total_failures"):
+        raise HTTPError(f"post {model}: failures {decoded['failures'][:2]!r}")
+    return int(decoded["total_ok"])
+
+
+# -- workers -----------------------------------------------------------------------------------
+
+# Per-request latencies kept per kind and process, enough for a p99 without unbounded memory.
+SAMPLE_CAP = 50_000
+
+
+@dataclass
+class WorkerStats:
+    window_start: float
+    window_end: float
+    completed: int = 0  # in the measuring window
+    completed_total: int = 0
+    fetches: int = 0
+    empty_fetches: int = 0
+    errors: int = 0
+    first_error: str = ""
+    first_completion: float = 0.0  # in the window
+    last_completion: float = 0.0  # in the window
+    last_completion_any: float = 0.0  # warm-up and overrun included
+    request_seconds: dict[str, list[float]] = field(
+        default_factory=lambda: {"fetch": [], "download": [], "status": [], "cycle": []}
+    )
+
+    def sample(self, kind: str, seconds: float, now: float) -> None:
+        if self.window_start <= now <= self.window_end:
+            samples = self.request_seconds[kind]
+            if len(samples) < SAMPLE_CAP:
+                samples.append(seconds)
+
+    def done(self, count: int, now: float) -> None:
+        self.completed_total += count
+        self.last_completion_any = now
+        if self.window_start <= now <= self.window_end:
+            self.completed += count
+            if not self.first_completion:
+                self.first_completion = now
+            self.last_completion = now
+
+
+async def worker(
+    client: Client,
+    *,
+    name: str,
+    source: str,
+    count: int,
+    do_download: bool,
+    stop_at: float,
+    stats: WorkerStats,
+    deadline: float = 1.0,
+) -> None:
+    """Fetch, download, complete, until `stop_at` (wall clock). A job fetched before the stop is
+    still completed, so no lease is left behind."""
+    clock = time.time
+    while clock() < stop_at:
+        started = clock()
+        try:
+            jobs = await fetch_jobs(client, name, source, count, deadline)
+        except (HTTPError, OSError, h11.ProtocolError) as exc:
+            stats.errors += 1
+            stats.first_error = stats.first_error or repr(exc)
+            await trio.sleep(0.1)
+            continue
+        fetched = clock()
+        stats.fetches += 1
+        if not jobs:
+            stats.empty_fetches += 1
+            continue
+        stats.sample("fetch", fetched - started, fetched)
+        try:
+            if do_download:
+                for job in jobs:
+                    before = clock()
+                    await download(client, job)
+                    now = clock()
+                    stats.sample("download", now - before, now)
+            before = clock()
+            stored = await post_events(client, "status", status_body(jobs, name))
+            now = clock()
+            stats.sample("status", now - before, now)
+            stats.sample("cycle", now - started, now)
+            stats.done(stored, now)
+        except (HTTPError, OSError, h11.ProtocolError) as exc:
+            stats.errors += 1
+            stats.first_error = stats.first_error or repr(exc)
+
+
+async def run_workers(spec: dict[str, Any], start_at: float) -> dict[str, Any]:
+    """Run this process's workers; the summary printed back to the orchestrator."""
+    window_start = start_at + spec["warmup"]
+    window_end = window_start + spec["duration"]
+    stats = WorkerStats(window_start, window_end)
+    clients = [make_client(spec["client"], spec["url"]) for _ in spec["workers"]]
+    usage: dict[str, resource.struct_rusage] = {}
+
+    async def sample_cpu() -> None:
+        await trio.sleep(max(0.0, window_start - time.time()))
+        usage["start"] = resource.getrusage(resource.RUSAGE_SELF)
+        await trio.sleep(max(0.0, window_end - time.time()))
+        usage["end"] = resource.getrusage(resource.RUSAGE_SELF)
+
+    await trio.sleep(max(0.0, start_at - time.time()))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(sample_cpu)
+        for client, key in zip(clients, spec["workers"], strict=True):
+            nursery.start_soon(
+                lambda c=client, k=key: worker(
+                    c,
+                    name=k,
+                    source=spec["source"],
+                    count=spec["count"],
+                    do_download=spec["download"],
+                    stop_at=window_end,
+                    stats=stats,
+                    deadline=spec["deadline"],
+                )
+            )
+    for client in clients:
+        await client.aclose()
+    start, end = usage.get("start"), usage.get("end")
+    cpu = (end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime) if start and end else 0.0
+    return {
+        "pid": os.getpid(),
+        "window_start": window_start,
+        "window_end": window_end,
+        "completed": stats.completed,
+        "completed_total": stats.completed_total,
+        "fetches": stats.fetches,
+        "empty_fetches": stats.empty_fetches,
+        "errors": stats.errors,
+        "first_error": stats.first_error,
+        "first_completion": stats.first_completion,
+        "last_completion": stats.last_completion,
+        "last_completion_any": stats.last_completion_any,
+        "cpu_seconds": cpu,
+        "request_seconds": stats.request_seconds,
+    }
+
+
+async def _main(spec: dict[str, Any]) -> None:
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await stdin.receive_some(100)
+        if not chunk:
+            raise SystemExit("orchestrator went away")
+        line += chunk
+    _, start_at = line.decode().split()
+    result = await run_workers(spec, float(start_at))
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    trio.run(_main, msgspec.json.decode(sys.argv[1]))

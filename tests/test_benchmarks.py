@@ -1,0 +1,104 @@
+"""The benchmark harness works: `benchmarks/run.py --quick` runs the real daemon and writes its
+results. Checks the shape of what it writes and that work was done, never how fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_run_writes_results(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    # A previous run's latest.json, which the new run compares itself with.
+    previous = {
+        "started": "previous-run",
+        "scenarios": [
+            {"id": "c1-w16-k1-n1000", "kind": "throughput", "throughput_eps": 1.0},
+            {"id": "latency-n1000", "kind": "latency", "handout_ms": {"p99": 1000.0}},
+        ],
+    }
+    (out / "latest.json").write_text(json.dumps(previous))
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    data = json.loads((out / "latest.json").read_text())
+    stamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
+    assert len(stamped) == 1
+    assert json.loads(stamped[0].read_text()) == data
+    assert {
+        "schema",
+        "started",
+        "mode",
+        "seconds",
+        "backend",
+        "machine",
+        "plan",
+        "scenarios",
+        "preloads",
+        "targets",
+        "plots",
+    } <= data.keys()
+    assert data["mode"] == "quick"
+    assert data["backend"]["name"] == "embedded"
+    assert {"cpu_model", "logical_cores", "ram_gb", "python"} <= data["machine"].keys()
+
+    throughput = [s for s in data["scenarios"] if s["kind"] == "throughput"]
+    latency = [s for s in data["scenarios"] if s["kind"] == "latency"]
+    assert {s["events_in_log"] for s in latency} == set(data["plan"]["sizes"])
+    for scenario in throughput:
+        assert {
+            "id",
+            "events_in_log",
+            "keys",
+            "workers",
+            "count",
+            "throughput_eps",
+            "daemon_cpu_s_per_1000",
+            "rss_mb",
+            "peak_rss_mb",
+            "bottleneck",
+        } <= scenario.keys()
+        assert scenario["errors"] == 0, scenario["first_error"]
+        assert scenario["throughput_eps"] > 0, scenario["id"]
+        assert scenario["peak_rss_mb"] > 0
+    assert {s["count"] for s in throughput} == {1, data["plan"]["batch_count"]}
+    assert {s["workers"] for s in throughput if "workers" in s["dimensions"]} == set(
+        data["plan"]["workers"]
+    )
+    assert {s["keys"] for s in throughput if "keys" in s["dimensions"]} == set(data["plan"]["keys"])
+    for scenario in latency:
+        assert scenario["samples"] > 0, scenario["errors"]
+        assert scenario["handout_ms"]["p99"] > 0
+        assert scenario["end_to_end_ms"]["p50"] >= scenario["handout_ms"]["p50"]
+    assert len(data["targets"]) == 4
+
+    assert data["previous"] == "previous-run"
+    compared = {(row["scenario"], row["metric"]) for row in data["comparison"]}
+    assert ("c1-w16-k1-n1000", "events/s") in compared
+    assert ("latency-n1000", "handout p99 ms") in compared
+    assert "vs previous run" in done.stdout
+
+    report = (out / "latest.md").read_text()
+    assert "## Targets" in report
+    assert "## Compared with the previous run" in report
+    assert data["machine"]["cpu_model"] in report
+    assert data["plots"]
+    for name in data["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
