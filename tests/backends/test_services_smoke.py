@@ -39,6 +39,10 @@ async def _kafka_roundtrip(bootstrap: str) -> dict[str, Any]:
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
+        for _ in range(100):  # metadata lags topic creation a little
+            if topic in await admin.list_topics():
+                break
+            await asyncio.sleep(0.1)
         assert topic in await admin.list_topics()
 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
