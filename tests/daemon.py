@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-_SERVING = re.compile(r"serving on (http://127\.0\.0\.1:\d+)")
+_SERVING = re.compile(r"serving on (https?://127\.0\.0\.1:\d+)")
 
 
 @dataclass

@@ -170,3 +170,39 @@ async def test_one_daemon_per_data_folder(tmp_path: Path) -> None:
         assert f"another azuld (pid {first.process.pid}) is using this data folder" in (
             second.stderr.decode()
         )
+
+
+async def test_tls_with_hypercorns_certificate_settings(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    done = await trio.run_process(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    config = tmp_path / "tls.toml"
+    config.write_text(f'[server]\ntls_certfile = "{cert}"\ntls_keyfile = "{key}"\n')
+    daemon = await start_daemon(tmp_path / "data", extra_args=["--config", str(config)])
+    try:
+        url = daemon.url.replace("http://", "https://")
+        async with httpx.AsyncClient(verify=False, timeout=10) as client:  # self-signed
+            reply = await client.get(f"{url}/healthz")
+        assert reply.json() == {"status": "ok"}
+    finally:
+        await daemon.kill()

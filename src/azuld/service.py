@@ -51,6 +51,10 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.server.graceful_timeout_seconds
+    if settings.server.tls_certfile:
+        # HTTPS (and HTTP/2 through ALPN) with hypercorn's own TLS.
+        config.certfile = settings.server.tls_certfile
+        config.keyfile = settings.server.tls_keyfile or None
     # Long-polls may hold a request for `max_deadline_seconds`; keep idle connections a while.
     config.keep_alive_timeout = 75.0
     return config

@@ -54,6 +54,8 @@ class ServerSettings:
     max_event_body_bytes: int = 16 * 1024 * 1024
     max_upload_bytes: int = 4 * 1024 * 1024 * 1024
     upload_body_timeout_seconds: float = 600.0
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
 
 
 @dataclass(frozen=True, slots=True)
