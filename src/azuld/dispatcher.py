@@ -163,6 +163,7 @@ class KeyState:
     finished: Counter[str] = field(default_factory=Counter)
     last_seen: float = 0.0  # wall-clock seconds of the last fetch
     topology_seen: int = -1  # the log's topology when partitions were last assigned
+    unsaved_failures: list[Job] = field(default_factory=list)  # error-timeouts not stored yet
     replay_saved_seconds: float = 0.0
     failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
     history: History = field(default_factory=History)
@@ -305,8 +306,15 @@ class Dispatcher:
             expired = len(failed) + ks.lanes.queued - before
             if expired:
                 self.metrics.leases_expired.labels(ks.params.name).inc(expired)
-            for job in failed:
-                await self._fail_job(ks, job)
+            # Failures whose status could not be stored last time go first; a job out of
+            # attempts stays in this list until its error-timeout is stored.
+            pending, ks.unsaved_failures = [*ks.unsaved_failures, *failed], []
+            for index, job in enumerate(pending):
+                try:
+                    await self._fail_job(ks, job)
+                except UpstreamError:
+                    ks.unsaved_failures = pending[index:]
+                    raise
             await self._commit(ks)
         if requeued:
             self._wake()
@@ -828,6 +836,13 @@ class Dispatcher:
             ks = await self._key_for_job(ref) if load_missing else self._keys.get(ref.plugin_key)
             if ks is None:
                 continue
+            if not ks.lanes.holds(ref):
+                # Not handed out here: a late status after a restart, or a forged id. An offset
+                # the log has not reached yet cannot have been handed out by anyone.
+                end = (await self.log.offsets([ref.tp])).get(ref.tp, (0, 0))[1]
+                if ref.offset >= end:
+                    log.warning("ignoring a status for a job that cannot exist: %s", ref)
+                    continue
             if ks.lanes.finish(ref, ending):
                 self._record_ending(ks, ending, status)
             touched[ref.plugin_key] = ks

@@ -21,6 +21,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import trio
 import trio_asyncio
@@ -40,6 +41,9 @@ from azuld.systemd import notify, watchdog_interval_seconds
 from azuld.topics import topic_spec
 
 __all__ = ["hypercorn_config", "open_services", "serve"]
+
+# The longest a single response send may block (a client that stops reading).
+SEND_TIMEOUT_SECONDS = 30.0
 
 log = logging.getLogger(__name__)
 
@@ -265,6 +269,23 @@ async def serve(
             task_status.started(binds)
 
 
+class _ShieldedSend:
+    """ASGI wrapper: each `send` is shielded from the request's cancellation, with a deadline
+    of its own. quart-trio cancels the app when the client disconnects, which would also cancel
+    hypercorn's close and keep-alive bookkeeping running inside `send`: connections a client
+    left open were then never closed (`Connection: close` ignored, idle timeout never fired)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def shielded_send(message: Any) -> None:
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_SECONDS):
+                await send(message)
+
+        await self.app(scope, receive, shielded_send)
+
+
 async def _serve_http(
     app: object,
     settings: Settings,
@@ -275,7 +296,7 @@ async def _serve_http(
 ) -> None:
     """Serve HTTP until `shutdown` is set and in-flight requests drained, then stop the rest."""
     await hypercorn_serve(
-        app,  # type: ignore[arg-type]
+        _ShieldedSend(app),
         hypercorn_config(settings),
         shutdown_trigger=shutdown.wait,
         task_status=task_status,

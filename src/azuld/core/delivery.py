@@ -478,6 +478,12 @@ class PluginLanes:
         self._lease(job, max(job.deadline, deadline))
         return True
 
+    def holds(self, ref: JobRef) -> bool:
+        """Whether the job is leased or queued here."""
+        if ref in self._leased:
+            return True
+        return any(job.ref == ref for job in self._queued.get(ref.lane, ()))
+
     def finish(self, ref: JobRef, ending: JobState) -> bool:
         """End a job with the plugin's final status (any attempt: the results are as good).
 
