@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from azuld.core.delivery import Lane
-from azuld.core.keys import is_valid_plugin_part
+from azuld.core.keys import NAME_PATTERN, is_valid_plugin_part
 from azuld.errors import Unprocessable
 from azuld.models.events import BINARY_ACTIONS, MODELS
 
@@ -175,8 +175,11 @@ def parse_consume_params(
                     f"expected one of {', '.join(BINARY_ACTIONS)}"
                 )
     for source in multi["r-source"]:
-        if not source or "." in source:
-            raise Unprocessable(f"parameter r-source={source!r} is not a valid source name")
+        if not NAME_PATTERN.fullmatch(source):
+            raise Unprocessable(
+                f"parameter r-source={source!r} is not a valid source name "
+                "(1-100 letters, digits, '_' or '-')"
+            )
 
     r_content = flag("r-content")
     r_action = tuple(multi["r-action"])

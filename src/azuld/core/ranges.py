@@ -15,6 +15,12 @@ def _invalid(header: str, why: str) -> BadRequest:
     return BadRequest(f"invalid range provided: {header!r} ({why})", title="invalid range")
 
 
+def _position(digits: str) -> int:
+    """A byte position; absurdly long numbers (past any blob, and past int()'s digit limit)
+    count as "very far"."""
+    return int(digits) if len(digits) <= 19 else 10**19
+
+
 def parse_range(header: str, size: int) -> tuple[int, int]:
     """`(start, length)` of the bytes `header` asks for in a blob of `size` bytes.
 
@@ -34,15 +40,15 @@ def parse_range(header: str, size: int) -> tuple[int, int]:
     if not all(part == "" or (part.isascii() and part.isdigit()) for part in (first, last)):
         raise _invalid(header, "positions must be non-negative integers")
     if first == "":
-        suffix = int(last)
+        suffix = _position(last)
         if suffix == 0 or size == 0:
             raise RangeNotSatisfiable(f"range {header!r} selects no bytes", size=size)
         start = max(size - suffix, 0)
         return start, size - start
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         raise _invalid(header, "the end is before the start")
-    end = int(last) if last else size - 1
+    end = _position(last) if last else size - 1
     if start >= size:
         raise RangeNotSatisfiable(
             f"range {header!r} starts at or past the end of the {size}-byte blob", size=size
