@@ -37,7 +37,8 @@ def test_example_config_is_valid() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[server\nlisten = 1", "invalid TOML"),
+        ("[server\nlisten = 1", "invalid TOML: "),
+        ('log_level = "info"\n[dispatch]\nlease_seconds = = 3', "(at line 3, column"),
         ("[server]\nlistne = 'x'", "key 'server.listne': unknown setting (did you mean 'listen'?)"),
         ("[dispatch]\nlease_seconds = 'soon'", "key 'dispatch.lease_seconds': expected float"),
         ("[dispatch]\nmax_attempts = 1.5", "expected an integer"),
