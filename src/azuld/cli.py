@@ -17,17 +17,9 @@ import httpx
 import msgspec
 
 from azuld import __version__
+from azuld.core.publish import sourced_event
 from azuld.errors import ConfigError, UpstreamError
-from azuld.models.events import (
-    CURRENT_MODEL_VERSION,
-    Author,
-    BinaryEntity,
-    BinaryEvent,
-    BinaryFlags,
-    Datastream,
-    PathNode,
-    Source,
-)
+from azuld.models.events import Author, BinaryEvent, Datastream
 from azuld.plugins import BUNDLED
 
 __all__ = ["main"]
@@ -231,42 +223,15 @@ def _sourced_event(
     references: dict[str, str],
     expedite: bool,
 ) -> BinaryEvent:
-    now = datetime.now(UTC)
     author = Author(name=user, category="user")
-    return BinaryEvent(
-        model_version=CURRENT_MODEL_VERSION,
-        timestamp=now,
+    return sourced_event(
+        data,
+        filename,
+        source=source,
         author=author,
-        action="sourced",
-        source=Source(
-            name=source,
-            timestamp=now,
-            references=references,
-            path=[
-                PathNode(
-                    author=author,
-                    action="sourced",
-                    sha256=data.sha256,
-                    timestamp=now,
-                    file_format=data.file_format,
-                    size=data.size,
-                    filename=filename,
-                )
-            ],
-        ),
-        entity=BinaryEntity(
-            sha256=data.sha256,
-            sha512=data.sha512,
-            sha1=data.sha1,
-            md5=data.md5,
-            size=data.size,
-            mime=data.mime,
-            magic=data.magic,
-            file_format=data.file_format,
-            file_extension=data.file_extension,
-            datastreams=[data],
-        ),
-        flags=BinaryFlags(expedite=expedite),
+        now=datetime.now(UTC),
+        references=references,
+        expedite=expedite,
     )
 
 

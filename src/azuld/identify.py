@@ -25,6 +25,8 @@ from typing import BinaryIO, Final
 
 import magic
 
+from azuld.models.events import Datastream
+
 __all__ = [
     "IDENTIFY_VERSION",
     "FileDigests",
@@ -32,6 +34,7 @@ __all__ = [
     "FileType",
     "identify_bytes",
     "identify_path",
+    "to_datastream",
 ]
 
 IDENTIFY_VERSION: Final = 2
@@ -896,3 +899,20 @@ def identify_path(path: str | os.PathLike[str]) -> FileType:
 def identify_bytes(data: bytes) -> FileType:
     """Identify an in-memory blob."""
     return _identify(io.BytesIO(data), len(data))
+
+
+def to_datastream(label: str, digests: FileDigests, found: FileType) -> Datastream:
+    """The wire description of a blob (reference 2.5): hashes, size and file type."""
+    return Datastream(
+        identify_version=IDENTIFY_VERSION,
+        label=label,  # type: ignore[arg-type]
+        size=digests.size,
+        sha512=digests.sha512,
+        sha256=digests.sha256,
+        sha1=digests.sha1,
+        md5=digests.md5,
+        mime=found.mime,
+        magic=found.magic,
+        file_format=found.file_format,
+        file_extension=found.file_extension,
+    )

@@ -9,6 +9,7 @@ published.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -26,13 +27,25 @@ from azuld.core.keys import (
 from azuld.models.events import (
     COMPLETED_STATUSES,
     CURRENT_MODEL_VERSION,
+    Author,
+    BinaryEntity,
     BinaryEvent,
     BinaryFlags,
+    Datastream,
+    PathNode,
     PluginEvent,
+    Source,
     StatusEvent,
 )
 
-__all__ = ["Outgoing", "prepare_binary", "prepare_generic", "prepare_plugin", "prepare_status"]
+__all__ = [
+    "Outgoing",
+    "prepare_binary",
+    "prepare_generic",
+    "prepare_plugin",
+    "prepare_status",
+    "sourced_event",
+]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -109,3 +122,51 @@ def prepare_generic(prefix: str, model: str, raw: dict[str, Any]) -> Outgoing:
     key = random_kafka_key()
     raw["kafka_key"] = key
     return Outgoing(system_topic(prefix, model), key, _encode(raw))
+
+
+def sourced_event(
+    stream: Datastream,
+    filename: str,
+    *,
+    source: str,
+    author: Author,
+    now: datetime,
+    references: dict[str, str] | None = None,
+    expedite: bool = False,
+) -> BinaryEvent:
+    """A `sourced` event for an uploaded file, described by its `content` datastream."""
+    return BinaryEvent(
+        model_version=CURRENT_MODEL_VERSION,
+        timestamp=now,
+        author=author,
+        action="sourced",
+        source=Source(
+            name=source,
+            timestamp=now,
+            references=references or {},
+            path=[
+                PathNode(
+                    author=author,
+                    action="sourced",
+                    sha256=stream.sha256,
+                    timestamp=now,
+                    file_format=stream.file_format,
+                    size=stream.size,
+                    filename=filename,
+                )
+            ],
+        ),
+        entity=BinaryEntity(
+            sha256=stream.sha256,
+            sha512=stream.sha512,
+            sha1=stream.sha1,
+            md5=stream.md5,
+            size=stream.size,
+            mime=stream.mime,
+            magic=stream.magic,
+            file_format=stream.file_format,
+            file_extension=stream.file_extension,
+            datastreams=[stream],
+        ),
+        flags=BinaryFlags(expedite=expedite),
+    )

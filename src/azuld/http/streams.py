@@ -17,7 +17,7 @@ from azuld.core.ranges import parse_range
 from azuld.core.validation import SHA256_PATTERN
 from azuld.errors import BadRequest, NotFound, Unprocessable
 from azuld.http.app import services
-from azuld.identify import IDENTIFY_VERSION, FileHasher, identify_path
+from azuld.identify import FileHasher, identify_path, to_datastream
 from azuld.models.events import Datastream
 from azuld.models.responses import DataResponse
 from azuld.storage.local import storage_error
@@ -114,19 +114,8 @@ async def _upload(source: str, label: str, expected: str) -> Response:
             stream = Datastream(label="content", sha256=digests.sha256, size=digests.size)
         else:
             found = await trio.to_thread.run_sync(identify_path, path)
-            stream = Datastream(
-                identify_version=IDENTIFY_VERSION,
-                label="content",  # as Go: whatever the URL label, the runner sets its own
-                size=digests.size,
-                sha512=digests.sha512,
-                sha256=digests.sha256,
-                sha1=digests.sha1,
-                md5=digests.md5,
-                mime=found.mime,
-                magic=found.magic,
-                file_format=found.file_format,
-                file_extension=found.file_extension,
-            )
+            # As Go: "content" whatever the URL label; the runner sets its own.
+            stream = to_datastream("content", digests, found)
         await svc.blobs.put_file(source, label, digests.sha256, path)
         svc.dispatcher.metrics.upload_bytes.inc(digests.size)
     finally:

@@ -12,17 +12,8 @@ from pathlib import Path
 
 import trio
 
-from azuld.models.events import (
-    CURRENT_MODEL_VERSION,
-    Author,
-    BinaryEntity,
-    BinaryEvent,
-    Datastream,
-    PathNode,
-    PluginEvent,
-    Source,
-    StatusEvent,
-)
+from azuld.core.publish import sourced_event
+from azuld.models.events import Author, BinaryEvent, Datastream, PluginEvent, StatusEvent
 from azuld.plugin.api import Plugin
 from azuld.plugin.results import describe_bytes
 from azuld.plugin.runner import PluginRunner
@@ -61,43 +52,16 @@ class LocalDispatcher:
 
 def local_event(stream: Datastream, filename: str, *, source: str = "local") -> BinaryEvent:
     """A `sourced` event for a local file, as `azuld submit` would publish it."""
-    now = datetime.now(UTC)
-    author = Author(name="local", category="user")
-    return BinaryEvent(
-        model_version=CURRENT_MODEL_VERSION,
-        kafka_key="local",
-        timestamp=now,
-        author=author,
-        action="sourced",
-        dequeued=f"local-{stream.sha256[:16]}",
-        source=Source(
-            name=source,
-            timestamp=now,
-            path=[
-                PathNode(
-                    author=author,
-                    action="sourced",
-                    sha256=stream.sha256,
-                    timestamp=now,
-                    file_format=stream.file_format,
-                    size=stream.size,
-                    filename=filename,
-                )
-            ],
-        ),
-        entity=BinaryEntity(
-            sha256=stream.sha256,
-            sha512=stream.sha512,
-            sha1=stream.sha1,
-            md5=stream.md5,
-            size=stream.size,
-            mime=stream.mime,
-            magic=stream.magic,
-            file_format=stream.file_format,
-            file_extension=stream.file_extension,
-            datastreams=[stream],
-        ),
+    event = sourced_event(
+        stream,
+        filename,
+        source=source,
+        author=Author(name="local", category="user"),
+        now=datetime.now(UTC),
     )
+    event.kafka_key = "local"
+    event.dequeued = f"local-{stream.sha256[:16]}"
+    return event
 
 
 async def run_local(plugin: Plugin, paths: Sequence[Path]) -> list[StatusEvent]:

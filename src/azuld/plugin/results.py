@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from azuld.identify import IDENTIFY_VERSION, FileHasher, identify_bytes
+from azuld.identify import FileHasher, identify_bytes, to_datastream
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
     Author,
@@ -75,21 +75,7 @@ def describe_bytes(label: str, data: bytes) -> Datastream:
     """A datastream described locally (hashes and type), for local mode without a dispatcher."""
     hasher = FileHasher()
     hasher.update(data)
-    digests = hasher.digests()
-    found = identify_bytes(data)
-    return Datastream(
-        identify_version=IDENTIFY_VERSION,
-        label=label,  # type: ignore[arg-type]
-        size=digests.size,
-        sha512=digests.sha512,
-        sha256=digests.sha256,
-        sha1=digests.sha1,
-        md5=digests.md5,
-        mime=found.mime,
-        magic=found.magic,
-        file_format=found.file_format,
-        file_extension=found.file_extension,
-    )
+    return to_datastream(label, hasher.digests(), identify_bytes(data))
 
 
 def stripped_input(event: BinaryEvent) -> BinaryEvent:
