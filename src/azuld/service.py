@@ -55,6 +55,8 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     config.graceful_timeout = settings.server.graceful_timeout_seconds
+    # Many plugins connecting at once (a fleet restarting) should not wait on a short queue.
+    config.backlog = 1024
     if settings.server.tls_certfile:
         # HTTPS (and HTTP/2 through ALPN) with hypercorn's own TLS.
         config.certfile = settings.server.tls_certfile

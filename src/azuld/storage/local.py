@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +29,8 @@ def storage_error(what: str, exc: OSError) -> UpstreamError:
 
 
 _CHUNK_BYTES = 256 * 1024
+# Below this much free space the store reports itself not ready (uploads would fail with 507).
+MIN_FREE_BYTES = 1024 * 1024
 # Reads up to this size are served inline; larger ones stream through a worker thread.
 INLINE_READ_BYTES = 256 * 1024
 _FALLBACK = ("", "")  # Go's legacy key `//<sha256>`: stored with an empty source and label
@@ -59,6 +62,9 @@ class LocalBlobStore:
     async def health(self) -> str | None:
         if not os.access(self.spool_dir, os.W_OK):
             return f"blob folder {self.root} is not writable"
+        free = shutil.disk_usage(self.root).free
+        if free < MIN_FREE_BYTES:
+            return f"blob folder {self.root} is full ({free} bytes free)"
         return None
 
     def _path(self, source: str, label: str, sha256: str) -> Path:
