@@ -27,6 +27,8 @@ __all__ = ["blueprint"]
 blueprint = Blueprint("streams", __name__)
 
 _SPOOL_FLUSH_BYTES = 1024 * 1024
+# Identification holds libmagic handles per thread (tens of MiB each): a few threads do it all.
+_IDENTIFY_LIMITER = trio.CapacityLimiter(2)
 
 
 def _bool_arg(name: str) -> bool:
@@ -113,7 +115,7 @@ async def _upload(source: str, label: str, expected: str) -> Response:
         if skip_identify:
             stream = Datastream(label="content", sha256=digests.sha256, size=digests.size)
         else:
-            found = await trio.to_thread.run_sync(identify_path, path)
+            found = await trio.to_thread.run_sync(identify_path, path, limiter=_IDENTIFY_LIMITER)
             # As Go: "content" whatever the URL label; the runner sets its own.
             stream = to_datastream("content", digests, found)
         await svc.blobs.put_file(source, label, digests.sha256, path)
