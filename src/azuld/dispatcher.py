@@ -561,10 +561,11 @@ class Dispatcher:
             return _encode(job.event)
         return job.value
 
-    async def _log_problem(self) -> str | None:
-        """The log's health, asked at most once a second (a fetch asks every time)."""
+    async def log_problem(self, *, fresh: bool = False) -> str | None:
+        """The log's health, asked at most once a second (a fetch asks every time); `fresh`
+        asks now (readiness checks), which also updates what fetches see."""
         now = trio.current_time()
-        if now - self._health_at >= 1.0:
+        if fresh or now - self._health_at >= 1.0:
             self._health = await self.log.health()
             self._health_at = now
         return self._health
@@ -671,7 +672,7 @@ class Dispatcher:
         lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
         skipped: Counter[str] = Counter()
         events: list[bytes] = []
-        not_ready = ",".join(params.lanes) if await self._log_problem() else ""
+        not_ready = ",".join(params.lanes) if await self.log_problem() else ""
         ks.polls += 1
         try:
             not_ready = await self._take_until(

@@ -34,7 +34,8 @@ async def healthz() -> Response:
 async def readyz() -> Response:
     """Ready when the event log and the blob store are usable; the reasons say what is not."""
     svc = services()
-    reasons = [r for r in (await svc.dispatcher.log.health(), await svc.blobs.health()) if r]
+    log_problem = await svc.dispatcher.log_problem(fresh=True)
+    reasons = [r for r in (log_problem, await svc.blobs.health()) if r]
     return _json({"ready": not reasons, "reasons": reasons}, status=503 if reasons else 200)
 
 
