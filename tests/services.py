@@ -297,7 +297,63 @@ logger.request.level = WARN
 """
 
 
-class KafkaBroker:
+class _Service:
+    """What both services share: a child process on fixed ports, started, stopped, killed and
+    restarted (same ports, same files) from sync fixtures or, with the `a` methods, from trio."""
+
+    process: ServiceProcess
+
+    def spawn(self) -> None:
+        raise NotImplementedError
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        return self.process.log_path
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def rss_bytes(self) -> int | None:
+        return self.process.rss_bytes()
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def ensure_running(self) -> None:
+        """Start again (same ports and data) if a test left it stopped or killed."""
+        if not self.process.running:
+            self.start()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        self.process.stop(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def restart(self) -> None:
+        """Stop (SIGTERM, then SIGKILL) and start again on the same ports. moto keeps nothing
+        across a restart: its buckets are gone."""
+        self.stop()
+        self.start()
+
+    async def astop(self) -> None:
+        await trio.to_thread.run_sync(self.stop)
+
+    async def astart(self) -> None:
+        self.spawn()  # spawn from the calling thread, so the child dies with pytest
+        await trio.to_thread.run_sync(self.wait_ready)
+
+    async def arestart(self) -> None:
+        await self.astop()
+        await self.astart()
+
+
+class KafkaBroker(_Service):
     """A single-node Apache Kafka (KRaft: broker and controller in one JVM) on 127.0.0.1."""
 
     def __init__(
@@ -327,17 +383,6 @@ class KafkaBroker:
     @property
     def bootstrap(self) -> str:
         return f"{HOST}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.process.log_path
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def rss_bytes(self) -> int | None:
-        return self.process.rss_bytes()
 
     def _config(self, extra: Mapping[str, str]) -> dict[str, str]:
         config = {
@@ -442,37 +487,6 @@ class KafkaBroker:
             f"answering Kafka requests on {self.bootstrap}",
         )
 
-    def start(self) -> None:
-        self.spawn()
-        self.wait_ready()
-
-    def ensure_running(self) -> None:
-        """Start again (same ports and data) if a test left it stopped or killed."""
-        if not self.process.running:
-            self.start()
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        self.process.stop(timeout)
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def restart(self) -> None:
-        """Stop (SIGTERM, then SIGKILL) and start again on the same ports and data."""
-        self.stop()
-        self.start()
-
-    async def astop(self) -> None:
-        await trio.to_thread.run_sync(self.stop)
-
-    async def astart(self) -> None:
-        self.spawn()  # spawn from the calling thread, so the child dies with pytest
-        await trio.to_thread.run_sync(self.wait_ready)
-
-    async def arestart(self) -> None:
-        await self.astop()
-        await self.astart()
-
 
 def start_kafka(
     work_dir: Path,
@@ -522,7 +536,7 @@ def _moto_argv() -> list[str]:
     return [sys.executable, "-m", "moto.server"]
 
 
-class S3Server:
+class S3Server(_Service):
     """moto's server (all in memory) on 127.0.0.1; S3 at `endpoint`, any credentials."""
 
     access_key = "test"
@@ -540,17 +554,6 @@ class S3Server:
     @property
     def endpoint(self) -> str:
         return f"http://{HOST}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self.process.log_path
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid
-
-    def rss_bytes(self) -> int | None:
-        return self.process.rss_bytes()
 
     def spawn(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -570,37 +573,6 @@ class S3Server:
             self.start_timeout if timeout is None else timeout,
             f"answering HTTP on {self.endpoint}",
         )
-
-    def start(self) -> None:
-        self.spawn()
-        self.wait_ready()
-
-    def ensure_running(self) -> None:
-        """Start again (same ports and data) if a test left it stopped or killed."""
-        if not self.process.running:
-            self.start()
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        self.process.stop(timeout)
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def restart(self) -> None:
-        """Stop and start again on the same port (moto keeps nothing: buckets are gone)."""
-        self.stop()
-        self.start()
-
-    async def astop(self) -> None:
-        await trio.to_thread.run_sync(self.stop)
-
-    async def astart(self) -> None:
-        self.spawn()
-        await trio.to_thread.run_sync(self.wait_ready)
-
-    async def arestart(self) -> None:
-        await self.astop()
-        await self.astart()
 
 
 def start_moto(work_dir: Path, *, start_timeout: float = MOTO_START_TIMEOUT) -> S3Server:
