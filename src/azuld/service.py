@@ -5,10 +5,10 @@ server. Readiness goes through `nursery.start`: `serve` reports the bound URLs (
 `READY=1`) only once the backends are open, the dispatcher runs and the socket is bound.
 
 Signals: the first SIGTERM/SIGINT sends `STOPPING=1`, stops accepting connections and lets
-in-flight requests finish within `server.graceful_timeout_seconds` (hypercorn's graceful
-shutdown); jobs still leased are not committed, so they are offered again after the restart. A
-second signal cancels everything at once. SIGHUP re-reads the config file and applies what can
-change at run time (log level, dispatch limits), saying in the log what needs a restart.
+in-flight requests finish within `server.graceful_timeout_seconds`; jobs still leased are not
+committed, so they are offered again after the restart. A second signal cancels everything at
+once. SIGHUP re-reads the config file and applies what can change at run time (log level,
+dispatch limits), saying in the log what needs a restart.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from azuld.backends.embedded import open_embedded_log
 from azuld.dispatcher import TICK_SECONDS, Dispatcher
 from azuld.errors import ConfigError
 from azuld.http import Services, create_app
+from azuld.http import server as http_server
 from azuld.http.auth import Authorizer
 from azuld.logs import set_level
 from azuld.ports import BlobStore, EventLog
@@ -62,7 +63,7 @@ def hypercorn_config(settings: Settings) -> HypercornConfig:
         config.certfile = settings.server.tls_certfile
         config.keyfile = settings.server.tls_keyfile or None
     # Long-polls may hold a request for `max_deadline_seconds`; keep idle connections a while.
-    config.keep_alive_timeout = 75.0
+    config.keep_alive_timeout = settings.server.keep_alive_timeout_seconds
     return config
 
 
@@ -289,7 +290,7 @@ class _ShieldedSend:
 
 
 async def _serve_http(
-    app: object,
+    app: Any,
     settings: Settings,
     shutdown: trio.Event,
     root: trio.CancelScope,
@@ -297,10 +298,24 @@ async def _serve_http(
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     """Serve HTTP until `shutdown` is set and in-flight requests drained, then stop the rest."""
-    await hypercorn_serve(
-        _ShieldedSend(app),
-        hypercorn_config(settings),
-        shutdown_trigger=shutdown.wait,
-        task_status=task_status,
-    )
+    server = settings.server
+    if server.http_server == "hypercorn":
+        await hypercorn_serve(
+            _ShieldedSend(app),
+            hypercorn_config(settings),
+            shutdown_trigger=shutdown.wait,
+            task_status=task_status,
+        )
+    else:
+        context = None
+        if server.tls_certfile:
+            context = http_server.ssl_context(server.tls_certfile, server.tls_keyfile)
+        config = http_server.ServerConfig(
+            listen=server.listen,
+            ssl_context=context,
+            graceful_timeout_seconds=server.graceful_timeout_seconds,
+            keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
+            send_timeout_seconds=SEND_TIMEOUT_SECONDS,
+        )
+        await http_server.serve(app, config, shutdown=shutdown, task_status=task_status)
     root.cancel()

@@ -56,6 +56,8 @@ class ServerSettings:
     upload_body_timeout_seconds: float = 600.0
     tls_certfile: str = ""
     tls_keyfile: str = ""
+    http_server: Literal["azuld", "hypercorn"] = "azuld"
+    keep_alive_timeout_seconds: float = 75.0
 
 
 @dataclass(frozen=True, slots=True)
