@@ -4,8 +4,9 @@
     .venv/bin/python benchmarks/run.py --quick     # CI smoke run (about 30 s)
     .venv/bin/python benchmarks/run.py --million   # adds a 10^6-event point (about 5 more minutes)
     .venv/bin/python benchmarks/run.py --profile 20    # also py-spy the daemon for 20 s
+    .venv/bin/python benchmarks/run.py --backend kafka # on Kafka + S3 (moto), into results/kafka/
 
-Starts `azuld serve` (embedded backend) on a fresh data dir, uploads a few small blobs, preloads
+Starts `azuld serve` (embedded backend, or `--backend kafka`) on a fresh data dir, uploads a few small blobs, preloads
 `sourced` events that share them, and drives it with simulated plugin workers (benchmarks/loadgen.py,
 in separate processes) speaking the real protocol. Writes `<output>/<timestamp>.json`,
 `latest.json`, `latest.md` and PNG plots, and compares with the previous `latest.json`.
@@ -21,13 +22,14 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -42,6 +44,7 @@ sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
 from tests.daemon import Daemon, start_daemon  # noqa: E402
+from tests.services import KafkaBroker, S3Server, fetch_kafka, free_port  # noqa: E402
 
 SCHEMA = 1
 SOURCE = "bench"  # the throughput events; latency events each get a source of their own
@@ -104,16 +107,29 @@ class Plan:
 
 
 class Backend(Protocol):
-    """How the daemon under test is started. `start` returns a running daemon on a fresh state;
-    `stop` ends it and whatever the backend started for it."""
+    """How the daemon under test is started. `plan` is the backend's default plan (or its quick
+    one); `start` returns a running daemon on a fresh state; `stop` ends it and whatever the
+    backend started for it; `describe` goes into the results (after `stop`)."""
 
     name: str
+
+    def plan(self, *, quick: bool) -> Plan: ...
 
     async def start(self, work: Path) -> Daemon: ...
 
     async def stop(self) -> None: ...
 
     def describe(self) -> dict[str, Any]: ...
+
+
+async def stop_daemon(daemon: Daemon | None) -> None:
+    """SIGTERM (a drain), SIGKILL if it takes over 15 s; nothing if it is not running."""
+    if daemon is None or daemon.process.returncode is not None:
+        return
+    try:
+        await daemon.terminate(timeout_seconds=15)
+    except trio.TooSlowError:
+        await daemon.kill()
 
 
 class EmbeddedBackend:
@@ -124,39 +140,123 @@ class EmbeddedBackend:
     def __init__(self) -> None:
         self.daemon: Daemon | None = None
 
+    def plan(self, *, quick: bool) -> Plan:
+        return Plan.quick() if quick else Plan.default()
+
     async def start(self, work: Path) -> Daemon:
         self.daemon = await start_daemon(work / "data")
         return self.daemon
 
     async def stop(self) -> None:
-        if self.daemon is None or self.daemon.process.returncode is not None:
-            return
-        try:
-            await self.daemon.terminate(timeout_seconds=15)
-        except trio.TooSlowError:
-            await self.daemon.kill()
+        await stop_daemon(self.daemon)
 
     def describe(self) -> dict[str, Any]:
         return {"events": "embedded (SQLite, WAL)", "storage": "local folder", "config": "defaults"}
 
 
 class KafkaBackend:
-    """Hook for the Kafka backend, not wired yet. To add it: in `start`, start a broker with
-    `tests.services.start_kafka` (as benchmarks/kafka_keys.py does), write a config with
-    `[events] backend = "kafka"`, `kafka_bootstrap` and a fresh `topic_prefix`, and return
-    `start_daemon(work / "data", extra_args=["--config", str(config)])`; stop the broker in
-    `stop`. Nothing else in the harness depends on the backend."""
+    """`azuld serve` with `events.backend = "kafka"` and `storage.backend = "s3"`: a real
+    single-node Kafka (KRaft, from scripts/kafka-fetch's jars) and moto's S3 server, both started
+    on loopback ports for the run by tests/services.py and stopped at its end. Every other
+    setting is at its default (one partition per topic; azuld creates each source's topic when
+    it is first published to).
+
+    The default plan is smaller than the embedded one (10^3 and 10^4 events, no client
+    comparison, which does not depend on the backend): it is about the latencies and the
+    count=1/count=100 and 1/10/50-key throughput on Kafka, in under 5 minutes; the quick plan
+    has one log size (10^3). The broker and moto share the machine's cores with the daemon
+    and the load generator: their CPU seconds over the whole run are in `describe()`."""
 
     name = "kafka"
 
+    def __init__(self) -> None:
+        self.broker: KafkaBroker | None = None
+        self.s3: S3Server | None = None
+        self.daemon: Daemon | None = None
+        self.prefix = f"bench{secrets.token_hex(3)}"
+        self.kafka_version = "?"
+        self.services: dict[str, dict[str, float]] = {}
+
+    def plan(self, *, quick: bool) -> Plan:
+        if quick:  # one log size: the broker's start-up already takes 10-15 s
+            return replace(Plan.quick(), sizes=[1_000])
+        return replace(Plan.default(), sizes=[1_000, 10_000], compare_clients=())
+
     async def start(self, work: Path) -> Daemon:
-        raise NotImplementedError("--backend kafka is not implemented yet (see KafkaBackend)")
+        try:
+            return await self._start(work)
+        except BaseException:
+            with trio.CancelScope(shield=True):
+                await self.stop()
+            raise
+
+    async def _start(self, work: Path) -> Daemon:
+        home = await trio.to_thread.run_sync(fetch_kafka)
+        self.kafka_version = home.name.removeprefix("kafka-")
+        port = free_port()
+        self.broker = KafkaBroker(
+            work / "kafka", home=home, port=port, controller_port=free_port(frozenset({port}))
+        )
+        self.s3 = S3Server(work / "moto", port=free_port())
+        # Spawned from this (the main) thread, so they die with the harness if it is killed.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.broker.astart)
+            nursery.start_soon(self.s3.astart)
+        config = work / "azuld.toml"
+        config.write_text(
+            "[events]\n"
+            'backend = "kafka"\n'
+            f'topic_prefix = "{self.prefix}"\n'
+            f'kafka_bootstrap = "{self.broker.bootstrap}"\n'
+            "[storage]\n"
+            'backend = "s3"\n'
+            f's3_endpoint = "{self.s3.endpoint}"\n'
+            f's3_bucket = "{self.prefix}"\n'
+            f's3_access_key = "{self.s3.access_key}"\n'
+            f's3_secret_key = "{self.s3.secret_key}"\n'
+            f's3_region = "{self.s3.region}"\n'
+        )
+        self.daemon = await start_daemon(work / "data", extra_args=["--config", str(config)])
+        await self._ready(self.daemon)
+        return self.daemon
+
+    @staticmethod
+    async def _ready(daemon: Daemon, within_seconds: float = 60) -> None:
+        """Wait until /readyz answers 200 (the daemon holds its Kafka partitions and reaches
+        S3). Raises RuntimeError, with the daemon's log tail, after `within_seconds`."""
+        client = loadgen.H11Client(daemon.url)
+        try:
+            with trio.move_on_after(within_seconds):
+                while (await client.request("GET", "/readyz"))[0] != 200:
+                    await trio.sleep(0.2)
+                return
+        finally:
+            await client.aclose()
+        raise RuntimeError(f"azuld not ready in {within_seconds:g} s:\n{daemon.log()[-3000:]}")
 
     async def stop(self) -> None:
-        return None
+        await stop_daemon(self.daemon)
+        for name, service in (("kafka", self.broker), ("moto", self.s3)):
+            if service is None or service.pid is None or not service.process.running:
+                continue
+            try:
+                process = psutil.Process(service.pid)
+                self.services[name] = {
+                    "cpu_s": round(cpu_seconds(process), 1),
+                    "peak_rss_mb": round(peak_rss(service.pid) / MB, 1),
+                }
+            except psutil.Error:
+                pass
+            await service.astop()
 
     def describe(self) -> dict[str, Any]:
-        return {"events": "kafka"}
+        return {
+            "events": f"Kafka {self.kafka_version}, one KRaft node on loopback; blobs on S3 "
+            "(moto_server on loopback)",
+            "storage": "s3 (moto)",
+            "config": "defaults, but events.backend = kafka, storage.backend = s3",
+            "services_whole_run": self.services,
+        }
 
 
 BACKENDS: dict[str, Callable[[], Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
@@ -1190,8 +1290,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="CI smoke run (about 30 s)")
     parser.add_argument("--million", action="store_true", help="add a 1,000,000-event point")
-    parser.add_argument("--backend", choices=sorted(BACKENDS), default="embedded")
-    parser.add_argument("--output", type=Path, default=HERE / "results", help="results folder")
+    parser.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default="embedded",
+        help="embedded (SQLite + local folder, default) or kafka (a Kafka broker and moto's S3, "
+        "started for the run)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        help="results folder (default benchmarks/results/, benchmarks/results/<backend>/ for "
+        "another backend than embedded)",
+    )
     parser.add_argument(
         "--client",
         choices=["raw", "h11", "httpx"],
@@ -1211,7 +1322,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
 
-    plan = Plan.quick() if args.quick else Plan.default()
+    backend = BACKENDS[args.backend]()
+    plan = backend.plan(quick=args.quick)
     if args.million:
         plan.sizes.append(1_000_000)
     plan.client = args.client
@@ -1219,8 +1331,9 @@ def main(argv: list[str] | None = None) -> int:
         plan.processes = args.processes
     if args.duration:
         plan.duration = args.duration
-    backend = BACKENDS[args.backend]()
-    out: Path = args.output
+    out: Path = args.output or (
+        HERE / "results" if backend.name == "embedded" else HERE / "results" / backend.name
+    )
     out.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="azuld-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -1229,9 +1342,6 @@ def main(argv: list[str] | None = None) -> int:
     info = machine()
     try:
         measured = trio.run(measure, plan, backend, work, out, args.profile, stamp)
-    except NotImplementedError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -1251,8 +1361,12 @@ def main(argv: list[str] | None = None) -> int:
     if previous_path.exists():
         try:
             previous = json.loads(previous_path.read_text())
-            data["previous"] = previous.get("started")
-            data["comparison"] = compare(data, previous)
+            was = previous.get("backend", {}).get("name", backend.name)
+            if was == backend.name:
+                data["previous"] = previous.get("started")
+                data["comparison"] = compare(data, previous)
+            else:
+                print(f"not comparing with {previous_path}: backend {was}", file=sys.stderr)
         except (ValueError, KeyError) as exc:
             print(f"cannot compare with {previous_path}: {exc}", file=sys.stderr)
     data["plots"] = plots(data, out)

@@ -1,5 +1,6 @@
 """The benchmark harness works: `benchmarks/run.py --quick` runs the real daemon and writes its
-results. Checks the shape of what it writes and that work was done, never how fast."""
+results, on the embedded backend and (with a Kafka broker and moto started by the harness) on
+`--backend kafka`. Checks the shape of what it writes and that work was done, never how fast."""
 
 from __future__ import annotations
 
@@ -15,6 +16,26 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_quick(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run.py"),
+            "--quick",
+            "--output",
+            str(out),
+            *args,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
 def test_quick_run_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     out.mkdir()
@@ -28,15 +49,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     }
     (out / "latest.json").write_text(json.dumps(previous))
 
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--output", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_quick(out)
 
     data = json.loads((out / "latest.json").read_text())
     stamped = [p for p in out.glob("*.json") if p.name != "latest.json"]
@@ -100,5 +113,43 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     assert "## Compared with the previous run" in report
     assert data["machine"]["cpu_model"] in report
     assert data["plots"]
+    for name in data["plots"]:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_kafka_run_writes_results(tmp_path: Path) -> None:
+    """`--backend kafka`: the harness starts its own broker and moto, runs the same scenarios on
+    azuld with `events.backend = "kafka"`, `storage.backend = "s3"`, and stops them."""
+    out = tmp_path / "results"
+    out.mkdir()
+    # An embedded run's latest.json in the same folder: not a previous run of this backend.
+    embedded = {"started": "embedded-run", "backend": {"name": "embedded"}, "scenarios": []}
+    (out / "latest.json").write_text(json.dumps(embedded))
+
+    done = run_quick(out, "--backend", "kafka")
+
+    data = json.loads((out / "latest.json").read_text())
+    assert data["mode"] == "quick"
+    backend = data["backend"]
+    assert backend["name"] == "kafka"
+    assert "Kafka" in backend["events"]
+    assert backend["storage"].startswith("s3")
+    assert {"kafka", "moto"} <= backend["services_whole_run"].keys()
+    assert "previous" not in data
+    assert "comparison" not in data
+    assert "not comparing" in done.stderr
+
+    throughput = [s for s in data["scenarios"] if s["kind"] == "throughput"]
+    latency = [s for s in data["scenarios"] if s["kind"] == "latency"]
+    assert {s["count"] for s in throughput} == {1, data["plan"]["batch_count"]}
+    assert {s["keys"] for s in throughput if "keys" in s["dimensions"]} == set(data["plan"]["keys"])
+    for scenario in throughput:
+        assert scenario["errors"] == 0, scenario["first_error"]
+        assert scenario["throughput_eps"] > 0, scenario["id"]
+    assert {s["events_in_log"] for s in latency} == set(data["plan"]["sizes"])
+    for scenario in latency:
+        assert scenario["samples"] > 0, scenario["errors"]
+        assert scenario["end_to_end_ms"]["p50"] >= scenario["handout_ms"]["p50"] > 0
+    assert "Backend **kafka**" in (out / "latest.md").read_text()
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

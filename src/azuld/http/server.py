@@ -363,6 +363,8 @@ class _Request:
             await self._send_error(self.body_error.status, "bad request", self.body_error.message)
             return False
         if not self.response_started:
+            if connection.peer_closed:
+                return False  # apps stop when the client leaves (a long-poll given up)
             log.error("no response for %s %s", self.head.method, scope["path"])
             await self._send_error(500, "internal error", "the app sent no response")
             return False
