@@ -987,7 +987,8 @@ def markdown(data: dict[str, Any]) -> str:
     lines = [
         f"# azuld benchmark: {data['started']}",
         "",
-        f"Backend **{data['backend']['name']}** ({data['backend']['events']}); "
+        f"Backend **{data['backend']['name']}** ({data['backend']['events']}), HTTP server "
+        f"`{data['backend'].get('http_server', 'hypercorn')}`; "
         f"mode {data['mode']}; run took {data['seconds']:.0f} s. "
         f"Load generator: {data['plan']['processes']} processes, client "
         f"`{data['plan']['client']}`, long-poll deadline {data['plan']['deadline']:g} s.",
@@ -1309,6 +1310,12 @@ def main(argv: list[str] | None = None) -> int:
         default="raw",
         help="the load generator's HTTP client (default raw: hand-written HTTP/1.1)",
     )
+    parser.add_argument(
+        "--http-server",
+        choices=["azuld", "hypercorn"],
+        default="azuld",
+        help="the daemon's server.http_server (default azuld, its own; hypercorn to compare)",
+    )
     parser.add_argument("--processes", type=int, help="load-generator processes (default 2)")
     parser.add_argument("--duration", type=float, help="seconds measured per scenario")
     parser.add_argument(
@@ -1322,6 +1329,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
 
+    # The daemon inherits the environment (tests/daemon.py): AZULD_* variables are settings.
+    os.environ["AZULD_SERVER__HTTP_SERVER"] = args.http_server
     backend = BACKENDS[args.backend]()
     plan = backend.plan(quick=args.quick)
     if args.million:
@@ -1351,7 +1360,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": stamp,
         "mode": "quick" if args.quick else ("million" if args.million else "default"),
         "seconds": round(time.perf_counter() - started, 1),
-        "backend": {"name": backend.name, **backend.describe()},
+        "backend": {"name": backend.name, **backend.describe(), "http_server": args.http_server},
         "machine": info,
         "plan": asdict(plan),
         **measured,

@@ -1,5 +1,5 @@
-"""`/api/v3/stream`: upload blobs (hashed and identified on the way in), download them with a
-single `Range`, and check they exist (HEAD)."""
+"""`/api/v3/stream`: upload blobs (hashed and identified on the way in). Downloads (with a single
+`Range`) and the HEAD that checks a blob exists are served as raw ASGI by `azuld.http.hot`."""
 
 from __future__ import annotations
 
@@ -13,9 +13,8 @@ from quart import Blueprint, Response, request
 
 from azuld.core.keys import validate_name
 from azuld.core.params import parse_bool
-from azuld.core.ranges import parse_range
 from azuld.core.validation import SHA256_PATTERN
-from azuld.errors import BadRequest, NotFound, Unprocessable
+from azuld.errors import BadRequest, Unprocessable
 from azuld.http.app import services
 from azuld.identify import FileHasher, identify_path, to_datastream
 from azuld.models.events import Datastream
@@ -124,33 +123,3 @@ async def _upload(source: str, label: str, expected: str) -> Response:
         with trio.CancelScope(shield=True):
             await trio.Path(path).unlink(missing_ok=True)
     return Response(msgspec.json.encode(DataResponse(data=stream)), content_type="application/json")
-
-
-@blueprint.route("/api/v3/stream/<source>/<label>/<sha256>", methods=["GET", "HEAD"])
-async def download(source: str, label: str, sha256: str) -> Response:
-    validate_name("source", source)
-    validate_name("label", label)
-    if not SHA256_PATTERN.fullmatch(sha256):
-        raise BadRequest(f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
-    blobs = services().blobs
-    size = await blobs.size(source, label, sha256)
-    if request.method == "HEAD":
-        return Response(
-            b"", status=200 if size is not None else 404, content_type="application/octet-stream"
-        )
-    if size is None:
-        raise NotFound(f"no blob {sha256} under {source}/{label}")
-    headers = {"Accept-Ranges": "bytes"}
-    range_header = request.headers.get("Range")
-    if range_header is None:
-        start, length, status = 0, size, 200
-    else:
-        start, length = parse_range(range_header, size)
-        status = 206
-        headers["Content-Range"] = f"bytes {start}-{start + length - 1}/{size}"
-    headers["Content-Length"] = str(length)
-    services().dispatcher.metrics.download_bytes.inc(length)
-    body = blobs.read(source, label, sha256, start, length)
-    response = Response(body, status=status, headers=headers)
-    response.content_type = "application/octet-stream"
-    return response
