@@ -364,3 +364,93 @@ async def test_fair_lanes_under_a_live_flood(
         assert historic == 0.0  # strict priority: live always had work
     else:
         assert historic >= least
+
+
+async def test_idle_polls_sleep_through_appends_that_are_not_theirs(
+    dispatcher: Dispatcher, autojump_clock: trio.testing.MockClock
+) -> None:
+    # The key exists from here.
+    assert await fetch_one(dispatcher, name="Idle", deadline="0", r_source="mine") is None
+    states = dispatcher.keys()
+    (idle,) = [ks for ks in states if ks.params.name == "Idle"]
+    results: list[BinaryEvent | None] = []
+
+    async def busy_round(name: str) -> None:
+        """Another source's event, and a status for it: nothing for the idle key to read."""
+        await submit(dispatcher, make_binary(name, source="others"))
+        job = await fetch_one(dispatcher, name="Busy")
+        assert job is not None
+        await dispatcher.publish("status", status(job, "completed", author="Busy"))
+
+    await busy_round("other-0")  # new topics (which do wake every poll) appear here
+
+    async def poll() -> None:
+        results.append(await fetch_one(dispatcher, name="Idle", deadline="30", r_source="mine"))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(poll)
+        await trio.sleep(1)
+        assert idle.polls == 1
+        waiting = idle.wakeup
+        await busy_round("other-1")
+        await trio.sleep(1)
+        assert waiting is idle.wakeup  # not woken for them
+        assert not waiting.is_set()
+        await submit(dispatcher, make_binary("mine", source="mine"))
+        start = trio.current_time()
+    assert results[0] is not None
+    assert results[0].entity.sha256 == sha("mine")
+    assert trio.current_time() == start  # woken at once for its own
+
+
+async def test_a_status_that_frees_the_window_wakes_a_waiting_poll(
+    event_log: EmbeddedLog, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    settings = DispatchSettings(lease_seconds=LEASE, window=2, read_ahead=8)
+    dispatcher = Dispatcher(event_log, settings, "test")
+    await nursery.start(dispatcher.run)
+    await submit(dispatcher, *(make_binary(f"w-{i}") for i in range(3)))
+    first = await fetch_one(dispatcher)
+    second = await fetch_one(dispatcher)
+    assert first is not None
+    assert second is not None
+    results: list[BinaryEvent | None] = []
+
+    async def poll() -> None:  # the window (2 unfinished jobs) is full: it waits
+        results.append(await fetch_one(dispatcher, deadline="20"))
+
+    async with trio.open_nursery() as inner:
+        inner.start_soon(poll)
+        await trio.sleep(5)
+        assert results == []
+        await dispatcher.publish("status", status(first, "completed"))
+        start = trio.current_time()
+    assert results[0] is not None
+    assert results[0].entity.sha256 == sha("w-2")
+    assert trio.current_time() == start
+
+
+async def test_a_cancelled_fetch_takes_nothing(dispatcher: Dispatcher) -> None:
+    await submit(dispatcher, make_binary("a"))
+    assert await fetch_one(dispatcher, deadline="0", name="Other") is not None  # log read
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await dispatcher.fetch(params())
+    assert scope.cancelled_caught
+    states = dispatcher.keys()
+    assert all(ks.lanes.leased == 0 for ks in states if ks.params.name == "P")
+    assert await fetch_one(dispatcher) is not None
+
+
+async def test_a_duplicate_status_changes_nothing(dispatcher: Dispatcher) -> None:
+    await submit(dispatcher, make_binary("a"), make_binary("b"))
+    job = await fetch_one(dispatcher)
+    assert job is not None
+    await dispatcher.publish("status", status(job, "completed"))
+    (ks,) = dispatcher.keys()
+    finished = dict(ks.finished)
+    await dispatcher.publish("status", status(job, "completed"))  # a retry of the same POST
+    assert dict(ks.finished) == finished
+    other = await fetch_one(dispatcher)
+    assert other is not None
+    assert other.entity.sha256 == sha("b")

@@ -8,8 +8,10 @@ over these three.
 Theory of operation: each plugin key gets a `KeyState` holding a `core.delivery.PluginLanes` (what
 is queued, leased and committed) and the groups it commits to. A fetch tops up the lanes from the
 log, takes jobs in lane order, commits what moved (skips, passive handouts) and, if it has fewer
-than `count`, waits for a wake-up (new records, re-offered leases) until its deadline. A posted
-status is appended to the log first and only then finishes its job and moves the commit, so an
+than `count`, waits for a wake-up until its deadline. Wake-ups are per key: new records the key
+can read, a status that moved its window, re-offered leases (all keys), new partitions (all keys);
+an append that concerns no waiting key (most are statuses) wakes nobody. A posted status is
+appended to the log first and only then finishes its job and moves the commit, so an
 acknowledged result is always durable and an unacknowledged one is offered again.
 """
 
@@ -34,6 +36,7 @@ from azuld.core.delivery import (
     JobRef,
     Lane,
     PluginLanes,
+    ReadRequest,
     Snapshot,
     TopicPartition,
 )
@@ -167,6 +170,11 @@ class KeyState:
     replay_saved_seconds: float = 0.0
     failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
     history: History = field(default_factory=History)
+    wakeup: trio.Event = field(default_factory=trio.Event)  # set when waiting polls may take
+
+    def wake(self) -> None:
+        self.wakeup.set()
+        self.wakeup = trio.Event()
 
 
 def _binary_topic_filter(prefix: str, params: ConsumeParams) -> Callable[[str], bool]:
@@ -207,8 +215,10 @@ class Dispatcher:
         self.replay = ReplayCache.create(settings.replay_cache_bytes)
         self._configs: dict[tuple[str, str], str] = {}  # (plugin, version) -> config digest
         self._keys: dict[str, KeyState] = {}
-        self._wakeup = trio.Event()
         self._leases_changed = trio.Event()
+        self._reaper_wakes_at = math.inf  # when the lease reaper wakes by itself next
+        # Metric children by (metric, labels): `labels()` costs more than the increment.
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._health: str | None = None
         self._health_at = -math.inf
         # When the lease reaper last ran: the watchdog pings systemd only while this moves.
@@ -221,8 +231,12 @@ class Dispatcher:
         await self._load_replay_cache()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_log)
-            nursery.start_soon(self._follow_statuses)
-            nursery.start_soon(self._follow_replay_cache)
+            if self.log.shared:
+                # Statuses and replay entries other instances add. On a log only this process
+                # writes, they would all be our own, applied already: following them would
+                # decode and apply every status twice.
+                nursery.start_soon(self._follow_statuses)
+                nursery.start_soon(self._follow_replay_cache)
             nursery.start_soon(self._reap_leases)
             task_status.started()
 
@@ -252,15 +266,34 @@ class Dispatcher:
             async for value in values:
                 self.replay.put(value)
 
+    def _count(self, metric: Any, labels: tuple[str, ...], amount: float = 1) -> None:
+        """`metric.labels(*labels).inc(amount)`, with the child looked up once."""
+        child = self._children.get((metric, labels))
+        if child is None:
+            child = self._children[(metric, labels)] = metric.labels(*labels)
+        child.inc(amount)
+
     def _wake(self) -> None:
-        self._wakeup.set()
-        self._wakeup = trio.Event()
+        """Wake every waiting long-poll (leases put back, partitions moved)."""
+        for ks in self._keys.values():
+            ks.wake()
 
     async def _follow_log(self) -> None:
+        """Wake the long-polls the log's changes concern: those of keys with something to read
+        now (most appends are statuses and results, which concern few keys: waking every
+        waiting poll for each of them would cost a task switch and a lap of `_take_until`
+        apiece). New partitions, or partitions moving to or from this instance, wake them all."""
+        topology = self.log.topology
         while True:
             generation = self.log.generation
             await self.log.wait_for_change(generation)
-            self._wake()
+            if self.log.topology != topology:
+                topology = self.log.topology
+                self._wake()
+                continue
+            for ks in self._keys.values():
+                if ks.polls and (ks.lanes.queued or self._reads(ks)):
+                    ks.wake()
 
     async def _follow_statuses(self) -> None:
         """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
@@ -287,6 +320,7 @@ class Dispatcher:
             self.last_tick = trio.current_time()
             changed = self._leases_changed
             wake_at = min(self._next_deadline(), self.last_tick + TICK_SECONDS)
+            self._reaper_wakes_at = wake_at
             with trio.move_on_at(wake_at):
                 await changed.wait()
                 continue
@@ -294,6 +328,12 @@ class Dispatcher:
                 await self.expire_leases(trio.current_time())
             except UpstreamError as exc:
                 log.warning("lease reaper: %s", exc)
+
+    def _lease_added(self, deadline: float) -> None:
+        """Wake the reaper if a new lease ends before it would wake by itself."""
+        if deadline < self._reaper_wakes_at:
+            self._leases_changed.set()
+            self._leases_changed = trio.Event()
 
     async def expire_leases(self, now: float) -> None:
         """Put expired leases back in their lanes; fail those out of attempts; store the commits
@@ -372,12 +412,12 @@ class Dispatcher:
         """The lane that reads `tp` from now on, for historic's stopping point."""
         return Lane.EXPEDITE if tp.topic == expedite_topic(self.prefix) else Lane.LIVE
 
-    async def _key_state(self, params: ConsumeParams) -> KeyState:
+    async def _key_state(self, params: ConsumeParams, known: KeyState | None) -> KeyState:
+        """The state of the fetch's plugin key (`known`: what `_keys` holds for it, if any)."""
+        if known is not None and not params.reset:
+            known.params = params
+            return known
         key = params.key
-        ks = self._keys.get(key)
-        if ks is not None and not params.reset:
-            ks.params = params
-            return ks
         groups = {lane: consumer_group(self.prefix, key, lane) for lane in _lanes(params)}
         if params.reset:
             await self.log.forget_consumer(key, list(groups.values()))
@@ -463,34 +503,57 @@ class Dispatcher:
 
     # -- fetching --------------------------------------------------------------------------
 
+    def _reads(self, ks: KeyState, at_least: int = 0) -> list[ReadRequest]:
+        """The reads the key's lanes want, less those at the end of the log (which would
+        return nothing: a lane that has caught up costs no read)."""
+        end = self.log.known_end
+        return [want for want in ks.lanes.reads_wanted(at_least) if want.offset < end(want.tp)]
+
+    def _fill_wanted(self, ks: KeyState, at_least: int = 0) -> bool:
+        """Whether `_fill` has anything to do (cheap: no lock, no I/O)."""
+        return ks.topology_seen != self.log.topology or bool(self._reads(ks, at_least))
+
     async def _fill(self, ks: KeyState, at_least: int = 0) -> int:
         """Top the key's lanes up from the log; returns how many records were queued."""
         added = 0
-        async with ks.lock:
+        try:
+            # Uncontended (the usual case), take the lock without a trip through the scheduler.
+            ks.lock.acquire_nowait()
+        except trio.WouldBlock:
+            await ks.lock.acquire()
+        try:
             topology = self.log.topology
             if ks.topology_seen != topology:
                 await self._assign_partitions(ks)
                 ks.topology_seen = topology
-            for want in ks.lanes.reads_wanted(at_least):
+            for want in self._reads(ks, at_least):
                 records = await self.log.read(want.tp, want.offset, want.limit)
                 if records and records[0][0] > want.offset:
                     ks.lanes.skip_to(want.lane, want.tp, records[0][0])
                 added += ks.lanes.add_records(want.lane, want.tp, records)
+        finally:
+            ks.lock.release()
         return added
 
     async def _commit(self, ks: KeyState) -> None:
         """Store the commits that moved. Raises `UpstreamError`; what failed is retried next."""
         dirty = ks.lanes.dirty_commits()
+        if dirty:
+            await self._store_commits(ks, dirty)
+
+    async def _store_commits(
+        self, ks: KeyState, dirty: dict[tuple[str, TopicPartition], Commit]
+    ) -> None:
+        """Store commits taken from `dirty_commits`; on failure (or cancellation) they are
+        marked dirty again, for the next commit to carry."""
         by_group: dict[str, dict[TopicPartition, Commit]] = {}
         for (lane, tp), commit in dirty.items():
             by_group.setdefault(ks.groups[lane], {})[tp] = commit
-        done: set[str] = set()
+        # One call for every group: the log stores commits in the order they were taken.
         try:
-            for group, commits in by_group.items():
-                await self.log.commit(group, commits)
-                done.add(group)
+            await self.log.commit(by_group)
         except BaseException:
-            ks.lanes.redirty(pair for pair in dirty if ks.groups[pair[0]] not in done)
+            ks.lanes.redirty(dirty)
             raise
 
     def _judge(
@@ -556,9 +619,15 @@ class Dispatcher:
             ks.replay_saved_seconds += entry.runtime
 
     def _render(self, params: ConsumeParams, job: Job) -> bytes:
-        if params.active and isinstance(job.event, BinaryEvent):
-            job.event.dequeued = job.job_id
-            return _encode(job.event)
+        """The job as handed out; its decoded event is let go (a lease may last minutes, and
+        thousands of decoded events kept that long make every garbage collection slower). A
+        re-offered job keeps its event: its value is the `Reoffer` record, not the event."""
+        event = job.event
+        if job.ref.lane != Lane.REOFFER:
+            job.event = None  # decoded again from `job.value` if it is ever needed
+        if params.active and isinstance(event, BinaryEvent):
+            event.dequeued = job.job_id
+            return _encode(event)
         return job.value
 
     async def log_problem(self, *, fresh: bool = False) -> str | None:
@@ -584,22 +653,24 @@ class Dispatcher:
         cached: list[tuple[Job, CacheEntry]] = []
         judge = self._judge(params, cached)
         while True:
-            wakeup = self._wakeup
+            wakeup = ks.wakeup
             added = 0
             try:
-                # A slow backend must not hold a long-poll far past its deadline.
-                with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
-                    added = await self._fill(ks, params.count - len(events))
-                if slow.cancelled_caught:
-                    raise UpstreamError("the event log did not answer in time")
+                if self._fill_wanted(ks, params.count - len(events)):
+                    # A slow backend must not hold a long-poll far past its deadline.
+                    with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
+                        added = await self._fill(ks, params.count - len(events))
+                    if slow.cancelled_caught:
+                        raise UpstreamError("the event log did not answer in time")
             except UpstreamError as exc:
                 log.warning("fetch for %s: cannot read the log: %s", params.key, exc)
                 self.metrics.backend_errors.labels("log").inc()
                 not_ready = ",".join(params.lanes)
             share = params.historic_share
+            now = trio.current_time()
             handout = ks.lanes.take(
                 params.count - len(events),
-                now=trio.current_time(),
+                now=now,
                 lease_seconds=lease,
                 skip_reason=judge,
                 historic_share=self.settings.historic_share if share is None else share,
@@ -616,13 +687,14 @@ class Dispatcher:
                     return not_ready
                 cached.clear()
             if handout.jobs and lease is not None:
-                self._leases_changed.set()
-                self._leases_changed = trio.Event()
+                self._lease_added(now + lease)
             try:
-                with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
-                    await self._commit(ks)
-                if slow.cancelled_caught:
-                    raise UpstreamError("the event log did not take the commit in time")
+                dirty = ks.lanes.dirty_commits()  # skips and passive handouts move commits
+                if dirty:
+                    with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
+                        await self._store_commits(ks, dirty)
+                    if slow.cancelled_caught:
+                        raise UpstreamError("the event log did not take the commit in time")
             except UpstreamError as exc:
                 # Not lost: the cursor stays dirty and the next commit carries it.
                 log.warning("fetch for %s: cannot commit: %s", params.key, exc)
@@ -647,6 +719,8 @@ class Dispatcher:
         A backend failure does not fail the request (plugins such as azul-runner exit on any
         non-200 fetch): the reply carries what was taken so far with `ready: false`.
         """
+        # A fetch that finds its jobs queued may not yield at all: let it be cancelled here.
+        await trio.lowlevel.checkpoint_if_cancelled()
         deadline = trio.current_time() + params.deadline_seconds
         known = self._keys.get(params.key)
         if known is not None and known.polls >= self.settings.max_polls_per_key:
@@ -655,7 +729,7 @@ class Dispatcher:
                 f"limit is {self.settings.max_polls_per_key} (dispatch.max_polls_per_key)"
             )
         try:
-            ks = await self._key_state(params)
+            ks = await self._key_state(params, known)
         except UpstreamError as exc:
             log.warning("fetch for %s: backend unavailable: %s", params.key, exc)
             await trio.sleep_until(min(deadline, trio.current_time() + 1.0))
@@ -680,6 +754,8 @@ class Dispatcher:
             )
         finally:
             ks.polls -= 1
+            if ks.polls and ks.lanes.queued:
+                ks.wake()  # jobs this poll read but did not take: for those still waiting
         ks.fetched += len(events)
         if events:
             ks.history.add("fetched", len(events))
@@ -688,9 +764,9 @@ class Dispatcher:
             del skipped[hidden]  # bookkeeping (another key's re-offer), not a filter
         filtered = sum(skipped.values())
         if events:
-            self.metrics.fetched.labels(params.name, params.model).inc(len(events))
+            self._count(self.metrics.fetched, (params.name, params.model), len(events))
         for reason, count in skipped.items():
-            self.metrics.filtered.labels(params.name, params.model, reason).inc(count)
+            self._count(self.metrics.filtered, (params.name, params.model, reason), count)
         info = FetchInfo(
             filtered=filtered,
             fetched=len(events),
@@ -751,9 +827,12 @@ class Dispatcher:
         await self.log.append(records)
         for record in records[len(records) - len(cacheable) :]:
             self.replay.put(record.value)
-        for event in valid:
-            author = event["author"]["name"] if isinstance(event, dict) else event.author.name
-            self.metrics.published.labels(model, author).inc()
+        authors = Counter(
+            event["author"]["name"] if isinstance(event, dict) else event.author.name
+            for event in valid
+        )
+        for author, count in authors.items():
+            self._count(self.metrics.published, (model, author), count)
         if model == "status":
             try:
                 await self._apply_statuses(valid)
@@ -816,45 +895,63 @@ class Dispatcher:
     ) -> None:
         now = trio.current_time()
         touched: dict[str, KeyState] = {}
-        for status in statuses:
-            parsed = JobRef.parse(status.entity.input.dequeued)
-            if parsed is None:
-                continue  # not one of ours (another dispatcher's id): stored, nothing to finish
-            ref, attempt = parsed
-            ending = ending_for_status(status.entity.status)
-            if ending is None:
-                ks = self._keys.get(ref.plugin_key)
-                if ks is not None and ks.lanes.heartbeat(
-                    ref,
-                    attempt,
-                    now=now,
-                    lease_seconds=self.settings.lease_seconds,
-                    max_job_seconds=self.settings.max_job_seconds,
-                ):
-                    self._leases_changed.set()
-                    self._leases_changed = trio.Event()
-                continue
-            ks = await self._key_for_job(ref) if load_missing else self._keys.get(ref.plugin_key)
-            if ks is None:
-                continue
-            if not ks.lanes.holds(ref):
-                # Not handed out here: a late status after a restart, or a forged id. An offset
-                # the log has not reached yet cannot have been handed out by anyone.
-                end = (await self.log.offsets([ref.tp])).get(ref.tp, (0, 0))[1]
-                if ref.offset >= end:
-                    log.warning("ignoring a status for a job that cannot exist: %s", ref)
+        endings: Counter[tuple[str, JobState]] = Counter()  # counted once per post, not per job
+        try:
+            for status in statuses:
+                parsed = JobRef.parse(status.entity.input.dequeued)
+                if parsed is None:
+                    continue  # not one of ours (another dispatcher's id): stored, nothing to finish
+                ref, attempt = parsed
+                ending = ending_for_status(status.entity.status)
+                if ending is None:
+                    ks = self._keys.get(ref.plugin_key)
+                    if ks is not None:
+                        # A heartbeat only ever moves a deadline later: the reaper need not know.
+                        ks.lanes.heartbeat(
+                            ref,
+                            attempt,
+                            now=now,
+                            lease_seconds=self.settings.lease_seconds,
+                            max_job_seconds=self.settings.max_job_seconds,
+                        )
                     continue
-            if ks.lanes.finish(ref, ending):
-                self._record_ending(ks, ending, status)
-            touched[ref.plugin_key] = ks
+                ks = self._keys.get(ref.plugin_key)
+                if ks is None and load_missing:
+                    ks = await self._key_for_job(ref)
+                if ks is None or ks.lanes.is_finished(ref):
+                    continue  # a key we do not know, or a status for a job already done
+                if not ks.lanes.holds(ref):
+                    # Not handed out here: a late status after a restart, or a forged id. An offset
+                    # the log has not reached yet cannot have been handed out by anyone.
+                    end = (await self.log.offsets([ref.tp])).get(ref.tp, (0, 0))[1]
+                    if ref.offset >= end:
+                        log.warning("ignoring a status for a job that cannot exist: %s", ref)
+                        continue
+                if ks.lanes.finish(ref, ending):
+                    endings[(ref.plugin_key, ending)] += 1
+                    self._record_failure(ks, ending, status)
+                touched[ref.plugin_key] = ks
+        finally:
+            for (key, ending), count in endings.items():
+                self._count_endings(touched[key], ending, count)
         for ks in touched.values():
+            if ks.polls and self._reads(ks):
+                ks.wake()  # the window moved: a poll that waited on a full window may read
             await self._commit(ks)
 
     def _record_ending(self, ks: KeyState, ending: JobState, status: StatusEvent) -> None:
-        ks.finished[ending.value] += 1
+        self._count_endings(ks, ending, 1)
+        self._record_failure(ks, ending, status)
+
+    def _count_endings(self, ks: KeyState, ending: JobState, count: int) -> None:
+        """`count` jobs of `ks` ended in `ending`: the key's counts, history and metrics."""
+        ks.finished[ending.value] += count
         failed = ending in (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
-        ks.history.add("failed" if failed else "done")
-        self.metrics.finished.labels(ks.params.name, ending.value).inc()
+        ks.history.add("failed" if failed else "done", count)
+        self._count(self.metrics.finished, (ks.params.name, ending.value), count)
+
+    def _record_failure(self, ks: KeyState, ending: JobState, status: StatusEvent) -> None:
+        """Keep a job that ended badly for `azuld status` and the dashboard."""
         if ending in (JobState.EXCEPTION, JobState.CRITICAL_FAILURE):
             entity = status.entity
             ks.failures.append(

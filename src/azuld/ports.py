@@ -27,6 +27,12 @@ class EventLog(Protocol):
     def topology(self) -> int:
         """A counter that moves whenever topics or partitions appear, or ownership changes."""
 
+    @property
+    def shared(self) -> bool:
+        """Whether other processes (other azuld instances) may append to this log. When not,
+        every record in it was appended by this process, and following it for statuses posted
+        elsewhere finds only what this process already applied."""
+
     async def wait_for_change(self, generation: int) -> None:
         """Return once `self.generation != generation`. Cancellation: safe at any point."""
 
@@ -49,11 +55,21 @@ class EventLog(Protocol):
     async def read(self, tp: TopicPartition, offset: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to `limit` records at or after `offset`, in order. Does not wait for new ones."""
 
+    def known_end(self, tp: TopicPartition) -> int:
+        """The end of `tp` as this instance knows it now, without I/O (0 if unknown). `read`
+        at or past it returns nothing, so a reader at this offset need not ask."""
+
     async def committed(self, group: str) -> dict[TopicPartition, Commit]:
         """The group's committed positions."""
 
-    async def commit(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
-        """Store positions for a group; durable on return."""
+    async def commit(self, commits: Mapping[str, Mapping[TopicPartition, Commit]]) -> None:
+        """Store positions, `{group: {partition: commit}}`; durable on return.
+
+        Commits submitted earlier are stored before later ones, so several groups' commits go
+        in one call: split into one call per group, a commit computed earlier could land after
+        one computed later while the first call waits (the embedded log stores them all in one
+        transaction; Kafka one request per group, in order).
+        """
 
     async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
         """Record a plugin key the first time it is seen, with where its groups start.

@@ -75,10 +75,33 @@ async def test_commits_round_trip_with_metadata(event_log: EventLog, topic_prefi
         TopicPartition(topic, 0): Commit(5, frozenset({7, 8, 12}), stop=40),
         TopicPartition(topic, 2): Commit(0),
     }
-    await event_log.commit(group, commits)
+    await event_log.commit({group: commits})
     assert await event_log.committed(group) == commits
-    await event_log.commit(group, {TopicPartition(topic, 0): Commit(9)})
+    await event_log.commit({group: {TopicPartition(topic, 0): Commit(9)}})
     assert (await event_log.committed(group))[TopicPartition(topic, 0)] == Commit(9)
+
+
+async def test_one_commit_call_stores_several_groups(
+    event_log: EventLog, topic_prefix: str
+) -> None:
+    topic = binary_topic(topic_prefix, "samples", "sourced")
+    await event_log.append(records(topic, "x"))
+    tp = TopicPartition(topic, 0)
+    live = f"{topic_prefix}-azul-P-1-binary-allsrc-alltype-LH-live"
+    historic = f"{topic_prefix}-azul-P-1-binary-allsrc-alltype-LH-historic"
+    await event_log.commit({live: {tp: Commit(1)}, historic: {tp: Commit(0, stop=1)}})
+    assert await event_log.committed(live) == {tp: Commit(1)}
+    assert await event_log.committed(historic) == {tp: Commit(0, stop=1)}
+
+
+async def test_known_end_follows_appends(event_log: EventLog, topic_prefix: str) -> None:
+    topic = binary_topic(topic_prefix, "samples", "sourced")
+    tp = TopicPartition(topic, 0)
+    assert event_log.known_end(tp) == 0
+    await event_log.append(records(topic, "a", "b"))
+    assert event_log.known_end(tp) == 2
+    assert event_log.known_end(tp) == (await event_log.offsets([tp]))[tp][1]
+    assert await event_log.read(tp, event_log.known_end(tp), 10) == []
 
 
 async def test_first_registration_wins(event_log: EventLog, topic_prefix: str) -> None:
@@ -90,7 +113,7 @@ async def test_first_registration_wins(event_log: EventLog, topic_prefix: str) -
     assert await event_log.register_consumer("P-1-binary", b'{"name":"P"}', first) == first
     assert await event_log.register_consumer("P-1-binary", b'{"name":"P"}', second) == first
     assert (await event_log.consumers())["P-1-binary"] == b'{"name":"P"}'
-    await event_log.commit("g-live", {tp: Commit(4)})
+    await event_log.commit({"g-live": {tp: Commit(4)}})
     await event_log.forget_consumer("P-1-binary", ["g-live"])
     assert "P-1-binary" not in await event_log.consumers()
     assert await event_log.committed("g-live") == {}
@@ -130,3 +153,10 @@ async def test_append_wakes_waiters(event_log: EventLog, topic_prefix: str) -> N
 
 async def test_health_is_ok(event_log: EventLog) -> None:
     assert await event_log.health() is None
+
+
+async def test_shared_says_whether_other_instances_append(
+    event_log: EventLog, backend: str
+) -> None:
+    # Kafka: other azuld instances post statuses there; the embedded log has one writer.
+    assert event_log.shared is (backend == "kafka")

@@ -84,6 +84,27 @@ def test_late_finish_of_an_unread_offset_is_remembered() -> None:
     assert [o for o in range(4) if cursor.accept(o)] == [0, 1, 3]
 
 
+def test_many_open_offsets_finished_out_of_order() -> None:
+    """The mark and the finished-above set stay exact however the finishes interleave (the
+    cursor keeps them in O(1) amortized steps, not by scanning the open offsets)."""
+    cursor = PartitionCursor(Commit(0))
+    for offset in range(1000):
+        cursor.accept(offset)
+    for offset in range(999, 0, -2):  # the odd offsets, newest first
+        cursor.finish(offset)
+    assert cursor.committed == 0
+    assert cursor.commit().finished == frozenset(range(1, 1000, 2))
+    for offset in range(0, 500, 2):  # the even offsets up to 498: the mark passes 499
+        cursor.finish(offset)
+    assert cursor.committed == 500
+    assert cursor.commit() == Commit(500, frozenset(range(501, 1000, 2)))
+    assert cursor.open_count == 250
+    assert cursor.is_finished(499)
+    assert cursor.is_finished(501)
+    assert not cursor.is_finished(500)
+    assert not cursor.is_finished(1000)  # not read yet
+
+
 def test_readable_respects_stop_and_window() -> None:
     cursor = PartitionCursor(Commit(0, stop=3))
     assert cursor.readable(window=100) == 3
@@ -141,8 +162,12 @@ def test_reads_wanted_tops_up_to_read_ahead() -> None:
     (want,) = pl.reads_wanted()
     assert (want.lane, want.tp, want.offset, want.limit) == (Lane.LIVE, TP, 0, 4)
     pl.add_records(Lane.LIVE, TP, records(0, 1, 2))
-    (want,) = pl.reads_wanted()
-    assert (want.offset, want.limit) == (3, 1)
+    assert pl.reads_wanted() == []  # more than half of read_ahead queued: no read yet
+    (want,) = pl.reads_wanted(at_least=5)  # unless the request wants more than is queued
+    assert (want.offset, want.limit) == (3, 2)
+    take(pl)
+    (want,) = pl.reads_wanted()  # down to half: top up to read_ahead in one read
+    assert (want.offset, want.limit) == (3, 2)
 
 
 def test_historic_stops_where_live_began() -> None:
@@ -246,8 +271,21 @@ def test_finish_is_idempotent() -> None:
     pl = lanes(Lane.LIVE)
     pl.add_records(Lane.LIVE, TP, records(0))
     (job,) = take(pl)
+    assert not pl.is_finished(job.ref)
     assert pl.finish(job.ref, JobState.COMPLETED)
+    assert pl.is_finished(job.ref)  # a second status has nothing to do
     assert not pl.finish(job.ref, JobState.COMPLETED)
+
+
+def test_a_leased_or_requeued_job_is_not_finished() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0, 1))
+    (job,) = take(pl, now=0)
+    assert not pl.is_finished(job.ref)
+    pl.expire(100, max_attempts=3)  # back in the queue
+    assert not pl.is_finished(job.ref)
+    unknown = JobRef(pl.plugin_key, Lane.LIVE, TopicPartition("elsewhere", 0), 0)
+    assert not pl.is_finished(unknown)
 
 
 @pytest.mark.parametrize("lane", Lane.ORDER)

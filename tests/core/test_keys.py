@@ -17,7 +17,7 @@ from azuld.core.keys import (
     validate_name,
 )
 from azuld.errors import BadRequest
-from azuld.models.events import Author, PathNode
+from azuld.models.events import Author, BinaryEvent, PathNode
 from tests.conftest import NOW, make_binary, sha
 
 
@@ -66,6 +66,32 @@ def test_kafka_key_includes_the_first_node() -> None:
     assert binary_kafka_key(deep) != binary_kafka_key(changed)
 
 
+def _descriptor_key(event: BinaryEvent) -> str:
+    """`binary_kafka_key` as reference 4.4 words it, written plainly."""
+    source = event.source
+    parts = [f"{source.name}.{source.security}.{source.timestamp.isoformat()[:19]}."]
+    parts += [f"{k}.{v}." for k, v in sorted(source.references.items())]
+    parts += [f"{k}.{v}." for k, v in sorted(source.settings.items())]
+    parts += [f"{s}." for s in sorted({n.author.security for n in source.path} - {""})]
+    nodes = source.path[-2:] if len(source.path) <= 2 else [source.path[0], *source.path[-2:]]
+    parts += [f"{n.author.name}.{n.action}.{n.sha256}." for n in nodes]
+    return hashlib.md5("".join(parts).encode()).hexdigest()
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 5])
+def test_kafka_key_matches_the_descriptor(depth: int) -> None:
+    event = make_binary("k", depth=depth)
+    assert binary_kafka_key(event) == _descriptor_key(event)
+    event.source.references = {"z": "26", "a": "1"}
+    event.source.settings = {"remove_at_depth": "4", "b": "x"}
+    event.source.path[0].author.security = "SECRET"
+    event.source.path[-1].author.security = "OFFICIAL"
+    assert binary_kafka_key(event) == _descriptor_key(event)
+    # The same instant in another zone is another wall time, so another key.
+    event.source.timestamp = NOW.astimezone(timezone(timedelta(hours=-5)))
+    assert binary_kafka_key(event) == _descriptor_key(event)
+
+
 def test_tracking_fields() -> None:
     event = make_binary("t", depth=2)
     event.source.references = {"user": "bob"}
@@ -90,3 +116,7 @@ def test_tracking_link_time_keeps_its_offset() -> None:
     )
     set_tracking_fields(event)
     assert "2025_01_18T10_09_23+10_00" in event.track_links[0]
+    # The same instant in UTC (equal datetimes) prints its own wall time, not a cached one.
+    event.source.path[1].timestamp = event.source.path[1].timestamp.astimezone(UTC)
+    set_tracking_fields(event)
+    assert "2025_01_18T00_09_23Z" in event.track_links[0]

@@ -6,6 +6,16 @@ last transactions; set `embedded.synchronous = "full"` to sync every commit).
 
 SQLite calls run inline on the Trio thread: each is a few tens of microseconds, cheaper than a hop
 to a worker thread. Partitions are chosen as Go does (FNV-1a of the key, modulo the count).
+
+Group commit: a transaction's fixed cost (the WAL commit) is larger than its inserts, so writes
+(`append`, `commit`, `forget_consumer`) from concurrent tasks share one. The first writer opens a
+batch and yields to the scheduler (`cancel_shielded_checkpoint`: the batch always runs), again
+while the batch grows, up to `BATCH_PASSES` times; writers that come in the meantime join it. The
+batch runs as one transaction, in the order the writes came, and every writer returns once it is
+durable, as if it had its own: an acknowledged write is as durable as before, and a status and
+the commit it moves still land in that order (the commit is only written once the status's
+append returned). If the batch fails, each write is tried again alone, so each writer gets its
+own outcome (one bad write does not fail the others).
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ import json
 import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -29,6 +41,9 @@ from azuld.core.publish import Outgoing
 from azuld.errors import InsufficientStorage, UpstreamError
 
 __all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
+
+# The most scheduler passes a write batch waits for more writers to join (see the module notes).
+BATCH_PASSES = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -72,6 +87,26 @@ def fnv1a_32(data: bytes) -> int:
     return value
 
 
+def _store_commits(rows: list[tuple[str, str, int, int, str]], db: sqlite3.Connection) -> None:
+    db.executemany("INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)", rows)
+
+
+class _Batch:
+    """Writes that share one transaction, what each of them came to (`(True, result)` or
+    `(False, exception)`, in order) and the tasks waiting for it (all but the first writer)."""
+
+    __slots__ = ("outcomes", "waiters", "writes")
+
+    def __init__(self) -> None:
+        self.writes: list[Callable[[sqlite3.Connection], Any]] = []
+        self.outcomes: list[tuple[bool, Any]] = []
+        self.waiters: list[trio.lowlevel.Task] = []
+
+
+def _cannot_abort(_: Any) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
 class EmbeddedLog:
     """`EventLog` on one SQLite file. Use `open_embedded_log` to get one."""
 
@@ -84,6 +119,11 @@ class EmbeddedLog:
         self._topic_partitions: dict[str, int] = {}
         self._tp_ids: dict[TopicPartition, int] = {}
         self._ends: dict[TopicPartition, int] = {}
+        self._batch: _Batch | None = None  # writes waiting for the next transaction
+        # Within a transaction: the ends it moved (their old values) and the topics it created,
+        # to roll the in-memory view back with it.
+        self._undo_ends: dict[TopicPartition, int] = {}
+        self._new_topics: list[str] = []
         self._load()
 
     def _load(self) -> None:
@@ -125,6 +165,11 @@ class EmbeddedLog:
     def topology(self) -> int:
         return self._topology
 
+    @property
+    def shared(self) -> bool:
+        # One azuld per data folder (`service.py` locks it): nobody else appends.
+        return False
+
     async def wait_for_change(self, generation: int) -> None:
         while self._generation == generation:
             await self._changed.wait()
@@ -134,6 +179,7 @@ class EmbeddedLog:
         if count is None:
             count = max(1, self._partitions_for(topic))
             db.execute("INSERT INTO topics (name, partitions) VALUES (?, ?)", (topic, count))
+            self._new_topics.append(topic)
             for partition in range(count):
                 cursor = db.execute(
                     "INSERT INTO partitions (topic, partition) VALUES (?, ?)", (topic, partition)
@@ -146,33 +192,109 @@ class EmbeddedLog:
             self._topology += 1
         return count
 
-    async def append(self, records: Sequence[Outgoing]) -> None:
-        if not records:
-            return
-        ends = dict(self._ends)
-        known = dict(self._topic_partitions)
+    # -- group commit ------------------------------------------------------------------------
+
+    async def _submit(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
+        """Run `write` in the next transaction; return its result once that is durable.
+
+        Cancellation: only before the write is submitted (nothing written); once submitted it
+        runs and this waits for it (bounded: a few scheduler passes).
+
+        Raises:
+            UpstreamError: the transaction failed (`InsufficientStorage`: the disk is full).
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        batch = self._batch
+        if batch is None:
+            batch = self._batch = _Batch()
+            batch.writes.append(write)
+            # Let the tasks that are runnable now take their next step, and join this batch if
+            # that step is a write; again while the batch grows (a few scheduler passes).
+            for _ in range(BATCH_PASSES):
+                joined = len(batch.writes)
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                if len(batch.writes) == joined:
+                    break
+            self._batch = None
+            try:
+                batch.outcomes = self._run_batch(batch.writes)
+            finally:
+                for task in batch.waiters:
+                    trio.lowlevel.reschedule(task)
+            index = 0
+        else:
+            index = len(batch.writes)
+            batch.writes.append(write)
+            batch.waiters.append(trio.lowlevel.current_task())
+            # Uncancellable (the leader reschedules us once the batch ran): cheaper than an
+            # Event under a shielded cancel scope.
+            await trio.lowlevel.wait_task_rescheduled(_cannot_abort)
+        if index >= len(batch.outcomes):
+            raise UpstreamError("embedded event log write was interrupted")
+        ok, value = batch.outcomes[index]
+        if not ok:
+            raise value
+        return value
+
+    def _run_batch(
+        self, writes: Sequence[Callable[[sqlite3.Connection], Any]]
+    ) -> list[tuple[bool, Any]]:
+        try:
+            return [(True, value) for value in self._transaction(writes)]
+        except Exception as exc:
+            if len(writes) == 1:
+                return [(False, exc)]
+        # Something in the batch failed: each write alone, each with its own outcome.
+        outcomes: list[tuple[bool, Any]] = []
+        for write in writes:
+            try:
+                outcomes.append((True, self._transaction([write])[0]))
+            except Exception as exc:
+                outcomes.append((False, exc))
+        return outcomes
+
+    def _transaction(self, writes: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """Run `writes` in one transaction; on failure the in-memory view rolls back with it."""
+        self._undo_ends = {}
+        self._new_topics = []
         try:
             with self._write() as db:
-                rows = []
-                for record in records:
-                    count = self._ensure_topic(db, record.topic)
-                    partition = fnv1a_32(record.key.encode()) % count if count > 1 else 0
-                    tp = TopicPartition(record.topic, partition)
-                    offset = self._ends[tp]
-                    self._ends[tp] = offset + 1
-                    rows.append((self._tp_ids[tp], offset, record.key, record.value))
-                db.executemany(
-                    "INSERT INTO records (tp, offset, key, value) VALUES (?, ?, ?, ?)", rows
-                )
+                results = [write(db) for write in writes]
         except BaseException:
-            # Roll the in-memory view back with the transaction.
-            self._ends = ends
-            for topic in self._topic_partitions.keys() - known.keys():
-                for partition in range(self._topic_partitions[topic]):
-                    self._tp_ids.pop(TopicPartition(topic, partition), None)
-            self._topic_partitions = known
+            self._ends.update(self._undo_ends)
+            for topic in self._new_topics:
+                for partition in range(self._topic_partitions.pop(topic)):
+                    tp = TopicPartition(topic, partition)
+                    self._tp_ids.pop(tp, None)
+                    self._ends.pop(tp, None)
             raise
-        self._bump()
+        finally:
+            appended = bool(self._undo_ends)
+            self._undo_ends = {}
+            self._new_topics = []
+        if appended:
+            self._bump()
+        return results
+
+    def _insert_records(self, records: Sequence[Outgoing], db: sqlite3.Connection) -> None:
+        rows = []
+        ends, undo = self._ends, self._undo_ends
+        for record in records:
+            count = self._topic_partitions.get(record.topic) or self._ensure_topic(db, record.topic)
+            partition = fnv1a_32(record.key.encode()) % count if count > 1 else 0
+            tp = TopicPartition(record.topic, partition)
+            offset = ends[tp]
+            if tp not in undo:
+                undo[tp] = offset
+            ends[tp] = offset + 1
+            rows.append((self._tp_ids[tp], offset, record.key, record.value))
+        db.executemany("INSERT INTO records (tp, offset, key, value) VALUES (?, ?, ?, ?)", rows)
+
+    # -- EventLog ------------------------------------------------------------------------------
+
+    async def append(self, records: Sequence[Outgoing]) -> None:
+        if records:
+            await self._submit(partial(self._insert_records, records))
 
     async def partitions(
         self, topic_filter: Callable[[str], bool], *, owned: bool = True
@@ -182,6 +304,9 @@ class EmbeddedLog:
     async def offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
         # Nothing is deleted from the embedded log yet, so every partition starts at 0.
         return {tp: (0, self._ends.get(tp, 0)) for tp in tps}
+
+    def known_end(self, tp: TopicPartition) -> int:
+        return self._ends.get(tp, 0)
 
     async def read(self, tp: TopicPartition, offset: int, limit: int) -> list[tuple[int, bytes]]:
         tp_id = self._tp_ids.get(tp)
@@ -203,22 +328,14 @@ class EmbeddedLog:
         )
         return {TopicPartition(t, p): Commit.parse(o, m) for t, p, o, m in rows}
 
-    @staticmethod
-    def _commit_rows(
-        group: str, commits: Mapping[TopicPartition, Commit]
-    ) -> list[tuple[str, str, int, int, str]]:
-        return [
-            (group, tp.topic, tp.partition, c.offset, c.metadata()) for tp, c in commits.items()
+    async def commit(self, commits: Mapping[str, Mapping[TopicPartition, Commit]]) -> None:
+        rows = [
+            (group, tp.topic, tp.partition, c.offset, c.metadata())
+            for group, positions in commits.items()
+            for tp, c in positions.items()
         ]
-
-    async def commit(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
-        if not commits:
-            return
-        with self._write() as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)",
-                self._commit_rows(group, commits),
-            )
+        if rows:
+            await self._submit(partial(_store_commits, rows))
 
     async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
         with self._write() as db:
@@ -234,9 +351,12 @@ class EmbeddedLog:
         return decode_snapshot(json.loads(stored))
 
     async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
-        with self._write() as db:
+        def forget(db: sqlite3.Connection) -> None:
             db.execute("DELETE FROM consumers WHERE key = ?", (key,))
             db.executemany("DELETE FROM commits WHERE grp = ?", [(g,) for g in groups])
+
+        # In the batch: a commit of the key's groups submitted before this lands before it.
+        await self._submit(forget)
 
     async def consumers(self) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in self._db.execute("SELECT key, info FROM consumers")}

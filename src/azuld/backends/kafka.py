@@ -432,6 +432,10 @@ class KafkaLog:
     def topology(self) -> int:
         return self._topology
 
+    @property
+    def shared(self) -> bool:
+        return True
+
     async def wait_for_change(self, generation: int) -> None:
         while self._generation == generation:
             await self._changed.wait()
@@ -487,6 +491,10 @@ class KafkaLog:
             out[tp] = (int(starts.get(ktp, 0)), end)
         return out
 
+    def known_end(self, tp: TopicPartition) -> int:
+        # What the tail, our appends and `offsets` have seen: `read` trusts the same.
+        return self._ends.get(tp, 0)
+
     async def read(self, tp: TopicPartition, offset: int, limit: int) -> list[tuple[int, bytes]]:
         if offset >= self._ends.get(tp, 0):
             return []
@@ -533,9 +541,12 @@ class KafkaLog:
             if meta.offset >= 0
         }
 
-    async def commit(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
-        if not commits:
-            return
+    async def commit(self, commits: Mapping[str, Mapping[TopicPartition, Commit]]) -> None:
+        for group, positions in commits.items():
+            if positions:
+                await self._commit_group(group, positions)
+
+    async def _commit_group(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
         by_topic: dict[str, list[tuple[int, int, str]]] = {}
         for tp, commit in commits.items():
             by_topic.setdefault(tp.topic, []).append(

@@ -7,12 +7,13 @@ tools that read the same topics, compute the same names.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import re
 import secrets
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from azuld.errors import BadRequest
 from azuld.models.events import BinaryEvent, PathNode, PluginEvent, StatusEvent
@@ -75,10 +76,6 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
-def _node_descriptor(node: PathNode) -> str:
-    return f"{node.author.name}.{node.action}.{node.sha256}."
-
-
 def binary_kafka_key(event: BinaryEvent) -> str:
     """`kafka_key` of a binary event (reference 4.4).
 
@@ -86,17 +83,32 @@ def binary_kafka_key(event: BinaryEvent) -> str:
     and the current node. Author versions stay out on purpose so that reruns
     by a newer plugin version share a key.
     """
+    # The descriptor is `<name>.<security>.<wall time>.`, then `<k>.<v>.` per reference and per
+    # setting (sorted), `<security>.` per distinct path author security (sorted), and
+    # `<author>.<action>.<sha256>.` for the first, parent and current path nodes. Built as one
+    # list of pieces: this runs for every published binary.
     source = event.source
-    parts = [f"{source.name}.{source.security}.{source.timestamp.isoformat()[:19]}."]
-    parts.extend(f"{k}.{v}." for k, v in sorted(source.references.items()))
-    parts.extend(f"{k}.{v}." for k, v in sorted(source.settings.items()))
-    securities = sorted({n.author.security for n in source.path if n.author.security})
-    parts.extend(f"{s}." for s in securities)
-    nodes = source.path[-2:]
-    if len(source.path) > 2:
-        nodes = [source.path[0], *nodes]
-    parts.extend(_node_descriptor(node) for node in nodes)
+    ts = source.timestamp
+    parts = [source.name, ".", source.security, ".", _wall_time(ts, ts.utcoffset()), "."]
+    for mapping in (source.references, source.settings):
+        if mapping:
+            for k, v in sorted(mapping.items()):
+                parts += (k, ".", v, ".")
+    path = source.path
+    securities = {node.author.security for node in path}
+    securities.discard("")
+    for security in sorted(securities):
+        parts += (security, ".")
+    for node in path[-2:] if len(path) <= 2 else (path[0], path[-2], path[-1]):
+        parts += (node.author.name, ".", node.action, ".", node.sha256, ".")
     return _md5("".join(parts))
+
+
+@functools.lru_cache(maxsize=4096)
+def _wall_time(ts: datetime, offset: timedelta | None) -> str:
+    """`ts` as `YYYY-MM-DDTHH:MM:SS` in its own zone (cached: source timestamps repeat; keyed
+    by the offset too, as equal instants in other zones print differently)."""
+    return ts.isoformat()[:19]
 
 
 def status_kafka_key(event: StatusEvent) -> str:
@@ -114,8 +126,14 @@ def random_kafka_key() -> str:
 
 def _go_link_time(ts: datetime) -> str:
     """Go layout `2006_01_02T15_04_05Z07_00`: UTC prints `Z`, other offsets `+10_00`."""
+    # Path timestamps repeat (a job's results share its path): strftime is the slow part.
+    # Keyed by the offset too: equal instants in other zones print differently.
+    return _go_link_time_cached(ts, ts.utcoffset())
+
+
+@functools.lru_cache(maxsize=4096)
+def _go_link_time_cached(ts: datetime, offset: timedelta | None) -> str:
     text = ts.strftime("%Y_%m_%dT%H_%M_%S")
-    offset = ts.utcoffset()
     if not offset:
         return text + "Z"
     minutes = int(offset.total_seconds() // 60)

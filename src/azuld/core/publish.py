@@ -8,7 +8,6 @@ published.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -50,9 +49,9 @@ __all__ = [
 _encode = msgspec.json.Encoder().encode
 
 
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """One record to append: its topic, its key and the encoded event."""
+class Outgoing(msgspec.Struct, frozen=True, gc=False):
+    """One record to append: its topic, its key and the encoded event. (Untracked by the cycle
+    collector: strings and bytes only, and hundreds of them wait in each batched append.)"""
 
     topic: str
     key: str

@@ -17,8 +17,9 @@ def _invalid(header: str, why: str) -> BadRequest:
 
 def _position(digits: str) -> int:
     """A byte position; absurdly long numbers (past any blob, and past int()'s digit limit)
-    count as "very far"."""
-    return int(digits) if len(digits) <= 19 else 10**19
+    count as "very far". Numbers up to 30 digits are exact: a cap at 19 digits mis-sized
+    20-digit positions (up to 2**64) against equally large sizes."""
+    return int(digits) if len(digits) <= 30 else 10**30
 
 
 def parse_range(header: str, size: int) -> tuple[int, int]:

@@ -1,0 +1,101 @@
+"""The embedded log's group commit: concurrent writes share a transaction, each writer returns
+only once its write is durable, and a failing write fails alone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+import trio
+
+from azuld.backends.embedded import EmbeddedLog, open_embedded_log
+from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.keys import binary_topic
+from azuld.core.publish import Outgoing
+from azuld.errors import UpstreamError
+
+TOPIC = binary_topic("t", "samples", "sourced")
+TP = TopicPartition(TOPIC, 0)
+
+
+@pytest.fixture
+async def event_log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
+    async with open_embedded_log(tmp_path / "events.sqlite3") as opened:
+        yield opened
+
+
+def record(value: str) -> Outgoing:
+    return Outgoing(TOPIC, "k", value.encode())
+
+
+async def test_concurrent_appends_share_one_transaction(event_log: EmbeddedLog) -> None:
+    await event_log.append([record("first")])  # the topic exists from here
+    generation = event_log.generation
+
+    async def writer(index: int) -> None:
+        await event_log.append([record(f"{index}-a"), record(f"{index}-b")])
+
+    async with trio.open_nursery() as nursery:
+        for index in range(16):
+            nursery.start_soon(writer, index)
+    assert event_log.generation - generation < 16  # fewer transactions than writers
+    got = await event_log.read(TP, 1, 100)
+    assert len(got) == 32
+    assert [offset for offset, _ in got] == list(range(1, 33))
+    for index in range(16):  # each append's records stay together, in order
+        offsets = [o for o, v in got if v.startswith(f"{index}-".encode())]
+        assert offsets[1] == offsets[0] + 1
+        assert dict(got)[offsets[0]] == f"{index}-a".encode()
+
+
+async def test_a_failing_write_fails_alone(event_log: EmbeddedLog) -> None:
+    await event_log.append([record("first")])
+    outcomes: dict[str, str] = {}
+
+    async def writer(name: str, records: list[Outgoing]) -> None:
+        try:
+            await event_log.append(records)
+        except UpstreamError:
+            outcomes[name] = "failed"
+        else:
+            outcomes[name] = "ok"
+
+    bad = Outgoing(TOPIC, "k", cast(bytes, None))  # NOT NULL: the transaction fails
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer, "good-1", [record("g1")])
+        nursery.start_soon(writer, "bad", [record("lost"), bad])
+        nursery.start_soon(writer, "good-2", [record("g2")])
+        nursery.start_soon(event_log.commit, {"g": {TP: Commit(1)}})
+    assert outcomes == {"good-1": "ok", "bad": "failed", "good-2": "ok"}
+    # The in-memory ends rolled back with the failed write: no gap, nothing of it stored.
+    got = await event_log.read(TP, 0, 100)
+    assert sorted(v for _, v in got) == [b"first", b"g1", b"g2"]
+    assert [o for o, _ in got] == [0, 1, 2]
+    assert (await event_log.offsets([TP]))[TP] == (0, 3)
+    assert event_log.known_end(TP) == 3
+    assert await event_log.committed("g") == {TP: Commit(1)}
+
+
+async def test_a_failed_append_rolls_back_new_topics(event_log: EmbeddedLog) -> None:
+    bad = Outgoing(TOPIC, "k", cast(bytes, None))
+    with pytest.raises(UpstreamError):
+        await event_log.append([record("lost"), bad])
+    assert await event_log.partitions(lambda topic: True) == []
+    await event_log.append([record("kept")])
+    assert await event_log.read(TP, 0, 10) == [(0, b"kept")]
+
+
+async def test_cancelled_before_submitting_writes_nothing(event_log: EmbeddedLog) -> None:
+    await event_log.append([record("first")])
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await event_log.append([record("never")])
+    assert scope.cancelled_caught
+    assert event_log.known_end(TP) == 1
+    assert await event_log.read(TP, 0, 10) == [(0, b"first")]
+
+
+async def test_the_log_is_not_shared(event_log: EmbeddedLog) -> None:
+    assert event_log.shared is False  # one azuld per data folder: nobody else appends
