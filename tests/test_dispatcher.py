@@ -454,3 +454,38 @@ async def test_a_duplicate_status_changes_nothing(dispatcher: Dispatcher) -> Non
     other = await fetch_one(dispatcher)
     assert other is not None
     assert other.entity.sha256 == sha("b")
+
+
+class _SlowRegistration:
+    """The embedded log with Kafka's round trip when a plugin key registers."""
+
+    def __init__(self, inner: EmbeddedLog) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def register_consumer(self, key: str, info: bytes, snapshot: Any) -> Any:
+        await trio.sleep(0.01)
+        return await self._inner.register_consumer(key, info, snapshot)
+
+
+async def test_concurrent_first_fetches_of_a_new_key_share_its_jobs(
+    event_log: EmbeddedLog, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found on Kafka: 16 workers of a new plugin key fetching at once each got the same batch.
+    settings = DispatchSettings(lease_seconds=LEASE, max_attempts=3, read_ahead=100)
+    dispatcher = Dispatcher(_SlowRegistration(event_log), settings, "test")  # type: ignore[arg-type]
+    await nursery.start(dispatcher.run)
+    await submit(dispatcher, *(make_binary(f"e{i}") for i in range(300)))
+    handed_out: list[str] = []
+
+    async def worker() -> None:
+        result = await dispatcher.fetch(params(count="100", deadline="1"))  # < LEASE
+        handed_out.extend(event.entity.sha256 for event in decode(result))
+
+    async with trio.open_nursery() as workers:
+        for _ in range(16):
+            workers.start_soon(worker)
+    assert len(handed_out) == len(set(handed_out)) == 300
+    assert len(dispatcher.keys()) == 1

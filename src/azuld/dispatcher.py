@@ -215,6 +215,7 @@ class Dispatcher:
         self.replay = ReplayCache.create(settings.replay_cache_bytes)
         self._configs: dict[tuple[str, str], str] = {}  # (plugin, version) -> config digest
         self._keys: dict[str, KeyState] = {}
+        self._creating: dict[str, trio.Lock] = {}  # plugin keys whose state is being built
         self._leases_changed = trio.Event()
         self._reaper_wakes_at = math.inf  # when the lease reaper wakes by itself next
         # Metric children by (metric, labels): `labels()` costs more than the increment.
@@ -418,14 +419,27 @@ class Dispatcher:
             known.params = params
             return known
         key = params.key
-        groups = {lane: consumer_group(self.prefix, key, lane) for lane in _lanes(params)}
-        if params.reset:
-            await self.log.forget_consumer(key, list(groups.values()))
-            self._keys.pop(key, None)
-        snapshot = await self._creation_snapshot(params, groups)
-        info = msgspec.json.encode(asdict(params))
-        snapshot = await self.log.register_consumer(key, info, snapshot)
-        return await self._load_key(params, groups, snapshot)
+        # Concurrent first fetches of a key (a fleet of workers starting) must build one state:
+        # each would otherwise start the key's lanes from its own read of the log and hand out
+        # the same jobs again. Creation awaits the log, so it is serialised per key.
+        lock = self._creating.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                current = self._keys.get(key)
+                if current is not None and not params.reset:
+                    current.params = params
+                    return current
+                groups = {lane: consumer_group(self.prefix, key, lane) for lane in _lanes(params)}
+                if params.reset:
+                    await self.log.forget_consumer(key, list(groups.values()))
+                    self._keys.pop(key, None)
+                snapshot = await self._creation_snapshot(params, groups)
+                info = msgspec.json.encode(asdict(params))
+                snapshot = await self.log.register_consumer(key, info, snapshot)
+                return await self._load_key(params, groups, snapshot)
+        finally:
+            if not lock.locked():  # trio hands a released lock straight to the next waiter
+                self._creating.pop(key, None)
 
     async def _creation_snapshot(self, params: ConsumeParams, groups: dict[str, str]) -> Snapshot:
         """Where a new key's lanes start: expedite and live at the end of the log, historic at the
