@@ -218,8 +218,6 @@ class Dispatcher:
         self._creating: dict[str, trio.Lock] = {}  # plugin keys whose state is being built
         self._leases_changed = trio.Event()
         self._reaper_wakes_at = math.inf  # when the lease reaper wakes by itself next
-        # Metric children by (metric, labels): `labels()` costs more than the increment.
-        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._health: str | None = None
         self._health_at = -math.inf
         # When the lease reaper last ran: the watchdog pings systemd only while this moves.
@@ -269,10 +267,7 @@ class Dispatcher:
 
     def _count(self, metric: Any, labels: tuple[str, ...], amount: float = 1) -> None:
         """`metric.labels(*labels).inc(amount)`, with the child looked up once."""
-        child = self._children.get((metric, labels))
-        if child is None:
-            child = self._children[(metric, labels)] = metric.labels(*labels)
-        child.inc(amount)
+        self.metrics.child(metric, *labels).inc(amount)
 
     def _wake(self) -> None:
         """Wake every waiting long-poll (leases put back, partitions moved)."""

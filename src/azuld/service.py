@@ -14,6 +14,7 @@ dispatch limits), saying in the log what needs a restart.
 from __future__ import annotations
 
 import fcntl
+import gc
 import logging
 import os
 import signal
@@ -266,6 +267,9 @@ async def serve(
             binds: list[str] = await nursery.start(
                 _serve_http, create_app(services), settings, daemon.shutdown, nursery.cancel_scope
             )
+            # Everything built so far (modules, settings, app) lives as long as the process: out
+            # of the collector's way, so full collections only walk what requests create.
+            gc.freeze()
             log.info("azuld serving on %s (data in %s)", ", ".join(binds), settings.data_dir)
             notify(f"READY=1\nSTATUS=serving on {' '.join(binds)}\nMAINPID={os.getpid()}")
             nursery.start_soon(daemon.watchdog)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import re
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import cast
@@ -22,6 +21,7 @@ from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from azuld.core.keys import random_hex
 from azuld.dispatcher import Dispatcher
 from azuld.errors import AzuldError, ClientError, RangeNotSatisfiable, UpstreamError
 from azuld.http.auth import Authorizer, required_roles
@@ -74,7 +74,7 @@ def services() -> Services:
 def take_request_id(offered: str) -> str:
     """The request's id, also set in `REQUEST_ID`: the caller's `X-Request-Id` if it is plain (it
     goes into every log line and the reply), else a new one."""
-    request_id = offered if _REQUEST_ID_PATTERN.fullmatch(offered) else secrets.token_hex(8)
+    request_id = offered if _REQUEST_ID_PATTERN.fullmatch(offered) else random_hex(8)
     REQUEST_ID.set(request_id)
     return request_id
 
@@ -102,8 +102,8 @@ def authorize(
 def record_request(svc: Services, route: str, method: str, status: int, started: float) -> None:
     """Count the request under its route rule (`unmatched` if none) and observe its latency."""
     metrics = svc.dispatcher.metrics
-    metrics.http_requests.labels(route, method, str(status)).inc()
-    metrics.http_latency.labels(route).observe(trio.current_time() - started)
+    metrics.child(metrics.http_requests, route, method, str(status)).inc()
+    metrics.child(metrics.http_latency, route).observe(trio.current_time() - started)
 
 
 @dataclass(frozen=True, slots=True)

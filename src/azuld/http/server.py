@@ -463,11 +463,11 @@ class _Request:
                 raise RuntimeError("http.response.start sent twice")
             self.response_started = True
             self._status = int(message["status"])
-            self._headers = [
-                (bytes(name).lower(), bytes(value))
-                for name, value in message.get("headers", ())
-                if bytes(name).lower() not in _HOP_BY_HOP
-            ]
+            headers = self._headers = []
+            for name, value in message.get("headers", ()):
+                lowered = bytes(name).lower()
+                if lowered not in _HOP_BY_HOP:
+                    headers.append((lowered, bytes(value)))
             if self._status in _NO_BODY_STATUSES or self._status < 200:
                 self._no_body = True
             lengths = [value for name, value in self._headers if name == b"content-length"]

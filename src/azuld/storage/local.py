@@ -41,6 +41,7 @@ class LocalBlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root = str(root)  # string joins: pathlib costs more than the stat on the hot path
         self.spool_dir = root / ".spool"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for stray in self.spool_dir.iterdir():  # left by a crash mid-upload
@@ -72,13 +73,16 @@ class LocalBlobStore:
             return self.root / "_" / sha256[0] / sha256[1] / sha256
         return self.root / source / label / sha256[0] / sha256[1] / sha256
 
-    def _find_sized(self, source: str, label: str, sha256: str) -> tuple[Path, int] | None:
+    def _find_sized(self, source: str, label: str, sha256: str) -> tuple[str, int] | None:
         """The blob's file and size (one stat per candidate, on the event loop: a stat of a
         cached inode is microseconds, cheaper than a thread hop)."""
-        for candidate in (self._path(source, label, sha256), self._path(*_FALLBACK, sha256)):
+        tail = f"{sha256[0]}/{sha256[1]}/{sha256}"
+        fallback = f"{self._root}/_/{tail}"
+        own = fallback if (source, label) == _FALLBACK else f"{self._root}/{source}/{label}/{tail}"
+        for candidate in (own, fallback):
             try:
                 found = os.stat(candidate)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 continue
             if stat.S_ISREG(found.st_mode):
                 return candidate, found.st_size
@@ -86,7 +90,7 @@ class LocalBlobStore:
 
     def _find(self, source: str, label: str, sha256: str) -> Path | None:
         found = self._find_sized(source, label, sha256)
-        return None if found is None else found[0]
+        return None if found is None else Path(found[0])
 
     async def put_file(self, source: str, label: str, sha256: str, path: Path) -> None:
         target = self._path(source, label, sha256)
@@ -102,9 +106,10 @@ class LocalBlobStore:
     async def read(
         self, source: str, label: str, sha256: str, start: int, length: int
     ) -> AsyncIterator[bytes]:
-        found = self._find(source, label, sha256)
-        if found is None:
+        sized = self._find_sized(source, label, sha256)
+        if sized is None:
             raise NotFound(f"no blob {source}/{label}/{sha256}")
+        found = sized[0]
         if length <= INLINE_READ_BYTES:
             # Small reads (most plugin downloads) straight from the page cache: one pread, no
             # thread hop.
