@@ -106,6 +106,13 @@ class BlobStore(Protocol):
     ) -> AsyncIterator[bytes]:
         """Stream `length` bytes from `start`. Raises `NotFound` if the blob is missing."""
 
+    async def read_whole(
+        self, source: str, label: str, sha256: str
+    ) -> tuple[int, AsyncIterator[bytes]] | None:
+        """The whole blob as `(size, chunks)`, found and opened in one request where the store
+        can (a download without `Range`: one S3 GET instead of a HEAD and a GET); `None` if
+        neither `source/label/sha256` nor the fallback exists."""
+
     async def copy(self, from_source: str, to_source: str, label: str, sha256: str) -> bool:
         """Make a blob of one source available under another; `False` if it was not found."""
 

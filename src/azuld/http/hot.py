@@ -246,24 +246,36 @@ async def _download(hot: HotRoutes, request: _Request, parts: list[str]) -> _Rep
     if not SHA256_PATTERN.fullmatch(sha256):
         raise BadRequest(f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
     blobs = hot.svc.blobs
-    size = await blobs.size(source, label, sha256)
-    if request.method == "HEAD":
-        reply = _bytes_reply(_OCTETS, b"")
-        reply.status = 200 if size is not None else 404
-        return reply
-    if size is None:
-        raise NotFound(f"no blob {sha256} under {source}/{label}")
     headers = [(b"accept-ranges", b"bytes")]
     range_header = request.headers.get(b"range")
-    if range_header is None:
+    chunks: AsyncIterator[bytes]
+    if request.method == "GET" and range_header is None:
+        # The common download: found and opened in one request (one S3 GET, no HEAD).
+        whole = await blobs.read_whole(source, label, sha256)
+        if whole is None:
+            raise NotFound(f"no blob {sha256} under {source}/{label}")
+        size, chunks = whole
         start, length, status = 0, size, 200
     else:
-        start, length = parse_range(range_header, size)
-        status = 206
-        headers.append((b"content-range", b"bytes %d-%d/%d" % (start, start + length - 1, size)))
+        found = await blobs.size(source, label, sha256)
+        if request.method == "HEAD":
+            reply = _bytes_reply(_OCTETS, b"")
+            reply.status = 200 if found is not None else 404
+            return reply
+        if found is None:
+            raise NotFound(f"no blob {sha256} under {source}/{label}")
+        size = found
+        if range_header is None:
+            start, length, status = 0, size, 200
+        else:
+            start, length = parse_range(range_header, size)
+            status = 206
+            headers.append(
+                (b"content-range", b"bytes %d-%d/%d" % (start, start + length - 1, size))
+            )
+        chunks = blobs.read(source, label, sha256, start, length)
     headers += [(b"content-length", b"%d" % length), (b"content-type", _OCTETS)]
     hot.svc.dispatcher.metrics.download_bytes.inc(length)
-    chunks = blobs.read(source, label, sha256, start, length)
     # The first read before the reply starts: a blob gone meanwhile is still a clean 404.
     first = await anext(chunks, b"")
     if len(first) < length:

@@ -11,7 +11,8 @@ import errno
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 
 import trio
@@ -109,25 +110,40 @@ class LocalBlobStore:
         sized = self._find_sized(source, label, sha256)
         if sized is None:
             raise NotFound(f"no blob {source}/{label}/{sha256}")
-        found = sized[0]
-        if length <= INLINE_READ_BYTES:
-            # Small reads (most plugin downloads) straight from the page cache: one pread, no
-            # thread hop.
-            fd = os.open(found, os.O_RDONLY)
-            try:
-                yield os.pread(fd, length, start)
-            finally:
-                os.close(fd)
-            return
-        async with await trio.open_file(found, "rb") as handle:
-            await handle.seek(start)
-            remaining = length
-            while remaining > 0:
-                chunk = await handle.read(min(_CHUNK_BYTES, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
+        async with aclosing(_read_file(sized[0], start, length)) as chunks:
+            async for chunk in chunks:
                 yield chunk
+
+    async def read_whole(
+        self, source: str, label: str, sha256: str
+    ) -> tuple[int, AsyncIterator[bytes]] | None:
+        sized = self._find_sized(source, label, sha256)
+        if sized is None:
+            return None
+        found, size = sized
+        return size, _read_file(found, 0, size)
+
+
+async def _read_file(found: str, start: int, length: int) -> AsyncGenerator[bytes, None]:
+    """`length` bytes of the file from `start`."""
+    if length <= INLINE_READ_BYTES:
+        # Small reads (most plugin downloads) straight from the page cache: one pread, no
+        # thread hop.
+        fd = os.open(found, os.O_RDONLY)
+        try:
+            yield os.pread(fd, length, start)
+        finally:
+            os.close(fd)
+        return
+    async with await trio.open_file(found, "rb") as handle:
+        await handle.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = await handle.read(min(_CHUNK_BYTES, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            yield chunk
 
 
 def _link_or_copy(found: Path, target: Path, spool_dir: Path) -> None:

@@ -27,8 +27,8 @@ import logging
 import math
 import os
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -334,10 +334,36 @@ class S3BlobStore:
         if answer is None:
             raise NotFound(f"no blob {source}/{label}/{sha256}")
         status = int(answer.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        what = f"read blob {found_key}"
+        if status != 206 and start > 0:
+            async with answer["Body"]:
+                raise UpstreamError(
+                    f"S3 at {self.endpoint} ignored the Range: cannot read blob {found_key}"
+                )
+        async with aclosing(self._stream(answer, found_key, length)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def read_whole(
+        self, source: str, label: str, sha256: str
+    ) -> tuple[int, AsyncIterator[bytes]] | None:
+        """One GET (no HEAD first): its `Content-Length` is the size."""
+        for key in self._keys(source, label, sha256):
+
+            async def get(_: trio.CancelScope, key: str = key) -> Any:
+                return await self._client.get_object(Bucket=self.bucket, Key=key)
+
+            try:
+                answer = await self._request(f"read blob {key}", get, stall=True)
+            except _Missing:
+                continue
+            size = int(answer["ContentLength"])
+            return size, self._stream(answer, key, size)
+        return None
+
+    async def _stream(self, answer: Any, key: str, length: int) -> AsyncGenerator[bytes, None]:
+        """The `length` bytes of a GET's body, in chunks; the response closed at the end."""
+        what = f"read blob {key}"
         async with answer["Body"] as body:
-            if status != 206 and start > 0:
-                raise UpstreamError(f"S3 at {self.endpoint} ignored the Range: cannot {what}")
             remaining = length
             while remaining > 0:
                 try:
