@@ -44,9 +44,6 @@ from azuld.topics import topic_spec
 
 __all__ = ["hypercorn_config", "open_services", "serve"]
 
-# The longest a single response send may block (a client that stops reading).
-SEND_TIMEOUT_SECONDS = 30.0
-
 log = logging.getLogger(__name__)
 
 
@@ -287,7 +284,9 @@ class _ShieldedSend:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async def shielded_send(message: Any) -> None:
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_SECONDS):
+            with trio.CancelScope(
+                shield=True, deadline=trio.current_time() + http_server.SEND_TIMEOUT_SECONDS
+            ):
                 await send(message)
 
         await self.app(scope, receive, shielded_send)
@@ -319,7 +318,6 @@ async def _serve_http(
             ssl_context=context,
             graceful_timeout_seconds=server.graceful_timeout_seconds,
             keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
-            send_timeout_seconds=SEND_TIMEOUT_SECONDS,
         )
         await http_server.serve(app, config, shutdown=shutdown, task_status=task_status)
     root.cancel()

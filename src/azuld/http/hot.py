@@ -65,6 +65,7 @@ from azuld.http.app import (
     take_request_id,
 )
 from azuld.http.events import multipart_body
+from azuld.http.server import SEND_TIMEOUT_SECONDS
 
 __all__ = ["RULES", "HotRoutes", "register_rules"]
 
@@ -77,8 +78,6 @@ log = logging.getLogger(__name__)
 
 # How often fetches in flight are given a task that watches for their client's disconnect.
 _WATCH_AFTER_SECONDS = 0.25
-# The longest one shielded send may block (a client that stops reading), as azuld.service's.
-_SEND_TIMEOUT_SECONDS = 30.0
 # Bytes that are not UTF-8 after percent-decoding stay percent-encoded, as in `request.args`.
 _KEEP_ESCAPED = "werkzeug.url_quote"
 _TRUE_LITERAL = frozenset({"true", "1"})  # Go compares POST flags literally
@@ -579,7 +578,7 @@ async def _fetch_watched(
 
 def _shielded(send: Send) -> Send:
     async def shielded_send(message: Message) -> None:
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + _SEND_TIMEOUT_SECONDS):
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + SEND_TIMEOUT_SECONDS):
             await send(message)
 
     return shielded_send

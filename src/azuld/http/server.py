@@ -39,7 +39,11 @@ from azuld.http.h1 import (
 )
 from azuld.models.responses import ErrorBody
 
-__all__ = ["ServerConfig", "parse_listen", "serve", "ssl_context"]
+__all__ = ["SEND_TIMEOUT_SECONDS", "ServerConfig", "parse_listen", "serve", "ssl_context"]
+
+# The longest one write may block on a client that stops reading (here, and in the sends that
+# apps shield from their own cancellation).
+SEND_TIMEOUT_SECONDS = 30.0
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[
@@ -70,8 +74,7 @@ class ServerConfig:
     keep_alive_timeout_seconds: float = 75.0
     # From a request's first byte to its blank line (slow-loris clients).
     head_timeout_seconds: float = 30.0
-    # The longest one write may block on a client that stops reading.
-    send_timeout_seconds: float = 30.0
+    send_timeout_seconds: float = SEND_TIMEOUT_SECONDS
     backlog: int = 1024
 
 
