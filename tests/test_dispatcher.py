@@ -14,7 +14,7 @@ import trio
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.params import ConsumeParams, parse_consume_params
 from azuld.dispatcher import Dispatcher, FetchResult
-from azuld.errors import AllFiltered, BadRequest, Unprocessable
+from azuld.errors import AllFiltered, BadRequest, TooManyRequests, Unprocessable
 from azuld.models.events import (
     Author,
     BinaryEvent,
@@ -489,3 +489,28 @@ async def test_concurrent_first_fetches_of_a_new_key_share_its_jobs(
             workers.start_soon(worker)
     assert len(handed_out) == len(set(handed_out)) == 300
     assert len(dispatcher.keys()) == 1
+
+
+async def test_the_poll_limit_holds_for_polls_queued_behind_key_creation(
+    event_log: EmbeddedLog, nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Found by the long-poll flood: polls that arrived while the key was being created were never
+    # checked against the limit, so 57 waited where 20 were allowed.
+    settings = DispatchSettings(lease_seconds=LEASE, max_polls_per_key=5)
+    dispatcher = Dispatcher(_SlowRegistration(event_log), settings, "test")  # type: ignore[arg-type]
+    await nursery.start(dispatcher.run)
+    outcomes: list[str] = []
+
+    async def poll() -> None:
+        try:
+            await dispatcher.fetch(params(deadline="10"))
+            outcomes.append("waited")
+        except TooManyRequests as exc:
+            outcomes.append("refused" if "dispatch.max_polls_per_key" in str(exc) else str(exc))
+
+    async with trio.open_nursery() as polls:
+        for _ in range(12):
+            polls.start_soon(poll)
+    assert sorted(outcomes) == ["refused"] * 7 + ["waited"] * 5
+    await poll()  # the slots are free again once those polls ended
+    assert outcomes[-1] == "waited"

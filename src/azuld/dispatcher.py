@@ -719,6 +719,14 @@ class Dispatcher:
             with trio.move_on_at(deadline):
                 await wakeup.wait()
 
+    def _admit(self, ks: KeyState) -> None:
+        """Refuse a long-poll when `dispatch.max_polls_per_key` are already waiting for its key."""
+        if ks.polls >= self.settings.max_polls_per_key:
+            raise TooManyRequests(
+                f"{ks.polls} long-polls are already waiting for plugin key {ks.params.key}; the "
+                f"limit is {self.settings.max_polls_per_key} (dispatch.max_polls_per_key)"
+            )
+
     async def fetch(self, params: ConsumeParams) -> FetchResult:
         """Long-poll for up to `params.count` jobs, waiting at most `params.deadline_seconds`.
 
@@ -732,11 +740,8 @@ class Dispatcher:
         await trio.lowlevel.checkpoint_if_cancelled()
         deadline = trio.current_time() + params.deadline_seconds
         known = self._keys.get(params.key)
-        if known is not None and known.polls >= self.settings.max_polls_per_key:
-            raise TooManyRequests(
-                f"{known.polls} long-polls are already waiting for plugin key {params.key}; the "
-                f"limit is {self.settings.max_polls_per_key} (dispatch.max_polls_per_key)"
-            )
+        if known is not None:
+            self._admit(known)  # refuse before touching the key's state
         try:
             ks = await self._key_state(params, known)
         except UpstreamError as exc:
@@ -756,6 +761,9 @@ class Dispatcher:
         skipped: Counter[str] = Counter()
         events: list[bytes] = []
         not_ready = ",".join(params.lanes) if await self.log_problem() else ""
+        # Again after the awaits above: polls that queued behind the key's creation (or a health
+        # check) were not counted when they were first checked.
+        self._admit(ks)
         ks.polls += 1
         try:
             not_ready = await self._take_until(
