@@ -94,6 +94,36 @@ async def test_one_commit_call_stores_several_groups(
     assert await event_log.committed(historic) == {tp: Commit(0, stop=1)}
 
 
+async def test_concurrent_commits_of_a_group_keep_the_furthest(
+    event_log: EventLog, topic_prefix: str
+) -> None:
+    # A fleet of workers finishing jobs of one key, each committing the position it computed,
+    # in that order: every commit returns once stored, the last (furthest) one is what stays,
+    # and on Kafka they share round trips.
+    topic = binary_topic(topic_prefix, "samples", "sourced")
+    await event_log.append(records(topic, "x"))
+    tp = TopicPartition(topic, 0)
+    group = f"{topic_prefix}-azul-P-1-binary-allsrc-alltype-LH-live"
+    requests_before = getattr(event_log, "commit_requests", 0)
+    returned: list[int] = []
+    turns = [trio.Event() for _ in range(18)]
+    turns[1].set()
+
+    async def finish(offset: int) -> None:
+        await turns[offset].wait()
+        turns[offset + 1].set()  # the next caller runs once this one is inside `commit`
+        await event_log.commit({group: {tp: Commit(offset, frozenset({offset + 2}))}})
+        returned.append(offset)
+
+    async with trio.open_nursery() as nursery:
+        for offset in range(1, 17):
+            nursery.start_soon(finish, offset)
+    assert sorted(returned) == list(range(1, 17))
+    assert await event_log.committed(group) == {tp: Commit(16, frozenset({18}))}
+    if hasattr(event_log, "commit_requests"):  # Kafka: 16 commits, far fewer requests
+        assert event_log.commit_requests - requests_before <= 4
+
+
 async def test_known_end_follows_appends(event_log: EventLog, topic_prefix: str) -> None:
     topic = binary_topic(topic_prefix, "samples", "sourced")
     tp = TopicPartition(topic, 0)

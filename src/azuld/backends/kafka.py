@@ -119,6 +119,30 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self.version += 1
 
 
+class _CommitRound:
+    """One OffsetCommit request of a group: the positions it carries (merged from every caller
+    that joined it, later ones winning) and, once sent, whether it failed."""
+
+    __slots__ = ("done", "error", "positions")
+
+    def __init__(self) -> None:
+        self.positions: dict[TopicPartition, Commit] = {}
+        self.done = trio.Event()
+        self.error: UpstreamError | None = None
+
+
+class _GroupCommits:
+    """A group's commits: the round in flight, if any, and the one collecting the next
+    positions. Concurrent commits of a group (a fleet of workers finishing jobs of one plugin
+    key) share a round trip to the coordinator instead of queueing one each."""
+
+    __slots__ = ("collecting", "sending")
+
+    def __init__(self) -> None:
+        self.collecting = _CommitRound()
+        self.sending: _CommitRound | None = None
+
+
 class KafkaLog:
     """`EventLog` on Kafka. Use `open_kafka_log`; see the module notes."""
 
@@ -143,6 +167,8 @@ class KafkaLog:
         self._reader_lock = trio.Lock()
         self._reader_assigned: set[TopicPartition] = set()
         self._coordinators: dict[str, int] = {}
+        self._group_commits: dict[str, _GroupCommits] = {}
+        self.commit_requests = 0  # OffsetCommit requests sent (coalescing is tested by it)
         self._problem: str | None = "connecting to Kafka"
         self._ownership_version = -1
         # Created in `_start` (inside the asyncio loop).
@@ -547,6 +573,42 @@ class KafkaLog:
                 await self._commit_group(group, positions)
 
     async def _commit_group(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
+        """Commit `commits` in the group's next round; returns once a request that carried them
+        (or later positions of the same partitions) succeeded.
+
+        Raises:
+            UpstreamError: that request failed, or was cut short (its sender was cancelled).
+        """
+        state = self._group_commits.get(group)
+        if state is None:
+            state = self._group_commits[group] = _GroupCommits()
+        mine = state.collecting
+        for tp, commit in commits.items():
+            # The low-water mark only moves forward: of two callers' positions, the further.
+            held = mine.positions.get(tp)
+            if held is None or commit.offset >= held.offset:
+                mine.positions[tp] = commit
+        while not mine.done.is_set():
+            if state.sending is not None:
+                await state.sending.done.wait()
+                continue
+            # Nobody is sending: this caller sends the collected round for everyone in it.
+            sending = state.sending = state.collecting
+            state.collecting = _CommitRound()
+            try:
+                await self._commit_request(group, sending.positions)
+            except UpstreamError as exc:
+                sending.error = exc
+            except BaseException:
+                sending.error = UpstreamError(f"the commit for group {group} was cut short")
+                raise
+            finally:
+                state.sending = None
+                sending.done.set()
+        if mine.error is not None:
+            raise mine.error
+
+    async def _commit_request(self, group: str, commits: Mapping[TopicPartition, Commit]) -> None:
         by_topic: dict[str, list[tuple[int, int, str]]] = {}
         for tp, commit in commits.items():
             by_topic.setdefault(tp.topic, []).append(
@@ -564,6 +626,7 @@ class KafkaLog:
         with trio.move_on_after(self.settings.kafka_request_timeout_seconds):
             while True:
                 node = await self._coordinator(group)
+                self.commit_requests += 1
                 response = await self._call("commit", self.admin._send_request, request, node)
                 errors = {
                     code for _, partitions in response.topics for _, code in partitions if code
@@ -595,6 +658,8 @@ class KafkaLog:
 
     async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
         self._registry.pop(key, None)
+        for group in groups:
+            self._group_commits.pop(group, None)  # the next commits start the group afresh
         await self.append(
             [Outgoing(self._registry_topic, key, json.dumps({"deleted": True}).encode())]
         )
