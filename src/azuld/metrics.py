@@ -16,6 +16,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
@@ -107,4 +108,16 @@ class Metrics:
         found = self._children.get(key)
         if found is None:
             found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def http_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """(`http_requests` child, `http_latency` child) of a request: one lookup per request
+        instead of two `child` calls (routes, methods and statuses are bounded sets)."""
+        key = (route, method, status)
+        found = self._http_children.get(key)
+        if found is None:
+            found = self._http_children[key] = (
+                self.child(self.http_requests, route, method, str(status)),
+                self.child(self.http_latency, route),
+            )
         return found

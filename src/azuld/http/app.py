@@ -95,15 +95,18 @@ def authorize(
     Raises:
         Unauthorized, Forbidden: see `azuld.http.auth`.
     """
+    auth = svc.auth
+    if not auth.enabled:  # every request is allowed: skip working out the roles it needs
+        return "anonymous"
     reset = any(value in _TRUE for value in resets)
-    return svc.auth.check(required_roles(method, path, model, reset), authorization, remote)
+    return auth.check(required_roles(method, path, model, reset), authorization, remote)
 
 
 def record_request(svc: Services, route: str, method: str, status: int, started: float) -> None:
     """Count the request under its route rule (`unmatched` if none) and observe its latency."""
-    metrics = svc.dispatcher.metrics
-    metrics.child(metrics.http_requests, route, method, str(status)).inc()
-    metrics.child(metrics.http_latency, route).observe(trio.current_time() - started)
+    requests, latency = svc.dispatcher.metrics.http_children(route, method, status)
+    requests.inc()
+    latency.observe(trio.current_time() - started)
 
 
 @dataclass(frozen=True, slots=True)

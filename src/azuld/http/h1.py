@@ -9,8 +9,10 @@ refusal is a `ProtocolError` carrying the status to answer with.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from http import HTTPStatus
+from itertools import chain
+from typing import NamedTuple
 
 __all__ = [
     "MAX_HEAD_BYTES",
@@ -34,6 +36,31 @@ _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(;[\t\x20-\x7e\x80-\xff]*)?")
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
 
+# The common request in two C-level passes instead of a regex per line: a request line that is
+# well-formed, then header lines that all are (`_HEADER` lines whose value has no `_BAD_VALUE`
+# character, each followed by CRLF). Anything else takes the line-by-line path, which finds the
+# exact error to answer with.
+_TCHARS = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_REQUEST_LINE = re.compile(rb"(" + _TCHARS + rb") ([\x21-\x7e]+) HTTP/1\.([01])(?=\r\n|\Z)")
+_VALUE_CHAR = rb"[^\x00-\x08\x0a-\x1f\x7f]"
+_VISIBLE_VALUE_CHAR = rb"[^\x00-\x08\x0a-\x1f\x7f \t]"
+_HEADER_BLOCK = re.compile(rb"(?:" + _TCHARS + rb":" + _VALUE_CHAR + rb"*\r\n)*")
+# (name, value without the spaces and tabs around it); greedy, then back to the last visible
+# character, which is cheaper than a lazy value.
+_HEADER_LINE = re.compile(
+    rb"("
+    + _TCHARS
+    + rb"):[ \t]*((?:"
+    + _VALUE_CHAR
+    + rb"*"
+    + _VISIBLE_VALUE_CHAR
+    + rb")?)[ \t]*\r\n"
+)
+# The headers that frame the request, of which every other header is skipped at once.
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect"})
+# Status lines by (version, status): built once each.
+_STATUS_LINES: dict[tuple[str, int], bytes] = {}
+
 
 class ProtocolError(Exception):
     """The request cannot be served as sent; answer `status` with this message and close."""
@@ -44,8 +71,7 @@ class ProtocolError(Exception):
         self.message = message
 
 
-@dataclass(frozen=True, slots=True)
-class RequestHead:
+class RequestHead(NamedTuple):  # a tuple: built per request, at a third of a frozen dataclass
     method: str
     target: bytes
     http_version: str  # "1.1" or "1.0"
@@ -62,6 +88,19 @@ def parse_request_head(head: bytes) -> RequestHead:
     Raises:
         ProtocolError: malformed (400), unsupported version (505) or coding (501).
     """
+    line = _REQUEST_LINE.match(head)
+    if line is not None:
+        # The header lines after the request line's CRLF, each with its CRLF.
+        block = head[line.end() + 2 :] + b"\r\n" if line.end() < len(head) else b""
+        if _HEADER_BLOCK.fullmatch(block):
+            method = line[1].decode("ascii")
+            http_version = "1.1" if line[3] == b"1" else "1.0"
+            return _interpret(method, line[2], http_version, _HEADER_LINE.findall(block))
+    return _parse_line_by_line(head)
+
+
+def _parse_line_by_line(head: bytes) -> RequestHead:
+    """`parse_request_head` for any head, with the error the first bad line deserves."""
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3:
@@ -77,19 +116,32 @@ def parse_request_head(head: bytes) -> RequestHead:
         raise ProtocolError(505, "only HTTP/1.0 and HTTP/1.1 are served")
     else:
         raise ProtocolError(400, "malformed request line: no HTTP version")
+    return _interpret(method.decode("ascii"), target, http_version, _checked_lines(lines[1:]))
 
+
+def _checked_lines(lines: list[bytes]) -> Iterator[tuple[bytes, bytes]]:
+    """(name, value) of each line, refusing the first malformed one when the reading reaches it
+    (so the errors come in line order, whatever they are)."""
+    for line in lines:
+        match = _HEADER.fullmatch(line)
+        if match is None or _BAD_VALUE.search(match[2]):
+            raise ProtocolError(400, "malformed header line (or a line folded onto the next)")
+        yield match[1], match[2]
+
+
+def _interpret(
+    method: str, target: bytes, http_version: str, lines: Iterable[tuple[bytes, bytes]]
+) -> RequestHead:
     headers: list[tuple[bytes, bytes]] = []
     content_length: int | None = None
     transfer_encoding: bytes | None = None
     connection = b""
     expect_continue = False
-    for line in lines[1:]:
-        match = _HEADER.fullmatch(line)
-        if match is None or _BAD_VALUE.search(match[2]):
-            raise ProtocolError(400, "malformed header line (or a line folded onto the next)")
-        name = match[1].lower()
-        value = match[2]
+    for raw_name, value in lines:
+        name = raw_name.lower()
         headers.append((name, value))
+        if name not in _FRAMING_HEADERS:
+            continue
         if name == b"content-length":
             if not value.isdigit() or len(value) > 18:
                 raise ProtocolError(400, "Content-Length must be a non-negative integer")
@@ -113,11 +165,14 @@ def parse_request_head(head: bytes) -> RequestHead:
         if transfer_encoding != b"chunked" or http_version == "1.0":
             raise ProtocolError(501, "only 'Transfer-Encoding: chunked' is supported")
         chunked = True
-    tokens = {token.strip() for token in connection.split(b",")}
     # HTTP/1.1 keeps connections open unless told not to; HTTP/1.0 only when asked.
-    keep_alive = b"close" not in tokens if http_version == "1.1" else b"keep-alive" in tokens
+    if connection:
+        tokens = {token.strip() for token in connection.split(b",")}
+        keep_alive = b"close" not in tokens if http_version == "1.1" else b"keep-alive" in tokens
+    else:
+        keep_alive = http_version == "1.1"
     return RequestHead(
-        method=method.decode("ascii"),
+        method=method,
         target=target,
         http_version=http_version,
         headers=headers,
@@ -196,11 +251,17 @@ def response_head(
     Raises:
         ValueError: a header name or value contains CR or LF.
     """
-    reason = _REASONS.get(status, b"")
-    lines = [b"HTTP/%s %d %s" % (http_version.encode(), status, reason)]
-    for name, value in headers:
-        if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
-            raise ValueError(f"header {name!r} contains CR or LF")
-        lines.append(name + b": " + value)
-    lines.append(b"\r\n")
-    return b"\r\n".join(lines)
+    status_line = _STATUS_LINES.get((http_version, status))
+    if status_line is None:
+        reason = _REASONS.get(status, b"")
+        status_line = b"HTTP/%s %d %s\r\n" % (http_version.encode(), status, reason)
+        if len(_STATUS_LINES) < 1024:  # statuses are a small set; apps could invent more
+            _STATUS_LINES[(http_version, status)] = status_line
+    # One scan of every name and value for CR or LF, then one join.
+    every_part = b"".join(chain.from_iterable(headers))
+    if b"\r" in every_part or b"\n" in every_part:
+        for name, value in headers:
+            if b"\r" in name or b"\n" in name or b"\r" in value or b"\n" in value:
+                raise ValueError(f"header {name!r} contains CR or LF")
+    lines = [name + b": " + value + b"\r\n" for name, value in headers]
+    return status_line + b"".join(lines) + b"\r\n"

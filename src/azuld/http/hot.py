@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import unquote, urlparse
 
 import msgspec
@@ -83,6 +83,13 @@ _KEEP_ESCAPED = "werkzeug.url_quote"
 _TRUE_LITERAL = frozenset({"true", "1"})  # Go compares POST flags literally
 _WANTED_HEADERS = frozenset({b"authorization", b"content-length", b"range", b"x-request-id"})
 
+# Plugin workers send the same query string on every call (a fleet of them, thousands of times a
+# second), so its parse, and a fetch's `ConsumeParams`, are remembered per query string: up to
+# `_MEMO_ENTRIES` distinct ones (the oldest forgotten first), of at most `_MEMO_MAX_QUERY_BYTES`
+# each, so that a client sending endless distinct queries costs a bounded amount of memory.
+_MEMO_ENTRIES = 256
+_MEMO_MAX_QUERY_BYTES = 2048
+
 _JSON = b"application/json"
 _OCTETS = b"application/octet-stream"
 _ERROR_CONTENT_TYPE = ERROR_CONTENT_TYPE.encode()
@@ -92,15 +99,43 @@ class _ClientGone(Exception):
     """The client disconnected before the reply: nothing is sent and nothing counted."""
 
 
-class _Query:
-    """The query's pairs in order, read as werkzeug's `MultiDict`: `get` is the first value."""
+_Key = TypeVar("_Key")
+_Value = TypeVar("_Value")
 
-    __slots__ = ("pairs",)
+
+class _Memo(Generic[_Key, _Value]):
+    """A dict of at most `limit` entries that forgets its oldest first."""
+
+    __slots__ = ("_entries", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._entries: dict[_Key, _Value] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: _Key) -> _Value | None:
+        return self._entries.get(key)
+
+    def put(self, key: _Key, value: _Value) -> None:
+        entries = self._entries
+        if len(entries) >= self.limit:
+            del entries[next(iter(entries))]
+        entries[key] = value
+
+
+class _Query:
+    """The query's pairs in order, read as werkzeug's `MultiDict`: `get` is the first value.
+    Immutable: one is shared by every request with the same query string (`HotRoutes.query`)."""
+
+    __slots__ = ("pairs", "raw")
 
     def __init__(self, raw: bytes) -> None:
+        self.raw = raw
         # Strict UTF-8, as werkzeug: a query that is not is an unexpected error (a 500) on both
         # paths. HTTP/1.1 servers only pass ASCII here.
-        self.pairs = _parse_qsl(raw.decode()) if raw else []
+        self.pairs = tuple(_parse_qsl(raw.decode())) if raw else ()
 
     def get(self, name: str, default: str = "") -> str:
         for key, value in self.pairs:
@@ -209,15 +244,7 @@ async def _v1_post_status(hot: HotRoutes, request: _Request, parts: list[str]) -
 
 
 async def _fetch(hot: HotRoutes, request: _Request, model: str, mode: str) -> _Reply | None:
-    dispatch = hot.svc.settings.dispatch
-    params = parse_consume_params(
-        model,
-        mode == "active",
-        request.query.pairs,
-        default_deadline_seconds=dispatch.default_deadline_seconds,
-        max_deadline_seconds=dispatch.max_deadline_seconds,
-        max_count=dispatch.max_count,
-    )
+    params = hot.consume_params(model, mode == "active", request.query)
     result = await hot.fetch_unless_gone(request.receive, params)
     if result is None:
         return None  # the client went away: the long-poll was cancelled
@@ -404,6 +431,44 @@ class HotRoutes:
         # watched (with their watcher's scope).
         self._unwatched: dict[trio.CancelScope, Receive] = {}
         self._watched: dict[trio.CancelScope, trio.CancelScope] = {}
+        self._queries: _Memo[bytes, _Query] = _Memo(_MEMO_ENTRIES)
+        self._consume_params: _Memo[tuple[Any, ...], ConsumeParams] = _Memo(_MEMO_ENTRIES)
+
+    def query(self, raw: bytes) -> _Query:
+        """The parsed query string, remembered (see `_MEMO_ENTRIES`)."""
+        query = self._queries.get(raw)
+        if query is None:
+            query = _Query(raw)
+            if len(raw) <= _MEMO_MAX_QUERY_BYTES:
+                self._queries.put(raw, query)
+        return query
+
+    def consume_params(self, model: str, active: bool, query: _Query) -> ConsumeParams:
+        """`parse_consume_params` of a fetch, remembered per query (only the valid ones).
+
+        Raises:
+            Unprocessable: see `parse_consume_params`.
+        """
+        dispatch = self.svc.settings.dispatch
+        limits = (
+            dispatch.default_deadline_seconds,
+            dispatch.max_deadline_seconds,
+            dispatch.max_count,
+        )
+        key = (model, active, query.raw, limits)
+        params = self._consume_params.get(key)
+        if params is None:
+            params = parse_consume_params(
+                model,
+                active,
+                query.pairs,
+                default_deadline_seconds=limits[0],
+                max_deadline_seconds=limits[1],
+                max_count=limits[2],
+            )
+            if len(query.raw) <= _MEMO_MAX_QUERY_BYTES:
+                self._consume_params.put(key, params)
+        return params
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -485,7 +550,7 @@ class HotRoutes:
         request_id = take_request_id(headers.get(b"x-request-id", ""))
         reply: _Reply | None
         try:
-            query = _Query(scope["query_string"])
+            query = self.query(scope["query_string"])
             client = scope.get("client")
             authorize(
                 self.svc,
@@ -527,7 +592,9 @@ class HotRoutes:
             raise RequestEntityTooLarge()
         chunks: list[bytes] = []
         size = 0
-        with trio.move_on_after(self.body_timeout_seconds) as timeout:
+        # An absolute deadline: `move_on_after`'s relative one costs half as much again per POST.
+        deadline = trio.current_time() + self.body_timeout_seconds
+        with trio.CancelScope(deadline=deadline) as timeout:
             while True:
                 message = await request.receive()
                 if message["type"] == "http.disconnect":

@@ -15,6 +15,7 @@ within `graceful_timeout_seconds` (with `Connection: close`), then the rest is c
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -133,8 +134,14 @@ class _Connection:
         self.idle_since: float | None = None  # for a next request, nothing buffered
         self.head_since: float | None = None  # for the rest of a request head
         self.send_since: float | None = None  # for a write to drain
-        self._more = trio.Event()
+        # Tasks parked in `wait_for_data` (the serving task, now and then a watcher too), woken
+        # with `reschedule` rather than a new `trio.Event` per wait.
+        self._data_waiters: list[trio.lowlevel.Task] = []
         self._room = trio.Event()
+        # Plain TCP: the trio socket's own send/recv, without `SocketStream`'s wrapping of every
+        # call (a conflict detector and an error-translating context manager each); its errors
+        # are handled here instead. TLS and other streams go through the stream.
+        self._socket = stream.socket if type(stream) is trio.SocketStream else None
         self.client, self.local, self.scheme = _addresses(stream)
 
     async def run(self) -> None:
@@ -162,31 +169,56 @@ class _Connection:
         return None
 
     async def _read_loop(self) -> None:
+        fd = self._socket.fileno() if self._socket is not None else -1
         try:
             while True:
                 if len(self.buffer) >= _READ_AHEAD_BYTES:
                     self._room = trio.Event()
                     await self._room.wait()
                     continue
-                data = await self.stream.receive_some(_RECEIVE_BYTES)
+                data: bytes | bytearray
+                if fd >= 0:
+                    # Wait, then read: a read tried first (as `recv` does) would, after every
+                    # request, only find the socket empty (the client awaits the response).
+                    await trio.lowlevel.wait_readable(fd)
+                    try:
+                        data = os.read(fd, _RECEIVE_BYTES)
+                    except BlockingIOError:
+                        continue
+                else:
+                    data = await self.stream.receive_some(_RECEIVE_BYTES)
                 if not data:
                     break
                 self.buffer += data
-                self._more.set()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._wake_data_waiters()
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # reset, or a failed TLS handshake: the same as a hang-up here
         finally:
             self.peer_closed = True
-            self._more.set()
+            self._wake_data_waiters()
             if self.request is not None:
-                self.request.finished.set()
+                self.request.finish()
 
     async def wait_for_data(self) -> None:
         """Wait until more bytes arrive or the peer hangs up (callers check which)."""
         if self.peer_closed:
             return
-        self._more = trio.Event()
-        await self._more.wait()
+        task = trio.lowlevel.current_task()
+        waiters = self._data_waiters
+        waiters.append(task)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            waiters.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _wake_data_waiters(self) -> None:
+        waiters = self._data_waiters
+        if waiters:
+            for task in waiters:
+                trio.lowlevel.reschedule(task)
+            waiters.clear()
 
     def took(self) -> None:
         """Call after removing bytes from `buffer`: lets the reader go on."""
@@ -202,10 +234,16 @@ class _Connection:
             # other tasks (and stays cancellable).
             await trio.lowlevel.checkpoint()
             return
+        if self.send_since is not None:  # as `SocketStream`'s conflict detector would
+            self.broken = True
+            raise trio.BusyResourceError("another task is writing to this connection")
         self.send_since = trio.current_time()
         try:
-            await self.stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._socket is not None:
+                await _send_all(self._socket, data)
+            else:
+                await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             self.broken = True
         except BaseException:
             self.broken = True
@@ -287,10 +325,36 @@ class _Connection:
 class _Request:
     """One request/response exchange: the ASGI `receive` and `send` the app is given."""
 
+    __slots__ = (
+        "_body_bytes",
+        "_body_remaining",
+        "_chunked_response",
+        "_continue_pending",
+        "_declared_length",
+        "_decoder",
+        "_finished_event",
+        "_has_length",
+        "_head_sent",
+        "_headers",
+        "_no_body",
+        "_sent_request_message",
+        "_status",
+        "body_done",
+        "body_error",
+        "connection",
+        "finished",
+        "head",
+        "keep_alive",
+        "response_complete",
+        "response_started",
+    )
+
     def __init__(self, connection: _Connection, head: RequestHead) -> None:
         self.connection = connection
         self.head = head
-        self.finished = trio.Event()  # response sent, or the client hung up
+        self.finished = False  # response sent, or the client hung up
+        # Made only when a `receive` waits for `finished` (few requests do).
+        self._finished_event: trio.Event | None = None
         self.keep_alive = head.keep_alive
         self.response_started = False
         self.response_complete = False
@@ -302,6 +366,7 @@ class _Request:
         self.body_error: ProtocolError | None = None
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
+        self._has_length = False  # the app's headers include a Content-Length
         self._head_sent = False
         self._chunked_response = False
         self._no_body = head.method == "HEAD"
@@ -354,6 +419,7 @@ class _Request:
             # Started but nothing sent (the head waits for the first body message): answer.
             self.response_started = self._chunked_response = False
             self._headers = []
+            self._has_length = False
             self._declared_length = None
             self._no_body = self.head.method == "HEAD"
             if self.body_error is not None:
@@ -410,7 +476,11 @@ class _Request:
         if self.body_done and self._sent_request_message:
             # Nothing more to read: wait for the response to finish or the client to leave.
             if not self.connection.peer_closed:
-                await self.finished.wait()
+                if self._finished_event is None:
+                    self._finished_event = trio.Event()
+                    if self.finished:
+                        self._finished_event.set()
+                await self._finished_event.wait()
             return {"type": "http.disconnect"}
         self._sent_request_message = True
         if self.body_done:
@@ -467,14 +537,20 @@ class _Request:
             self.response_started = True
             self._status = int(message["status"])
             headers = self._headers = []
+            declared: bytes | None = None  # the first Content-Length
             for name, value in message.get("headers", ()):
                 lowered = bytes(name).lower()
                 if lowered not in _HOP_BY_HOP:
-                    headers.append((lowered, bytes(value)))
+                    value = bytes(value)
+                    headers.append((lowered, value))
+                    if declared is None and lowered == b"content-length":
+                        declared = value
             if self._status in _NO_BODY_STATUSES or self._status < 200:
                 self._no_body = True
-            lengths = [value for name, value in self._headers if name == b"content-length"]
-            self._declared_length = int(lengths[0]) if lengths and not self._no_body else None
+            self._declared_length = (
+                int(declared) if declared is not None and not self._no_body else None
+            )
+            self._has_length = declared is not None
             return
         if kind != "http.response.body":
             raise RuntimeError(f"unsupported ASGI message {kind!r}")
@@ -508,7 +584,13 @@ class _Request:
         if out:
             await self.connection.write(out)
         if not more_body:
-            self.finished.set()
+            self.finish()
+
+    def finish(self) -> None:
+        """The response went out, or the client hung up: wake a `receive` waiting for either."""
+        self.finished = True
+        if self._finished_event is not None:
+            self._finished_event.set()
 
     def _response_head(self, final_length: int | None) -> bytes:
         headers = self._headers
@@ -517,7 +599,7 @@ class _Request:
             self.keep_alive = False
         if self.connection.server.draining:
             self.keep_alive = False
-        if not self._no_body and not any(name == b"content-length" for name, _ in headers):
+        if not self._no_body and not self._has_length:
             if final_length is not None:
                 headers.append((b"content-length", str(final_length).encode()))
             elif self.head.http_version == "1.1":
@@ -531,6 +613,15 @@ class _Request:
             headers.append((b"connection", b"keep-alive"))
         headers.append((b"date", _DATE.header()))
         return response_head(self._status, headers, http_version=self.head.http_version)
+
+
+async def _send_all(socket: trio.socket.SocketType, data: bytes) -> None:
+    """`SocketStream.send_all` on its socket (its OSErrors are the caller's broken stream)."""
+    sent = await socket.send(data)
+    if sent < len(data):  # the kernel's buffer is full: the rest as it drains
+        with memoryview(data) as view:
+            while sent < len(data):
+                sent += await socket.send(view[sent:])
 
 
 def _addresses(
