@@ -13,7 +13,7 @@ import trio
 
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.params import ConsumeParams, parse_consume_params
-from azuld.dispatcher import Dispatcher, FetchResult
+from azuld.dispatcher import Dispatcher, FetchResult, StatusSummary
 from azuld.errors import AllFiltered, BadRequest, TooManyRequests, Unprocessable
 from azuld.models.events import (
     Author,
@@ -23,6 +23,7 @@ from azuld.models.events import (
     StatusEntity,
     StatusEvent,
 )
+from azuld.replay import ReplayCache
 from azuld.settings import DispatchSettings
 from tests.conftest import NOW, make_binary, query, sha
 
@@ -515,3 +516,51 @@ async def test_the_poll_limit_holds_for_polls_queued_behind_key_creation(
     assert sorted(outcomes) == ["refused"] * 7 + ["waited"] * 5
     await poll()  # the slots are free again once those polls ended
     assert outcomes[-1] == "waited"
+
+
+async def test_a_failed_status_is_kept_for_the_dashboard(dispatcher: Dispatcher) -> None:
+    await submit(dispatcher, make_binary("a"), make_binary("b"))
+    job = await fetch_one(dispatcher)
+    assert job is not None
+    failed = StatusEvent(
+        model_version=6,
+        timestamp=NOW,
+        author=Author(name="P", version="1", category="plugin"),
+        entity=StatusEntity(
+            input=job, status="error-exception", error="boom", message="x" * 3000 + "end"
+        ),
+    )
+    response = await dispatcher.publish("status", msgspec.json.encode([failed]))
+    assert response.total_ok == 1
+    (ks,) = dispatcher.keys()
+    assert dict(ks.finished) == {"exception": 1}
+    (failure,) = ks.failures
+    assert (failure.sha256, failure.status, failure.error) == (
+        job.entity.sha256,
+        "error-exception",
+        "boom",
+    )
+    assert failure.message == ("x" * 3000 + "end")[-2000:]
+    other = await fetch_one(dispatcher)  # the job is finished: the next one comes
+    assert other is not None
+    assert other.entity.sha256 != job.entity.sha256
+
+
+def test_status_summary_takes_what_applying_a_status_needs() -> None:
+    job = make_binary("a")
+    job.dequeued = "azd1|k|live|t|0|5|1"
+    event = StatusEvent(
+        timestamp=NOW,
+        author=Author(name="P"),
+        entity=StatusEntity(input=job, status="error-input", error="e", message="m"),
+    )
+    assert StatusSummary.of(event) == StatusSummary(
+        job_id="azd1|k|live|t|0|5|1", status="error-input", sha256=sha("a"), error="e", message="m"
+    )
+
+
+def test_replay_keys_are_their_prefix_and_the_sha256() -> None:
+    prefix = ReplayCache.key_prefix("P", "1.0", "abc")
+    assert (
+        ReplayCache.key("P", "1.0", "abc", sha("a")) == prefix + sha("a") == f"P|1.0|abc|{sha('a')}"
+    )

@@ -77,7 +77,7 @@ from azuld.ports import BlobStore, EventLog
 from azuld.replay import CacheEntry, ReplayCache, config_digest, replay_status
 from azuld.settings import DispatchSettings
 
-__all__ = ["Dispatcher", "Failure", "FetchResult"]
+__all__ = ["Dispatcher", "Failure", "FetchResult", "StatusSummary"]
 
 RECENT_FAILURES = 50
 # At start-up, the replay cache reads at most this many of the newest entries per partition.
@@ -86,6 +86,8 @@ REPLAY_LOAD_RECORDS = 20_000
 FAILED_SCAN_RECORDS = 50_000
 # A skip reason for bookkeeping, not reported as a filter.
 OTHER_KEY = "_other-key"
+# Endings that count as failed (and are kept for `azuld status`).
+_FAILED_ENDINGS = (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
 
 
 class Reoffer(msgspec.Struct, kw_only=True):
@@ -99,6 +101,27 @@ class Reoffer(msgspec.Struct, kw_only=True):
 
 
 _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
+
+
+class StatusSummary(msgspec.Struct, frozen=True, gc=False):
+    """What applying a posted status to its job needs of it. A post keeps these, not its decoded
+    statuses, across the log append: the dozens of containers of each decoded status would
+    otherwise live through the await, be promoted to gc's oldest generation and make full
+    collections more frequent.
+    """
+
+    job_id: str  # the status's `entity.input.dequeued`
+    status: str
+    sha256: str  # of the job's binary, and what a failure says
+    error: str
+    message: str
+
+    @classmethod
+    def of(cls, event: StatusEvent) -> StatusSummary:
+        entity = event.entity
+        job = entity.input
+        return cls(job.dequeued, entity.status, job.entity.sha256, entity.error, entity.message)
+
 
 # How far past its deadline a fetch may wait for a slow backend before answering not-ready.
 BACKEND_GRACE_SECONDS = 5.0
@@ -119,6 +142,18 @@ _LIST_DECODERS: dict[str, msgspec.json.Decoder[list[Any]]] = {
     "status": msgspec.json.Decoder(list[StatusEvent]),
     "plugin": msgspec.json.Decoder(list[PluginEvent]),
 }
+
+
+@dataclass(slots=True)
+class PreparedPost:
+    """A posted body, checked and encoded: what `publish` stores and acts on."""
+
+    records: list[Outgoing]  # the events' records, then the replay-cache entries' records
+    cacheable: list[CacheEntry]
+    failures: list[PostFailure]
+    total_ok: int
+    authors: Counter[str]  # valid events per author name
+    statuses: list[StatusSummary]  # for model `status`: one per valid status
 
 
 @dataclass(slots=True)
@@ -303,7 +338,7 @@ class Dispatcher:
                 except msgspec.DecodeError:
                     continue
                 try:
-                    await self._apply_statuses([status], load_missing=False)
+                    await self._apply_statuses([StatusSummary.of(status)], load_missing=False)
                 except UpstreamError as exc:
                     log.warning("could not apply a followed status: %s", exc)
 
@@ -385,7 +420,7 @@ class Dispatcher:
         )
         await self.log.append(prepare_status(self.prefix, status))
         ks.lanes.store_failed(job)
-        self._record_ending(ks, JobState.CRITICAL_FAILURE, status)
+        self._record_ending(ks, JobState.CRITICAL_FAILURE, StatusSummary.of(status))
 
     # -- plugin keys -----------------------------------------------------------------------
 
@@ -575,6 +610,7 @@ class Dispatcher:
             return lambda job: None
         use_cache = self.replay.enabled and params.active and params.model == "binary"
         digest = self._configs.get((params.name, params.version), "")
+        key_prefix = ReplayCache.key_prefix(params.name, params.version, digest)
 
         def judge(job: Job) -> str | None:
             try:
@@ -590,9 +626,7 @@ class Dispatcher:
                 return "FilterDecode-undecodable"
             reason = skip_reason(job.event, params)
             if reason is None and use_cache and not job.event.flags.bypass_cache:
-                entry = self.replay.get(
-                    ReplayCache.key(params.name, params.version, digest, job.event.entity.sha256)
-                )
+                entry = self.replay.get(key_prefix + job.event.entity.sha256)
                 if entry is not None:
                     cached.append((job, entry))
                     return "ReplayPluginCompletion-cached"
@@ -684,8 +718,9 @@ class Dispatcher:
                 skip_reason=judge,
                 historic_share=self.settings.historic_share if share is None else share,
             )
-            skipped.update(handout.skipped)
             events.extend(self._render(params, job) for job in handout.jobs)
+            if handout.skipped:
+                skipped.update(handout.skipped)
             if cached:
                 try:
                     await self._answer_from_cache(ks, cached)
@@ -811,6 +846,31 @@ class Dispatcher:
             )
         if not body:
             raise BadRequest("no events were provided to be published", title="Empty Request")
+        post = self._prepare_post(model, body)
+        records, cacheable = post.records, post.cacheable
+        await self.log.append(records)
+        for record in records[len(records) - len(cacheable) :]:
+            self.replay.put(record.value)
+        for author, count in post.authors.items():
+            self._count(self.metrics.published, (model, author), count)
+        if post.statuses:
+            try:
+                await self._apply_statuses(post.statuses)
+            except UpstreamError as exc:
+                # The statuses are stored: the plugin gets its 200. The commit that failed is
+                # retried by the reaper's next tick (until then a restart re-offers the job).
+                log.warning("statuses stored, but their commits failed for now: %s", exc)
+        ok = [msgspec.json.decode(r.value) for r in records] if include_ok else []
+        return PostResponse(
+            total_ok=post.total_ok,
+            total_failures=len(post.failures),
+            failures=post.failures,
+            ok=ok,
+        )
+
+    def _prepare_post(self, model: str, body: bytes) -> PreparedPost:
+        """Decode, check and encode a posted body (no I/O). Its decoded events do not outlive
+        this call: what the rest of `publish` needs is bytes, counts and summaries."""
         events = _decode_events(model, body)
         if len(events) > self.settings.max_events_per_post:
             raise PayloadTooLarge(
@@ -841,25 +901,16 @@ class Dispatcher:
             Outgoing(system_topic(self.prefix, "replay"), entry.key, ReplayCache.encode(entry))
             for entry in cacheable
         ]
-        await self.log.append(records)
-        for record in records[len(records) - len(cacheable) :]:
-            self.replay.put(record.value)
-        authors = Counter(
-            event["author"]["name"] if isinstance(event, dict) else event.author.name
-            for event in valid
-        )
-        for author, count in authors.items():
-            self._count(self.metrics.published, (model, author), count)
-        if model == "status":
-            try:
-                await self._apply_statuses(valid)
-            except UpstreamError as exc:
-                # The statuses are stored: the plugin gets its 200. The commit that failed is
-                # retried by the reaper's next tick (until then a restart re-offers the job).
-                log.warning("statuses stored, but their commits failed for now: %s", exc)
-        ok = [msgspec.json.decode(r.value) for r in records] if include_ok else []
-        return PostResponse(
-            total_ok=len(valid), total_failures=len(failures), failures=failures, ok=ok
+        return PreparedPost(
+            records=records,
+            cacheable=cacheable,
+            failures=failures,
+            total_ok=len(valid),
+            authors=Counter(
+                event["author"]["name"] if isinstance(event, dict) else event.author.name
+                for event in valid
+            ),
+            statuses=[StatusSummary.of(event) for event in valid] if model == "status" else [],
         )
 
     def _cache_entries(self, statuses: Iterable[StatusEvent]) -> list[CacheEntry]:
@@ -908,18 +959,18 @@ class Dispatcher:
         return out
 
     async def _apply_statuses(
-        self, statuses: Iterable[StatusEvent], *, load_missing: bool = True
+        self, statuses: Iterable[StatusSummary], *, load_missing: bool = True
     ) -> None:
         now = trio.current_time()
         touched: dict[str, KeyState] = {}
-        endings: Counter[tuple[str, JobState]] = Counter()  # counted once per post, not per job
+        endings: dict[tuple[str, JobState], int] = {}  # counted once per post, not per job
         try:
             for status in statuses:
-                parsed = JobRef.parse(status.entity.input.dequeued)
+                parsed = JobRef.parse(status.job_id)
                 if parsed is None:
                     continue  # not one of ours (another dispatcher's id): stored, nothing to finish
                 ref, attempt = parsed
-                ending = ending_for_status(status.entity.status)
+                ending = ending_for_status(status.status)
                 if ending is None:
                     ks = self._keys.get(ref.plugin_key)
                     if ks is not None:
@@ -933,19 +984,24 @@ class Dispatcher:
                         )
                     continue
                 ks = self._keys.get(ref.plugin_key)
-                if ks is None and load_missing:
-                    ks = await self._key_for_job(ref)
-                if ks is None or ks.lanes.is_finished(ref):
-                    continue  # a key we do not know, or a status for a job already done
-                if not ks.lanes.holds(ref):
-                    # Not handed out here: a late status after a restart, or a forged id. An offset
-                    # the log has not reached yet cannot have been handed out by anyone.
-                    end = (await self.log.offsets([ref.tp])).get(ref.tp, (0, 0))[1]
-                    if ref.offset >= end:
-                        log.warning("ignoring a status for a job that cannot exist: %s", ref)
-                        continue
-                if ks.lanes.finish(ref, ending):
-                    endings[(ref.plugin_key, ending)] += 1
+                if ks is not None and ks.lanes.finish_leased(ref, ending):
+                    finished = True  # the usual case: a job leased here
+                else:
+                    if ks is None and load_missing:
+                        ks = await self._key_for_job(ref)
+                    if ks is None or ks.lanes.is_finished(ref):
+                        continue  # a key we do not know, or a status for a job already done
+                    if not ks.lanes.holds(ref):
+                        # Not handed out here: a late status after a restart, or a forged id. An
+                        # offset the log has not reached yet cannot have been handed out by anyone.
+                        end = (await self.log.offsets([ref.tp])).get(ref.tp, (0, 0))[1]
+                        if ref.offset >= end:
+                            log.warning("ignoring a status for a job that cannot exist: %s", ref)
+                            continue
+                    finished = ks.lanes.finish(ref, ending)
+                if finished:
+                    counted = (ref.plugin_key, ending)
+                    endings[counted] = endings.get(counted, 0) + 1
                     self._record_failure(ks, ending, status)
                 touched[ref.plugin_key] = ks
         finally:
@@ -956,28 +1012,27 @@ class Dispatcher:
                 ks.wake()  # the window moved: a poll that waited on a full window may read
             await self._commit(ks)
 
-    def _record_ending(self, ks: KeyState, ending: JobState, status: StatusEvent) -> None:
+    def _record_ending(self, ks: KeyState, ending: JobState, status: StatusSummary) -> None:
         self._count_endings(ks, ending, 1)
         self._record_failure(ks, ending, status)
 
     def _count_endings(self, ks: KeyState, ending: JobState, count: int) -> None:
         """`count` jobs of `ks` ended in `ending`: the key's counts, history and metrics."""
         ks.finished[ending.value] += count
-        failed = ending in (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
+        failed = ending in _FAILED_ENDINGS
         ks.history.add("failed" if failed else "done", count)
         self._count(self.metrics.finished, (ks.params.name, ending.value), count)
 
-    def _record_failure(self, ks: KeyState, ending: JobState, status: StatusEvent) -> None:
+    def _record_failure(self, ks: KeyState, ending: JobState, status: StatusSummary) -> None:
         """Keep a job that ended badly for `azuld status` and the dashboard."""
-        if ending in (JobState.EXCEPTION, JobState.CRITICAL_FAILURE):
-            entity = status.entity
+        if ending in _FAILED_ENDINGS:
             ks.failures.append(
                 Failure(
                     at=time.time(),
-                    sha256=entity.input.entity.sha256,
-                    status=entity.status,
-                    error=entity.error,
-                    message=entity.message[-2000:],
+                    sha256=status.sha256,
+                    status=status.status,
+                    error=status.error,
+                    message=status.message[-2000:],
                 )
             )
 

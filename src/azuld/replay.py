@@ -78,7 +78,13 @@ class ReplayCache:
 
     @staticmethod
     def key(plugin: str, version: str, digest: str, sha256: str) -> str:
-        return f"{plugin}|{version}|{digest}|{sha256}"
+        return ReplayCache.key_prefix(plugin, version, digest) + sha256
+
+    @staticmethod
+    def key_prefix(plugin: str, version: str, digest: str) -> str:
+        """What the keys of one plugin's entries start with: `key_prefix(...) + sha256` is the
+        key (a fetch builds the prefix once, not once per job)."""
+        return f"{plugin}|{version}|{digest}|"
 
     def __len__(self) -> int:
         return len(self._entries)

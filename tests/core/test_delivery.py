@@ -105,6 +105,22 @@ def test_many_open_offsets_finished_out_of_order() -> None:
     assert not cursor.is_finished(1000)  # not read yet
 
 
+def test_accepting_above_open_offsets_keeps_the_mark() -> None:
+    """Only the first open offset (after a gap or a restart) moves the mark when accepted."""
+    cursor = PartitionCursor(Commit(3, frozenset({5})))
+    assert not cursor.accept(2)  # below the commit: done before
+    assert cursor.accept(4)  # 3 was never read: a gap, the mark moves to the open 4
+    assert cursor.committed == 4
+    assert not cursor.accept(5)  # finished above the mark before a restart
+    assert cursor.accept(6)
+    assert cursor.committed == 4
+    cursor.finish(4)
+    assert cursor.commit() == Commit(6)
+    cursor.finish(6)
+    assert cursor.accept(9)  # after a gap, with nothing open: the mark moves to 9
+    assert cursor.commit() == Commit(9)
+
+
 def test_readable_respects_stop_and_window() -> None:
     cursor = PartitionCursor(Commit(0, stop=3))
     assert cursor.readable(window=100) == 3
@@ -275,6 +291,21 @@ def test_finish_is_idempotent() -> None:
     assert pl.finish(job.ref, JobState.COMPLETED)
     assert pl.is_finished(job.ref)  # a second status has nothing to do
     assert not pl.finish(job.ref, JobState.COMPLETED)
+
+
+def test_finish_leased_finishes_only_leased_jobs() -> None:
+    pl = lanes(Lane.LIVE)
+    pl.add_records(Lane.LIVE, TP, records(0, 1))
+    (job,) = take(pl, now=0)
+    queued = JobRef(pl.plugin_key, Lane.LIVE, TP, 1)
+    assert not pl.finish_leased(queued, JobState.COMPLETED)  # queued, not leased: untouched
+    assert pl.queued == 1
+    assert not pl.is_finished(queued)
+    assert pl.finish_leased(job.ref, JobState.COMPLETED)
+    assert job.state is JobState.STORED
+    assert pl.is_finished(job.ref)
+    assert not pl.finish_leased(job.ref, JobState.COMPLETED)  # once only
+    assert pl.dirty_commits() == {(Lane.LIVE, TP): Commit(1)}
 
 
 def test_a_leased_or_requeued_job_is_not_finished() -> None:

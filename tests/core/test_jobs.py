@@ -48,3 +48,11 @@ def test_every_ending_is_stored() -> None:
 )
 def test_ending_for_status(status: str, state: JobState | None) -> None:
     assert ending_for_status(status) is state
+
+
+def test_states_hash_as_the_singletons_they_are() -> None:
+    # Hashed by identity (in C): sets and dict keys behave as before.
+    assert {JobState.LEASED, JobState.LEASED} == {JobState.LEASED}
+    assert len(set(JobState)) == len(JobState)
+    assert {JobState.COMPLETED: 1}[JobState("completed")] == 1
+    assert JobState.QUEUED != "queued"

@@ -12,6 +12,7 @@ from azuld.core.keys import (
     binary_topic,
     consumer_group,
     expedite_topic,
+    set_keys,
     set_tracking_fields,
     system_topic,
     validate_name,
@@ -120,3 +121,26 @@ def test_tracking_link_time_keeps_its_offset() -> None:
     event.source.path[1].timestamp = event.source.path[1].timestamp.astimezone(UTC)
     set_tracking_fields(event)
     assert "2025_01_18T00_09_23Z" in event.track_links[0]
+
+
+@pytest.mark.parametrize("depth", [1, 2, 4])
+@pytest.mark.parametrize("references", [{}, {"user": "bob"}, {"z": "26", "a": "1"}])
+def test_set_keys_is_the_kafka_key_and_the_tracking_fields(
+    depth: int, references: dict[str, str]
+) -> None:
+    event = make_binary("s", depth=depth)
+    event.source.references = references
+    event.source.settings = {"b": "x"}
+    event.source.path[-1].author.security = "OFFICIAL"
+    set_keys(event)
+    expected = make_binary("s", depth=depth)
+    expected.source.references = dict(references)
+    expected.source.settings = {"b": "x"}
+    expected.source.path[-1].author.security = "OFFICIAL"
+    set_tracking_fields(expected)
+    assert event.kafka_key == _descriptor_key(expected)
+    assert event.track_source_references == expected.track_source_references
+    assert event.track_authors == expected.track_authors
+    assert event.track_links == expected.track_links
+    empty = hashlib.md5(b"").hexdigest()
+    assert (event.track_source_references == f"samples.{empty}") == (not references)

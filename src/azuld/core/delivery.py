@@ -32,7 +32,7 @@ Time is always passed in as `now`.
 from __future__ import annotations
 
 import heapq
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -299,7 +299,12 @@ class JobRef(msgspec.Struct, frozen=True, gc=False):
             return None
 
 
-class Job(msgspec.Struct):
+class Job(msgspec.Struct, gc=False):
+    """One event offered to one plugin key. (Untracked by the cycle collector: a job refers to
+    its ref, bytes and decoded event, never back to anything that refers to it; thousands are
+    queued or leased at once and would each be promoted to, and make longer, every full
+    collection.)"""
+
     ref: JobRef
     value: bytes
     attempt: int = 0
@@ -327,7 +332,7 @@ class ReadRequest:
 @dataclass(slots=True)
 class Handout:
     jobs: list[Job] = field(default_factory=list)
-    skipped: Counter[str] = field(default_factory=Counter)
+    skipped: dict[str, int] = field(default_factory=dict)  # per filter (a plain dict is cheaper)
 
 
 class PluginLanes:
@@ -474,7 +479,7 @@ class PluginLanes:
             if reason is not None:
                 job.move(JobState.SKIPPED)
                 self._store(job)
-                handout.skipped[reason] += 1
+                handout.skipped[reason] = handout.skipped.get(reason, 0) + 1
                 continue
             handout.jobs.append(job)
             self._recent_lanes.append(lane)
@@ -538,15 +543,22 @@ class PluginLanes:
             return True
         return any(job.ref == ref for job in self._queued.get(ref.lane, ()))
 
+    def finish_leased(self, ref: JobRef, ending: JobState) -> bool:
+        """`finish` for a job leased here (the usual status); `False`, changing nothing, if it is
+        not leased here: then see `is_finished`, `holds` and `finish`."""
+        job = self._leased.pop(ref, None)
+        if job is None:
+            return False
+        job.move(ending)
+        self._store(job)
+        return True
+
     def finish(self, ref: JobRef, ending: JobState) -> bool:
         """End a job with the plugin's final status (any attempt: the results are as good).
 
         Returns `True` if this call finished an offset that was open here.
         """
-        job = self._leased.pop(ref, None)
-        if job is not None:
-            job.move(ending)
-            self._store(job)
+        if self.finish_leased(ref, ending):
             return True
         # Not leased: a late status for a job that expired and sits queued again, or one handed
         # out before a restart. Either way the offset is done; drop any queued copy.

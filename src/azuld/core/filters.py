@@ -17,6 +17,7 @@ ACTIVE_MAX_DEPTH = 10
 PASSIVE_MAX_DEPTH = 11
 
 _RULES = "FilterConsumerRules-"
+_NO_STREAMS: dict[str, tuple[str, ...]] = {}
 
 
 def skip_reason(event: BinaryEvent | StatusEvent | None, params: ConsumeParams) -> str | None:
@@ -45,7 +46,7 @@ def skip_reason(event: BinaryEvent | StatusEvent | None, params: ConsumeParams) 
     if is_status:
         return None
 
-    streams = params.stream_map
+    streams = params.stream_map if params.streams else _NO_STREAMS  # no dict built per event
     seen_labels: set[str] = set()
     has_content = False
     for stream in subject.entity.datastreams:

@@ -31,6 +31,11 @@ class JobState(enum.Enum):
     CRITICAL_FAILURE = "critical-failure"
     STORED = "stored"
 
+    # Members are singletons: hash them by identity, in C. `Enum.__hash__` is a Python method
+    # (`hash(self._name_)`), and states are hashed several times per job (the table below,
+    # per-ending counters).
+    __hash__ = object.__hash__
+
 
 _ENDINGS = frozenset(
     {

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
 import random
 import re
-from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from azuld.errors import BadRequest
-from azuld.models.events import BinaryEvent, PathNode, PluginEvent, StatusEvent
+from azuld.models.events import BinaryEvent, PluginEvent, StatusEvent
 
 __all__ = [
     "NAME_PATTERN",
@@ -27,6 +25,7 @@ __all__ = [
     "is_valid_plugin_part",
     "plugin_kafka_key",
     "random_kafka_key",
+    "set_keys",
     "set_tracking_fields",
     "status_kafka_key",
     "system_topic",
@@ -76,6 +75,9 @@ def _md5(text: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
+_MD5_OF_NOTHING = _md5("")  # the references digest of the many events without references
+
+
 def binary_kafka_key(event: BinaryEvent) -> str:
     """`kafka_key` of a binary event (reference 4.4).
 
@@ -83,22 +85,43 @@ def binary_kafka_key(event: BinaryEvent) -> str:
     and the current node. Author versions stay out on purpose so that reruns
     by a newer plugin version share a key.
     """
+    return _binary_kafka_key(event, _dotted_pairs(event.source.references))
+
+
+def _dotted_pairs(mapping: dict[str, str]) -> str:
+    """`<k>.<v>.` per item, sorted by key: how references and settings enter keys."""
+    if not mapping:
+        return ""
+    parts: list[str] = []
+    for k, v in sorted(mapping.items()):
+        parts += (k, ".", v, ".")
+    return "".join(parts)
+
+
+def _binary_kafka_key(event: BinaryEvent, references: str) -> str:
+    """`binary_kafka_key`, given the source's `_dotted_pairs(references)`."""
     # The descriptor is `<name>.<security>.<wall time>.`, then `<k>.<v>.` per reference and per
     # setting (sorted), `<security>.` per distinct path author security (sorted), and
     # `<author>.<action>.<sha256>.` for the first, parent and current path nodes. Built as one
     # list of pieces: this runs for every published binary.
     source = event.source
     ts = source.timestamp
-    parts = [source.name, ".", source.security, ".", _wall_time(ts, ts.utcoffset()), "."]
-    for mapping in (source.references, source.settings):
-        if mapping:
-            for k, v in sorted(mapping.items()):
-                parts += (k, ".", v, ".")
+    parts = [
+        source.name,
+        ".",
+        source.security,
+        ".",
+        _wall_time(ts, ts.utcoffset()),
+        ".",
+        references,
+        _dotted_pairs(source.settings),
+    ]
     path = source.path
     securities = {node.author.security for node in path}
     securities.discard("")
-    for security in sorted(securities):
-        parts += (security, ".")
+    if securities:
+        for security in sorted(securities):
+            parts += (security, ".")
     for node in path[-2:] if len(path) <= 2 else (path[0], path[-2], path[-1]):
         parts += (node.author.name, ".", node.action, ".", node.sha256, ".")
     return _md5("".join(parts))
@@ -151,21 +174,28 @@ def _go_link_time_cached(ts: datetime, offset: timedelta | None) -> str:
     return f"{text}{sign}{minutes // 60:02d}_{minutes % 60:02d}"
 
 
-def _author_track(node: PathNode) -> str:
-    return f"{node.author.category}.{node.author.name}.{node.author.version}"
-
-
 def set_tracking_fields(event: BinaryEvent) -> None:
     """Fill `track_source_references`, `track_authors` and `track_links` (reference 3.2)."""
+    _set_tracking_fields(event, _dotted_pairs(event.source.references))
+
+
+def set_keys(event: BinaryEvent) -> None:
+    """Set `kafka_key` and the tracking fields: `binary_kafka_key` and `set_tracking_fields` at
+    once (both hash the sorted references; this sorts them once)."""
+    references = _dotted_pairs(event.source.references)
+    event.kafka_key = _binary_kafka_key(event, references)
+    _set_tracking_fields(event, references)
+
+
+def _set_tracking_fields(event: BinaryEvent, references: str) -> None:
     source = event.source
-    references = "".join(f"{k}.{v}." for k, v in sorted(source.references.items()))
-    event.track_source_references = f"{source.name}.{_md5(references)}"
-    event.track_authors = [_author_track(node) for node in source.path]
+    digest = _md5(references) if references else _MD5_OF_NOTHING
+    event.track_source_references = f"{source.name}.{digest}"
+    path = source.path
+    authors = [f"{n.author.category}.{n.author.name}.{n.author.version}" for n in path]
+    event.track_authors = authors
+    # Each link ends with its child's author track, computed once above for `track_authors`.
     event.track_links = [
-        f"{parent.sha256}.{child.sha256}.{_go_link_time(child.timestamp)}.{_author_track(child)}"
-        for parent, child in _pairs(source.path)
+        f"{path[i - 1].sha256}.{path[i].sha256}.{_go_link_time(path[i].timestamp)}.{authors[i]}"
+        for i in range(1, len(path))
     ]
-
-
-def _pairs(nodes: list[PathNode]) -> Iterable[tuple[PathNode, PathNode]]:
-    return itertools.pairwise(nodes)

@@ -14,12 +14,11 @@ from typing import Any
 import msgspec
 
 from azuld.core.keys import (
-    binary_kafka_key,
     binary_topic,
     expedite_topic,
     plugin_kafka_key,
     random_kafka_key,
-    set_tracking_fields,
+    set_keys,
     status_kafka_key,
     system_topic,
 )
@@ -74,8 +73,7 @@ def _finalise_binary(event: BinaryEvent) -> BinaryEvent:
     """Set what the dispatcher owns: the model version, `kafka_key`, tracking fields."""
     event.model_version = max(event.model_version, CURRENT_MODEL_VERSION)
     _remove_settings_if_deep(event)
-    event.kafka_key = binary_kafka_key(event)
-    set_tracking_fields(event)
+    set_keys(event)  # kafka_key and the tracking fields
     event.dequeued = ""
     return event
 

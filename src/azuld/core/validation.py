@@ -16,6 +16,7 @@ __all__ = ["SHA256_PATTERN", "check_binary", "check_event"]
 SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 
 _NEEDS_CONTENT = frozenset({"sourced", "extracted", "augmented"})
+_is_sha256 = SHA256_PATTERN.fullmatch
 
 
 def check_binary(event: BinaryEvent, where: str = "") -> str | None:
@@ -28,24 +29,37 @@ def check_binary(event: BinaryEvent, where: str = "") -> str | None:
             f"{where}event has invalid 'source.name' {source.name!r}: "
             "use 1-100 letters, digits, '_' or '-'"
         )
-    if not source.path:
+    path = source.path
+    if not path:
         return f"{where}event is missing 'source.path' entries"
-    for index, node in enumerate(source.path):
-        if not SHA256_PATTERN.fullmatch(node.sha256):
-            return f"{where}'source.path[{index}].sha256' must be 64 lowercase hex characters"
+    # Hashes repeat (an enriched result's nodes and entity all name one binary): one equal to
+    # the last hash found valid is not matched again.
+    valid_sha256: str | None = None
+    last = len(path) - 1
+    for index, node in enumerate(path):
+        if node.sha256 != valid_sha256:
+            if not _is_sha256(node.sha256):
+                return f"{where}'source.path[{index}].sha256' must be 64 lowercase hex characters"
+            valid_sha256 = node.sha256
         if not node.author.name:
             return f"{where}'source.path[{index}].author.name' is missing"
-        if node.action == "enriched" and index != len(source.path) - 1:
+        if node.action == "enriched" and index != last:
             return f"{where}an 'enriched' node may only be the last of 'source.path'"
-    if not SHA256_PATTERN.fullmatch(event.entity.sha256):
+    entity = event.entity
+    if entity.sha256 != valid_sha256 and not _is_sha256(entity.sha256):
         return f"{where}'entity.sha256' must be 64 lowercase hex characters"
-    for index, stream in enumerate(event.entity.datastreams):
-        if not SHA256_PATTERN.fullmatch(stream.sha256):
+    streams = entity.datastreams
+    for index, stream in enumerate(streams):
+        if not _is_sha256(stream.sha256):
             return (
                 f"{where}'entity.datastreams[{index}].sha256' must be 64 lowercase hex characters"
             )
-    labels = {stream.label for stream in event.entity.datastreams}
     action = event.action
+    if not streams:  # most results (enriched): of the label rules, only this one can fail
+        if action in _NEEDS_CONTENT:
+            return f"{where}a '{action}' event must have a 'content' datastream"
+        return None
+    labels = {stream.label for stream in streams}
     if action == "enriched" and labels:
         return f"{where}an 'enriched' event must not have datastreams"
     if action == "mapped" and "content" in labels:
