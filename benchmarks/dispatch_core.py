@@ -6,11 +6,11 @@ process, each looping `fetch(count=C)` → `publish("status", body)` with the bo
 generator's workers send (`loadgen.status_body`: one `completed` status per job, one enriched
 result with one feature). No HTTP, no download.
 
-CPU is `time.process_time()` over the whole run (the dispatcher's background tasks and the
-embedded log's writer thread included), minus what the simulated workers spend building their
-status bodies (measured around that code, which never yields). The Trio thread's own CPU
-(`time.thread_time()`, same deduction) is shown beside it: the daemon's bottleneck is that one
-thread. Prints one row per scenario:
+CPU is `time.process_time()` over the whole run (the dispatcher's background tasks and any
+worker threads included), minus what the simulated workers spend building their status bodies
+(measured around that code, which never yields). The Trio thread's own CPU (`time.thread_time()`,
+same deduction) is shown beside it: the daemon's bottleneck is that one thread. Prints one row
+per scenario:
 
     .venv/bin/python benchmarks/dispatch_core.py              # about 20 s
     .venv/bin/python benchmarks/dispatch_core.py --events 2000 --batch-events 20000

@@ -32,8 +32,7 @@ LEASE = 30.0
 
 @pytest.fixture
 async def event_log(tmp_path: Path) -> AsyncIterator[EmbeddedLog]:
-    # Writes on the Trio thread: the autojump clock would jump ahead while a worker thread writes.
-    async with open_embedded_log(tmp_path / "events.sqlite3", writer_thread=False) as opened:
+    async with open_embedded_log(tmp_path / "events.sqlite3") as opened:
         yield opened
 
 

@@ -3,15 +3,12 @@ only once its write is durable, and a failing write fails alone."""
 
 from __future__ import annotations
 
-import sqlite3
-import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 import trio
-import trio.testing
 
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.delivery import Commit, TopicPartition
@@ -102,33 +99,3 @@ async def test_cancelled_before_submitting_writes_nothing(event_log: EmbeddedLog
 
 async def test_the_log_is_not_shared(event_log: EmbeddedLog) -> None:
     assert event_log.shared is False  # one azuld per data folder: nobody else appends
-
-
-async def test_reads_never_see_a_transaction_before_it_commits(event_log: EmbeddedLog) -> None:
-    # Transactions run in a worker thread; the Trio thread keeps reading meanwhile.
-    await event_log.append([record("first")])
-    inside, release = threading.Event(), threading.Event()
-
-    def slow_append(db: sqlite3.Connection, staged: Any) -> None:
-        event_log._insert_records([record("second")], db, staged)
-        inside.set()
-        release.wait(10)
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(event_log._submit, slow_append)
-        await trio.to_thread.run_sync(inside.wait, 10)
-        generation = event_log.generation
-        # Inserted, not committed: neither the in-memory ends nor the reading connection show it.
-        assert event_log.known_end(TP) == 1
-        assert (await event_log.offsets([TP]))[TP] == (0, 1)
-        assert await event_log.read(TP, 0, 10) == [(0, b"first")]
-        # Writes that come while it runs wait for it, and then share one transaction.
-        for index in range(8):
-            nursery.start_soon(event_log.append, [record(f"queued-{index}")])
-        await trio.testing.wait_all_tasks_blocked()
-        assert event_log.known_end(TP) == 1
-        release.set()
-    assert event_log.generation - generation == 2
-    got = await event_log.read(TP, 0, 100)
-    assert [offset for offset, _ in got] == list(range(10))
-    assert got[1] == (1, b"second")

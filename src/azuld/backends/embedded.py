@@ -4,24 +4,18 @@ One file, WAL mode. A write transaction is durable against a killed process once
 (`synchronous=NORMAL` in WAL mode syncs at checkpoints, so an operating-system crash may lose the
 last transactions; set `embedded.synchronous = "full"` to sync every commit).
 
-Two connections. Reads run inline on the Trio thread (each is a few tens of microseconds, cheaper
-than a hop to a worker thread). Writes run on their own connection in a worker thread, one
-transaction at a time: SQLite releases the GIL while it inserts and commits, so the WAL writes
-use the second core while the Trio thread serves requests. In WAL mode the reading connection
-sees only committed transactions, and the in-memory view the reads rely on (partition ends, topics)
-moves only once a transaction has committed: nothing uncommitted is ever read. Partitions are
-chosen as Go does (FNV-1a of the key, modulo the count).
+SQLite calls run inline on the Trio thread: each is a few tens of microseconds, cheaper than a hop
+to a worker thread. Partitions are chosen as Go does (FNV-1a of the key, modulo the count).
 
 Group commit: a transaction's fixed cost (the WAL commit) is larger than its inserts, so writes
-(`append`, `commit`, `register_consumer`, `forget_consumer`) from concurrent tasks share one. The
-first writer opens a batch and yields to the scheduler, again while the batch grows, up to
-`BATCH_PASSES` times, then waits for the transaction before it to finish; writers that come in the
-meantime join it (the busier the log, the bigger the batches). The batch runs as one transaction,
-in the order the writes came, and every writer returns once it is durable, as if it had its own:
-an acknowledged write is as durable as before, and a status and the commit it moves still land in
-that order (the commit is only submitted once the status's append returned). If the batch fails,
-each write is tried again alone, so each writer gets its own outcome (one bad write does not fail
-the others).
+(`append`, `commit`, `forget_consumer`) from concurrent tasks share one. The first writer opens a
+batch and yields to the scheduler (`cancel_shielded_checkpoint`: the batch always runs), again
+while the batch grows, up to `BATCH_PASSES` times; writers that come in the meantime join it. The
+batch runs as one transaction, in the order the writes came, and every writer returns once it is
+durable, as if it had its own: an acknowledged write is as durable as before, and a status and
+the commit it moves still land in that order (the commit is only written once the status's
+append returned). If the batch fails, each write is tried again alone, so each writer gets its
+own outcome (one bad write does not fail the others).
 """
 
 from __future__ import annotations
@@ -93,50 +87,8 @@ def fnv1a_32(data: bytes) -> int:
     return value
 
 
-class _Staged:
-    """What transactions change in the log's in-memory view: the partitions' new ends, the topics
-    they created and those topics' partition ids. Built in the writer thread, applied on the Trio
-    thread once the transaction has committed (so a read never trusts an uncommitted end)."""
-
-    __slots__ = ("ends", "topics", "tp_ids")
-
-    def __init__(self) -> None:
-        self.ends: dict[TopicPartition, int] = {}
-        self.topics: dict[str, int] = {}
-        self.tp_ids: dict[TopicPartition, int] = {}
-
-    def copy(self) -> _Staged:
-        copied = _Staged()
-        copied.ends = dict(self.ends)
-        copied.topics = dict(self.topics)
-        copied.tp_ids = dict(self.tp_ids)
-        return copied
-
-
-# A write: runs in the writer thread inside a transaction, may stage changes to the view.
-_Write = Callable[[sqlite3.Connection, _Staged], Any]
-
-
-def _store_commits(
-    rows: list[tuple[str, str, int, int, str]], db: sqlite3.Connection, _: _Staged
-) -> None:
+def _store_commits(rows: list[tuple[str, str, int, int, str]], db: sqlite3.Connection) -> None:
     db.executemany("INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)", rows)
-
-
-def _register(key: str, info: bytes, encoded: str, db: sqlite3.Connection, _: _Staged) -> str:
-    """Store the key's registration; the first snapshot stored for it wins (returned)."""
-    db.execute(
-        "INSERT OR IGNORE INTO consumers (key, info, snapshot) VALUES (?, ?, ?)",
-        (key, info, encoded),
-    )
-    db.execute("UPDATE consumers SET info = ? WHERE key = ?", (info, key))
-    (stored,) = db.execute("SELECT snapshot FROM consumers WHERE key = ?", (key,)).fetchone()
-    return str(stored)
-
-
-def _forget(key: str, groups: Sequence[str], db: sqlite3.Connection, _: _Staged) -> None:
-    db.execute("DELETE FROM consumers WHERE key = ?", (key,))
-    db.executemany("DELETE FROM commits WHERE grp = ?", [(g,) for g in groups])
 
 
 class _Batch:
@@ -146,7 +98,7 @@ class _Batch:
     __slots__ = ("outcomes", "waiters", "writes")
 
     def __init__(self) -> None:
-        self.writes: list[_Write] = []
+        self.writes: list[Callable[[sqlite3.Connection], Any]] = []
         self.outcomes: list[tuple[bool, Any]] = []
         self.waiters: list[trio.lowlevel.Task] = []
 
@@ -158,18 +110,8 @@ def _cannot_abort(_: Any) -> trio.lowlevel.Abort:
 class EmbeddedLog:
     """`EventLog` on one SQLite file. Use `open_embedded_log` to get one."""
 
-    def __init__(
-        self,
-        db: sqlite3.Connection,
-        writer: sqlite3.Connection,
-        partitions_for: Callable[[str], int],
-        *,
-        writer_thread: bool = True,
-    ) -> None:
-        self._db = db  # reads, on the Trio thread
-        self._writer = writer  # writes, in a worker thread, one transaction at a time
-        self._writer_thread = writer_thread
-        self._writing = trio.Lock()  # held while a transaction runs in its thread
+    def __init__(self, db: sqlite3.Connection, partitions_for: Callable[[str], int]) -> None:
+        self._db = db
         self._partitions_for = partitions_for
         self._generation = 0
         self._topology = 0
@@ -178,6 +120,10 @@ class EmbeddedLog:
         self._tp_ids: dict[TopicPartition, int] = {}
         self._ends: dict[TopicPartition, int] = {}
         self._batch: _Batch | None = None  # writes waiting for the next transaction
+        # Within a transaction: the ends it moved (their old values) and the topics it created,
+        # to roll the in-memory view back with it.
+        self._undo_ends: dict[TopicPartition, int] = {}
+        self._new_topics: list[str] = []
         self._load()
 
     def _load(self) -> None:
@@ -197,8 +143,8 @@ class EmbeddedLog:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; backend failures become `UpstreamError` (503)."""
         try:
-            with self._writer:
-                yield self._writer
+            with self._db:
+                yield self._db
         except sqlite3.Error as exc:
             if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "full" in str(exc):
                 raise InsufficientStorage(
@@ -228,37 +174,31 @@ class EmbeddedLog:
         while self._generation == generation:
             await self._changed.wait()
 
-    def _create_topic(self, db: sqlite3.Connection, topic: str, staged: _Staged) -> int:
-        count = max(1, self._partitions_for(topic))
-        db.execute("INSERT INTO topics (name, partitions) VALUES (?, ?)", (topic, count))
-        for partition in range(count):
-            cursor = db.execute(
-                "INSERT INTO partitions (topic, partition) VALUES (?, ?)", (topic, partition)
-            )
-            tp = TopicPartition(topic, partition)
-            assert cursor.lastrowid is not None
-            staged.tp_ids[tp] = cursor.lastrowid
-            staged.ends[tp] = 0
-        staged.topics[topic] = count
-        return count
-
-    def _apply(self, staged: _Staged) -> None:
-        """Make a committed transaction's changes visible (Trio thread)."""
-        if staged.topics:
-            self._topic_partitions.update(staged.topics)
-            self._tp_ids.update(staged.tp_ids)
+    def _ensure_topic(self, db: sqlite3.Connection, topic: str) -> int:
+        count = self._topic_partitions.get(topic)
+        if count is None:
+            count = max(1, self._partitions_for(topic))
+            db.execute("INSERT INTO topics (name, partitions) VALUES (?, ?)", (topic, count))
+            self._new_topics.append(topic)
+            for partition in range(count):
+                cursor = db.execute(
+                    "INSERT INTO partitions (topic, partition) VALUES (?, ?)", (topic, partition)
+                )
+                tp = TopicPartition(topic, partition)
+                assert cursor.lastrowid is not None
+                self._tp_ids[tp] = cursor.lastrowid
+                self._ends[tp] = 0
+            self._topic_partitions[topic] = count
             self._topology += 1
-        if staged.ends:
-            self._ends.update(staged.ends)
-            self._bump()
+        return count
 
     # -- group commit ------------------------------------------------------------------------
 
-    async def _submit(self, write: _Write) -> Any:
+    async def _submit(self, write: Callable[[sqlite3.Connection], Any]) -> Any:
         """Run `write` in the next transaction; return its result once that is durable.
 
         Cancellation: only before the write is submitted (nothing written); once submitted it
-        runs and this waits for it (bounded: the transaction before it and its own).
+        runs and this waits for it (bounded: a few scheduler passes).
 
         Raises:
             UpstreamError: the transaction failed (`InsufficientStorage`: the disk is full).
@@ -275,20 +215,10 @@ class EmbeddedLog:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 if len(batch.writes) == joined:
                     break
+            self._batch = None
             try:
-                with trio.CancelScope(shield=True):
-                    async with self._writing:  # meanwhile, more writers join this batch
-                        self._batch = None
-                        if self._writer_thread:
-                            batch.outcomes, staged = await trio.to_thread.run_sync(
-                                self._run_batch, batch.writes
-                            )
-                        else:
-                            batch.outcomes, staged = self._run_batch(batch.writes)
-                        self._apply(staged)
+                batch.outcomes = self._run_batch(batch.writes)
             finally:
-                if self._batch is batch:  # the thread could not start: nothing ran
-                    self._batch = None
                 for task in batch.waiters:
                     trio.lowlevel.reschedule(task)
             index = 0
@@ -306,53 +236,58 @@ class EmbeddedLog:
             raise value
         return value
 
-    def _run_batch(self, writes: Sequence[_Write]) -> tuple[list[tuple[bool, Any]], _Staged]:
-        """The writes' outcomes and the view changes of those that committed (writer thread)."""
-        staged = _Staged()
+    def _run_batch(
+        self, writes: Sequence[Callable[[sqlite3.Connection], Any]]
+    ) -> list[tuple[bool, Any]]:
         try:
-            results, staged = self._transaction(writes, staged)
-            return [(True, value) for value in results], staged
+            return [(True, value) for value in self._transaction(writes)]
         except Exception as exc:
             if len(writes) == 1:
-                return [(False, exc)], staged
+                return [(False, exc)]
         # Something in the batch failed: each write alone, each with its own outcome.
         outcomes: list[tuple[bool, Any]] = []
         for write in writes:
             try:
-                (result,), staged = self._transaction([write], staged)
-                outcomes.append((True, result))
+                outcomes.append((True, self._transaction([write])[0]))
             except Exception as exc:
                 outcomes.append((False, exc))
-        return outcomes, staged
+        return outcomes
 
-    def _transaction(self, writes: Sequence[_Write], staged: _Staged) -> tuple[list[Any], _Staged]:
-        """Run `writes` in one transaction on top of `staged`; its changes, if it committed, in a
-        copy (a failed transaction leaves no trace in the view)."""
-        trial = staged.copy()
-        with self._write() as db:
-            results = [write(db, trial) for write in writes]
-        return results, trial
+    def _transaction(self, writes: Sequence[Callable[[sqlite3.Connection], Any]]) -> list[Any]:
+        """Run `writes` in one transaction; on failure the in-memory view rolls back with it."""
+        self._undo_ends = {}
+        self._new_topics = []
+        try:
+            with self._write() as db:
+                results = [write(db) for write in writes]
+        except BaseException:
+            self._ends.update(self._undo_ends)
+            for topic in self._new_topics:
+                for partition in range(self._topic_partitions.pop(topic)):
+                    tp = TopicPartition(topic, partition)
+                    self._tp_ids.pop(tp, None)
+                    self._ends.pop(tp, None)
+            raise
+        finally:
+            appended = bool(self._undo_ends)
+            self._undo_ends = {}
+            self._new_topics = []
+        if appended:
+            self._bump()
+        return results
 
-    def _insert_records(
-        self, records: Sequence[Outgoing], db: sqlite3.Connection, staged: _Staged
-    ) -> None:
+    def _insert_records(self, records: Sequence[Outgoing], db: sqlite3.Connection) -> None:
         rows = []
-        ends, staged_ends = self._ends, staged.ends
+        ends, undo = self._ends, self._undo_ends
         for record in records:
-            topic = record.topic
-            count = (
-                self._topic_partitions.get(topic)
-                or staged.topics.get(topic)
-                or self._create_topic(db, topic, staged)
-            )
+            count = self._topic_partitions.get(record.topic) or self._ensure_topic(db, record.topic)
             partition = fnv1a_32(record.key.encode()) % count if count > 1 else 0
-            tp = TopicPartition(topic, partition)
-            offset = staged_ends.get(tp)
-            if offset is None:
-                offset = ends[tp]
-            staged_ends[tp] = offset + 1
-            tp_id = self._tp_ids.get(tp) or staged.tp_ids[tp]
-            rows.append((tp_id, offset, record.key, record.value))
+            tp = TopicPartition(record.topic, partition)
+            offset = ends[tp]
+            if tp not in undo:
+                undo[tp] = offset
+            ends[tp] = offset + 1
+            rows.append((self._tp_ids[tp], offset, record.key, record.value))
         db.executemany("INSERT INTO records (tp, offset, key, value) VALUES (?, ?, ?, ?)", rows)
 
     # -- EventLog ------------------------------------------------------------------------------
@@ -403,13 +338,25 @@ class EmbeddedLog:
             await self._submit(partial(_store_commits, rows))
 
     async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
-        encoded = json.dumps(encode_snapshot(snapshot))
-        stored = await self._submit(partial(_register, key, info, encoded))
+        with self._write() as db:
+            encoded = json.dumps(encode_snapshot(snapshot))
+            db.execute(
+                "INSERT OR IGNORE INTO consumers (key, info, snapshot) VALUES (?, ?, ?)",
+                (key, info, encoded),
+            )
+            db.execute("UPDATE consumers SET info = ? WHERE key = ?", (info, key))
+            (stored,) = db.execute(
+                "SELECT snapshot FROM consumers WHERE key = ?", (key,)
+            ).fetchone()
         return decode_snapshot(json.loads(stored))
 
     async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
+        def forget(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM consumers WHERE key = ?", (key,))
+            db.executemany("DELETE FROM commits WHERE grp = ?", [(g,) for g in groups])
+
         # In the batch: a commit of the key's groups submitted before this lands before it.
-        await self._submit(partial(_forget, key, groups))
+        await self._submit(forget)
 
     async def consumers(self) -> dict[str, bytes]:
         return {k: bytes(v) for k, v in self._db.execute("SELECT key, info FROM consumers")}
@@ -447,37 +394,24 @@ async def open_embedded_log(
     *,
     partitions_for: Callable[[str], int] = lambda topic: 1,
     synchronous: str = "normal",
-    writer_thread: bool = True,
 ) -> AsyncIterator[EmbeddedLog]:
-    """Open (creating if needed) the log at `path`; closed on exit. `writer_thread=False` runs
-    the transactions on the Trio thread (for tests on a virtual clock, which would jump ahead
-    while a worker thread writes).
+    """Open (creating if needed) the log at `path`; closed on exit.
 
     Raises:
         UpstreamError: the file cannot be opened or is not a usable database.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    opened: list[sqlite3.Connection] = []
     try:
-        for _ in ("reader", "writer"):
-            # The writer is used from worker threads, one transaction at a time.
-            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            opened.append(db)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-            db.execute("PRAGMA busy_timeout=5000")
-        reader, writer = opened
-        writer.executescript(_SCHEMA)
-        # Explicit transactions from here on (`with db:` needs the default isolation level);
-        # the reader stays in autocommit: each read sees the last committed transaction.
-        writer.isolation_level = "DEFERRED"
-        log = EmbeddedLog(reader, writer, partitions_for, writer_thread=writer_thread)
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        # Explicit transactions from here on (`with db:` needs the default isolation level).
+        db.isolation_level = "DEFERRED"
     except sqlite3.Error as exc:
-        for db in opened:
-            db.close()
         raise UpstreamError(f"cannot open the embedded event log at {path}: {exc}") from exc
     try:
-        yield log
+        yield EmbeddedLog(db, partitions_for)
     finally:
-        for db in opened:
-            db.close()
+        db.close()
