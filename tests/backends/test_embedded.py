@@ -9,6 +9,7 @@ from typing import cast
 
 import pytest
 import trio
+import trio.testing
 
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.delivery import Commit, TopicPartition
@@ -99,3 +100,21 @@ async def test_cancelled_before_submitting_writes_nothing(event_log: EmbeddedLog
 
 async def test_the_log_is_not_shared(event_log: EmbeddedLog) -> None:
     assert event_log.shared is False  # one azuld per data folder: nobody else appends
+
+
+async def test_the_wal_is_checkpointed_and_stays_bounded(tmp_path: Path) -> None:
+    # Checkpoints run in a worker thread while appends go on; the WAL must still start over.
+    path = tmp_path / "events.sqlite3"
+    every = 256 * 1024
+    async with open_embedded_log(path, checkpoint_every_bytes=every) as event_log:
+        value = "v" * 2000
+        largest = 0
+        for batch in range(400):  # 3.2 MB of values (8 MB of WAL), a dozen thresholds
+            await event_log.append([record(f"{value}{batch}-{i}") for i in range(4)])
+            largest = max(largest, (tmp_path / "events.sqlite3-wal").stat().st_size)
+        await trio.testing.wait_all_tasks_blocked()
+        assert event_log.checkpoints >= 8
+        assert largest < 12 * every  # without the checkpoints finishing: over 30 times
+        got = await event_log.read(TP, 0, 2000)
+        assert len(got) == 1600
+        assert got[-1] == (1599, f"{value}399-3".encode())

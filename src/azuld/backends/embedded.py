@@ -5,7 +5,13 @@ One file, WAL mode. A write transaction is durable against a killed process once
 last transactions; set `embedded.synchronous = "full"` to sync every commit).
 
 SQLite calls run inline on the Trio thread: each is a few tens of microseconds, cheaper than a hop
-to a worker thread. Partitions are chosen as Go does (FNV-1a of the key, modulo the count).
+to a worker thread (measured: running the transactions in a worker thread lost throughput in every
+scenario, see benchmarks/README.md). The exception is the WAL checkpoint, which copies the WAL back
+into the database file: SQLite's automatic one ran inside a commit, on the Trio thread, and cost
+a third or more of every write. Here a task checkpoints on its own connection in a worker thread
+once `CHECKPOINT_BYTES` have been written since the last one (SQLite releases the GIL meanwhile;
+a passive checkpoint never blocks the writer). Partitions are chosen as Go does (FNV-1a of the
+key, modulo the count).
 
 Group commit: a transaction's fixed cost (the WAL commit) is larger than its inserts, so writes
 (`append`, `commit`, `forget_consumer`) from concurrent tasks share one. The first writer opens a
@@ -21,6 +27,7 @@ own outcome (one bad write does not fail the others).
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -44,6 +51,10 @@ __all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
 
 # The most scheduler passes a write batch waits for more writers to join (see the module notes).
 BATCH_PASSES = 4
+# Checkpoint the WAL once about this much has been appended since the last checkpoint.
+CHECKPOINT_BYTES = 8 * 1024 * 1024
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS topics (
@@ -110,7 +121,13 @@ def _cannot_abort(_: Any) -> trio.lowlevel.Abort:
 class EmbeddedLog:
     """`EventLog` on one SQLite file. Use `open_embedded_log` to get one."""
 
-    def __init__(self, db: sqlite3.Connection, partitions_for: Callable[[str], int]) -> None:
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        partitions_for: Callable[[str], int],
+        *,
+        checkpoint_every_bytes: int = CHECKPOINT_BYTES,
+    ) -> None:
         self._db = db
         self._partitions_for = partitions_for
         self._generation = 0
@@ -120,6 +137,10 @@ class EmbeddedLog:
         self._tp_ids: dict[TopicPartition, int] = {}
         self._ends: dict[TopicPartition, int] = {}
         self._batch: _Batch | None = None  # writes waiting for the next transaction
+        self._appended_bytes = 0  # since the last checkpoint
+        self._checkpoint_every_bytes = checkpoint_every_bytes
+        self._checkpoint_due = trio.Event()
+        self.checkpoints = 0  # completed by the checkpointer (reported by tests)
         # Within a transaction: the ends it moved (their old values) and the topics it created,
         # to roll the in-memory view back with it.
         self._undo_ends: dict[TopicPartition, int] = {}
@@ -274,7 +295,33 @@ class EmbeddedLog:
             self._new_topics = []
         if appended:
             self._bump()
+            if self._appended_bytes >= self._checkpoint_every_bytes:
+                self._checkpoint_due.set()
         return results
+
+    async def checkpoint_when_due(self, path: Path) -> None:
+        """Run forever: checkpoint the WAL in a worker thread, on a connection of its own,
+        whenever `checkpoint_every_bytes` have been appended since the last checkpoint."""
+        checkpointer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            checkpointer.execute("PRAGMA busy_timeout=5000")
+            while True:
+                await self._checkpoint_due.wait()
+                self._checkpoint_due = trio.Event()
+                if self._appended_bytes < self._checkpoint_every_bytes:
+                    continue
+                self._appended_bytes = 0
+                try:
+                    await trio.to_thread.run_sync(_checkpoint, checkpointer)
+                    # What was appended meanwhile (a little), here, between transactions: only a
+                    # checkpoint that leaves nothing behind lets the next write start the WAL
+                    # over, so under steady writes it would otherwise grow for ever.
+                    _checkpoint(self._db)
+                except sqlite3.Error as exc:  # the next one copies what this one did not
+                    log.warning("embedded event log: WAL checkpoint failed: %s", exc)
+                self.checkpoints += 1
+        finally:
+            checkpointer.close()
 
     def _insert_records(self, records: Sequence[Outgoing], db: sqlite3.Connection) -> None:
         rows = []
@@ -289,6 +336,7 @@ class EmbeddedLog:
             ends[tp] = offset + 1
             rows.append((self._tp_ids[tp], offset, record.key, record.value))
         db.executemany("INSERT INTO records (tp, offset, key, value) VALUES (?, ?, ?, ?)", rows)
+        self._appended_bytes += sum(len(record.value) for record in records)
 
     # -- EventLog ------------------------------------------------------------------------------
 
@@ -388,14 +436,20 @@ class EmbeddedLog:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+def _checkpoint(db: sqlite3.Connection) -> None:
+    """A passive checkpoint: copies what it can without waiting for (or blocking) the writer."""
+    db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 @asynccontextmanager
 async def open_embedded_log(
     path: Path,
     *,
     partitions_for: Callable[[str], int] = lambda topic: 1,
     synchronous: str = "normal",
+    checkpoint_every_bytes: int = CHECKPOINT_BYTES,
 ) -> AsyncIterator[EmbeddedLog]:
-    """Open (creating if needed) the log at `path`; closed on exit.
+    """Open (creating if needed) the log at `path`, with its checkpointer; closed on exit.
 
     Raises:
         UpstreamError: the file cannot be opened or is not a usable database.
@@ -406,12 +460,17 @@ async def open_embedded_log(
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
         db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA wal_autocheckpoint=0")  # `EmbeddedLog.checkpoint_when_due` does it
         db.executescript(_SCHEMA)
         # Explicit transactions from here on (`with db:` needs the default isolation level).
         db.isolation_level = "DEFERRED"
     except sqlite3.Error as exc:
         raise UpstreamError(f"cannot open the embedded event log at {path}: {exc}") from exc
     try:
-        yield EmbeddedLog(db, partitions_for)
+        event_log = EmbeddedLog(db, partitions_for, checkpoint_every_bytes=checkpoint_every_bytes)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(event_log.checkpoint_when_due, path)
+            yield event_log
+            nursery.cancel_scope.cancel()
     finally:
-        db.close()
+        db.close()  # the last connection to close checkpoints what is left
