@@ -3,6 +3,9 @@ only once its write is durable, and a failing write fails alone."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import cast
@@ -11,11 +14,14 @@ import pytest
 import trio
 import trio.testing
 
+from azuld.backends import embedded
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.delivery import Commit, TopicPartition
 from azuld.core.keys import binary_topic
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
+
+checkpoint = embedded._checkpoint  # the real one, before a test slows it down
 
 TOPIC = binary_topic("t", "samples", "sourced")
 TP = TopicPartition(TOPIC, 0)
@@ -102,19 +108,43 @@ async def test_the_log_is_not_shared(event_log: EmbeddedLog) -> None:
     assert event_log.shared is False  # one azuld per data folder: nobody else appends
 
 
+async def append_and_watch_the_wal(event_log: EmbeddedLog, wal: Path) -> int:
+    """Append 3.2 MB of values (8 MB of WAL) in 400 transactions; return the WAL's largest size."""
+    value = "v" * 2000
+    largest = 0
+    for batch in range(400):
+        await event_log.append([record(f"{value}{batch}-{i}") for i in range(4)])
+        largest = max(largest, (await trio.Path(wal).stat()).st_size)
+    got = await event_log.read(TP, 0, 2000)
+    assert len(got) == 1600
+    assert got[-1] == (1599, f"{value}399-3".encode())
+    return largest
+
+
 async def test_the_wal_is_checkpointed_and_stays_bounded(tmp_path: Path) -> None:
     # Checkpoints run in a worker thread while appends go on; the WAL must still start over.
-    path = tmp_path / "events.sqlite3"
     every = 256 * 1024
-    async with open_embedded_log(path, checkpoint_every_bytes=every) as event_log:
-        value = "v" * 2000
-        largest = 0
-        for batch in range(400):  # 3.2 MB of values (8 MB of WAL), a dozen thresholds
-            await event_log.append([record(f"{value}{batch}-{i}") for i in range(4)])
-            largest = max(largest, (tmp_path / "events.sqlite3-wal").stat().st_size)
-        await trio.testing.wait_all_tasks_blocked()
-        assert event_log.checkpoints >= 8
+    async with open_embedded_log(tmp_path / "events.sqlite3", checkpoint_every_bytes=every) as log:
+        largest = await append_and_watch_the_wal(log, tmp_path / "events.sqlite3-wal")
+        # A checkpoint starts once `every` is appended and writers wait once twice that more was
+        # appended while it runs: at least four start, at least three have ended by now.
+        assert log.checkpoints >= 3
         assert largest < 12 * every  # without the checkpoints finishing: over 30 times
-        got = await event_log.read(TP, 0, 2000)
-        assert len(got) == 1600
-        assert got[-1] == (1599, f"{value}399-3".encode())
+
+
+async def test_writers_wait_for_a_slow_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A disk slower than the writes (as on a loaded CI machine): the checkpoint in the worker
+    # thread takes half a second. Writers must wait for it rather than let the WAL grow.
+    def slow_checkpoint(db: sqlite3.Connection) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            time.sleep(0.5)
+        checkpoint(db)
+
+    monkeypatch.setattr(embedded, "_checkpoint", slow_checkpoint)
+    every = 256 * 1024
+    async with open_embedded_log(tmp_path / "events.sqlite3", checkpoint_every_bytes=every) as log:
+        largest = await append_and_watch_the_wal(log, tmp_path / "events.sqlite3-wal")
+        assert log.checkpoints >= 3  # without waiting: the writes finish during the second
+        assert largest < 12 * every

@@ -10,7 +10,9 @@ scenario, see benchmarks/README.md). The exception is the WAL checkpoint, which 
 into the database file: SQLite's automatic one ran inside a commit, on the Trio thread, and cost
 a third or more of every write. Here a task checkpoints on its own connection in a worker thread
 once `CHECKPOINT_BYTES` have been written since the last one (SQLite releases the GIL meanwhile;
-a passive checkpoint never blocks the writer). Partitions are chosen as Go does (FNV-1a of the
+a passive checkpoint never blocks the writer). If the disk is slower than the writes, writers wait
+for the running checkpoint once `CHECKPOINT_BACKLOG` more thresholds were appended, so the WAL stays
+bounded. Partitions are chosen as Go does (FNV-1a of the
 key, modulo the count).
 
 Group commit: a transaction's fixed cost (the WAL commit) is larger than its inserts, so writes
@@ -53,6 +55,9 @@ __all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
 BATCH_PASSES = 4
 # Checkpoint the WAL once about this much has been appended since the last checkpoint.
 CHECKPOINT_BYTES = 8 * 1024 * 1024
+# Writers wait for a running checkpoint once this many times CHECKPOINT_BYTES were appended since
+# it began (a slow disk must not let the WAL grow without bound).
+CHECKPOINT_BACKLOG = 2
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +145,7 @@ class EmbeddedLog:
         self._appended_bytes = 0  # since the last checkpoint
         self._checkpoint_every_bytes = checkpoint_every_bytes
         self._checkpoint_due = trio.Event()
+        self._checkpoint_running: trio.Event | None = None  # set when the running one ends
         self.checkpoints = 0  # completed by the checkpointer (reported by tests)
         # Within a transaction: the ends it moved (their old values) and the topics it created,
         # to roll the in-memory view back with it.
@@ -225,6 +231,11 @@ class EmbeddedLog:
             UpstreamError: the transaction failed (`InsufficientStorage`: the disk is full).
         """
         await trio.lowlevel.checkpoint_if_cancelled()
+        running = self._checkpoint_running
+        if running is not None and (
+            self._appended_bytes >= CHECKPOINT_BACKLOG * self._checkpoint_every_bytes
+        ):
+            await running.wait()
         batch = self._batch
         if batch is None:
             batch = self._batch = _Batch()
@@ -311,6 +322,7 @@ class EmbeddedLog:
                 if self._appended_bytes < self._checkpoint_every_bytes:
                     continue
                 self._appended_bytes = 0
+                running = self._checkpoint_running = trio.Event()
                 try:
                     await trio.to_thread.run_sync(_checkpoint, checkpointer)
                     # What was appended meanwhile (a little), here, between transactions: only a
@@ -319,6 +331,9 @@ class EmbeddedLog:
                     _checkpoint(self._db)
                 except sqlite3.Error as exc:  # the next one copies what this one did not
                     log.warning("embedded event log: WAL checkpoint failed: %s", exc)
+                finally:
+                    self._checkpoint_running = None
+                    running.set()
                 self.checkpoints += 1
         finally:
             checkpointer.close()
