@@ -90,6 +90,7 @@ async def _open_event_log(settings: Settings) -> AsyncIterator[EventLog]:
     async with open_embedded_log(
         settings.data_dir / "events.sqlite3",
         partitions_for=lambda topic: topic_spec(events, topic).partitions,
+        retention_ms_for=lambda topic: topic_spec(events, topic).deletes_after_ms,
         synchronous=events.embedded_synchronous,
     ) as embedded:
         yield embedded

@@ -39,6 +39,12 @@ class TopicSpec:
     retention_ms: int  # -1: forever
     cleanup_policy: str  # "delete" or "compact"
 
+    @property
+    def deletes_after_ms(self) -> int:
+        """How old a record gets before retention deletes it; -1: never. Kafka compacts the
+        compacted topics by key; the embedded log keeps them whole."""
+        return self.retention_ms if self.cleanup_policy == "delete" else -1
+
 
 def topic_spec(events: EventsSettings, topic: str) -> TopicSpec:
     """How `topic` is (or would be) created."""

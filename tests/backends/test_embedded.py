@@ -7,9 +7,11 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -19,7 +21,10 @@ from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.delivery import Commit, TopicPartition
 from azuld.core.keys import binary_topic
 from azuld.core.publish import Outgoing
+from azuld.dispatcher import Dispatcher
 from azuld.errors import UpstreamError
+from tests.backends.test_dispatch_contract import SETTINGS, complete, fetch, fetch_n
+from tests.conftest import make_binary, sha
 
 checkpoint = embedded._checkpoint  # the real one, before a test slows it down
 
@@ -148,3 +153,117 @@ async def test_writers_wait_for_a_slow_checkpoint(
         largest = await append_and_watch_the_wal(log, tmp_path / "events.sqlite3-wal")
         assert log.checkpoints >= 3  # without waiting: the writes finish during the second
         assert largest < 12 * every
+
+
+# -- retention ---------------------------------------------------------------------------------
+
+KEPT = binary_topic("t", "samples", "extracted")  # kept forever (a compacted source topic)
+
+
+class Clock:
+    """Wall-clock time that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def ten_seconds_for_topic(topic: str) -> int:
+    return 10_000 if topic == TOPIC else -1
+
+
+async def append_values(event_log: EmbeddedLog, topic: str, *values: str) -> None:
+    await event_log.append([Outgoing(topic, "k", value.encode()) for value in values])
+
+
+async def test_records_past_their_retention_are_deleted_never_early(tmp_path: Path) -> None:
+    clock = Clock()
+    path = tmp_path / "events.sqlite3"
+    async with open_embedded_log(
+        path, retention_ms_for=ten_seconds_for_topic, clock=clock
+    ) as event_log:
+        await append_values(event_log, TOPIC, "a", "b", "c")
+        await append_values(event_log, KEPT, "x")
+        assert await event_log.age_off() == 0  # marks the ends: a, b, c were appended by now
+        clock.now += 5
+        await append_values(event_log, TOPIC, "d", "e")
+        assert await event_log.age_off() == 0  # nothing is 10 s old yet
+        clock.now += 5
+        assert await event_log.age_off() == 3  # a, b, c: appended 10 s ago at the latest
+        assert await event_log.read(TP, 0, 10) == [(3, b"d"), (4, b"e")]
+        assert await event_log.offsets([TP]) == {TP: (3, 5)}
+        clock.now += 4.9
+        assert await event_log.age_off() == 0  # d and e may be only 9.9 s old
+        clock.now += 0.1
+        assert await event_log.age_off() == 2
+        assert await event_log.read(TP, 0, 10) == []
+        kept = TopicPartition(KEPT, 0)
+        assert await event_log.read(kept, 0, 10) == [(0, b"x")]
+        assert event_log.aged_off == 5
+    # All of the partition is gone, yet it still ends where it ended.
+    async with open_embedded_log(path, retention_ms_for=ten_seconds_for_topic, clock=clock) as log:
+        assert await log.offsets([TP]) == {TP: (5, 5)}
+        await append_values(log, TOPIC, "f")
+        assert await log.read(TP, 0, 10) == [(5, b"f")]
+
+
+async def test_aging_off_deletes_in_small_transactions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(embedded, "AGE_OFF_CHUNK", 3)
+    clock = Clock()
+    async with open_embedded_log(
+        tmp_path / "events.sqlite3", retention_ms_for=ten_seconds_for_topic, clock=clock
+    ) as event_log:
+        await append_values(event_log, TOPIC, *(str(i) for i in range(10)))
+        await event_log.age_off()
+        generation = event_log.generation
+        writes = 0
+        original = event_log._submit
+
+        async def counted(write: Any) -> Any:
+            nonlocal writes
+            writes += 1
+            return await original(write)
+
+        monkeypatch.setattr(event_log, "_submit", counted)
+        clock.now += 10
+        assert await event_log.age_off() == 10
+        assert writes == 4  # 3 + 3 + 3 + 1
+        assert event_log.generation == generation  # deleting wakes no reader
+        assert await event_log.offsets([TP]) == {TP: (10, 10)}
+
+
+async def test_a_plugin_behind_the_retention_gets_what_is_left(tmp_path: Path) -> None:
+    # P finished `a` and committed there; `b` and `c` age off before P fetches again (after a
+    # restart, so nothing is held in memory): P gets `d`, after the gap, and nothing else.
+    clock = Clock()
+    async with open_embedded_log(
+        tmp_path / "events.sqlite3",
+        retention_ms_for=lambda topic: 10_000 if ".binary." in topic else -1,
+        clock=clock,
+    ) as event_log:
+        async with running_dispatcher(event_log) as dispatcher:
+            binaries = [make_binary(name) for name in ("a", "b", "c")]
+            await dispatcher.publish("binary", msgspec.json.encode(binaries))
+            (job,) = await fetch_n(dispatcher, 1, count="1")
+            await complete(dispatcher, job)
+        await event_log.age_off()
+        clock.now += 10
+        async with running_dispatcher(event_log) as dispatcher:
+            await dispatcher.publish("binary", msgspec.json.encode([make_binary("d")]))
+            assert await event_log.age_off() == 3  # a, b and c
+            got = await fetch_n(dispatcher, 1, count="5")
+            assert [e.entity.sha256 for e in got] == [sha("d")]
+            assert await fetch(dispatcher, count="5") == []
+
+
+@asynccontextmanager
+async def running_dispatcher(event_log: EmbeddedLog) -> AsyncIterator[Dispatcher]:
+    dispatcher = Dispatcher(event_log, SETTINGS, "t")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.run)
+        yield dispatcher
+        nursery.cancel_scope.cancel()

@@ -24,6 +24,15 @@ durable, as if it had its own: an acknowledged write is as durable as before, an
 the commit it moves still land in that order (the commit is only written once the status's
 append returned). If the batch fails, each write is tried again alone, so each writer gets its
 own outcome (one bad write does not fail the others).
+
+Retention: topics created with `cleanup.policy=delete` and a `retention.ms` (the system topics, as
+Go's defaults: `system.status` one day, `system.plugin` a week, ...; sources with
+`retention_days`) lose their records once they are older than that, as on Kafka. SQLite rows
+carry no time, so, like Kafka's segments, a task marks each partition's end with the wall-clock
+time every `AGE_OFF_SECONDS` (`marks` table: everything below `offset` was appended by `at`), and
+deletes what lies below the newest mark older than the retention, in small transactions. A record
+is never deleted early, and late by at most one pass. The newest mark stays, so a partition whose
+records are all gone keeps its end offset across restarts. Compacted topics are kept whole.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
@@ -58,6 +68,10 @@ CHECKPOINT_BYTES = 8 * 1024 * 1024
 # Writers wait for a running checkpoint once this many times CHECKPOINT_BYTES were appended since
 # it began (a slow disk must not let the WAL grow without bound).
 CHECKPOINT_BACKLOG = 2
+# How often partitions are marked with the time and records past their retention deleted.
+AGE_OFF_SECONDS = 60.0
+# Records deleted per transaction when aging off (the Trio thread waits for each).
+AGE_OFF_CHUNK = 2000
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +100,12 @@ CREATE TABLE IF NOT EXISTS commits (
     offset INTEGER NOT NULL,
     metadata TEXT NOT NULL,
     PRIMARY KEY (grp, topic, partition)
+);
+CREATE TABLE IF NOT EXISTS marks (
+    tp INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    at REAL NOT NULL,
+    PRIMARY KEY (tp, offset)
 );
 CREATE TABLE IF NOT EXISTS consumers (
     key TEXT PRIMARY KEY,
@@ -132,15 +152,22 @@ class EmbeddedLog:
         partitions_for: Callable[[str], int],
         *,
         checkpoint_every_bytes: int = CHECKPOINT_BYTES,
+        retention_ms_for: Callable[[str], int] = lambda topic: -1,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
         self._partitions_for = partitions_for
+        self._retention_ms_for = retention_ms_for  # -1: kept forever
+        self._clock = clock  # wall-clock seconds: marks outlive the process
         self._generation = 0
         self._topology = 0
         self._changed = trio.Event()
         self._topic_partitions: dict[str, int] = {}
         self._tp_ids: dict[TopicPartition, int] = {}
         self._ends: dict[TopicPartition, int] = {}
+        self._starts: dict[TopicPartition, int] = {}  # the lowest offset not aged off
+        self._marked: dict[TopicPartition, int] = {}  # the offset of each partition's newest mark
+        self.aged_off = 0  # records deleted by retention since start (reported by tests)
         self._batch: _Batch | None = None  # writes waiting for the next transaction
         self._appended_bytes = 0  # since the last checkpoint
         self._checkpoint_every_bytes = checkpoint_every_bytes
@@ -161,10 +188,18 @@ class EmbeddedLog:
         ):
             tp = TopicPartition(topic, partition)
             self._tp_ids[tp] = tp_id
-            row = self._db.execute(
-                "SELECT MAX(offset) FROM records WHERE tp = ?", (tp_id,)
+            first, last = self._db.execute(
+                "SELECT MIN(offset), MAX(offset) FROM records WHERE tp = ?", (tp_id,)
             ).fetchone()
-            self._ends[tp] = 0 if row[0] is None else row[0] + 1
+            (marked,) = self._db.execute(
+                "SELECT MAX(offset) FROM marks WHERE tp = ?", (tp_id,)
+            ).fetchone()
+            # All records aged off: the newest mark still says where the partition ends.
+            end = max(0 if last is None else last + 1, marked or 0)
+            self._ends[tp] = end
+            self._starts[tp] = end if first is None else first
+            if marked is not None:
+                self._marked[tp] = marked
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -338,6 +373,52 @@ class EmbeddedLog:
         finally:
             checkpointer.close()
 
+    async def age_off_when_due(self) -> None:
+        """Run forever: `age_off` every `AGE_OFF_SECONDS`."""
+        while True:
+            await trio.sleep(AGE_OFF_SECONDS)
+            try:
+                await self.age_off()
+            except UpstreamError as exc:  # the next pass tries again
+                log.warning("embedded event log: aging off failed: %s", exc)
+
+    async def age_off(self) -> int:
+        """One retention pass (see the module notes): mark each partition of a topic with a
+        retention, then delete its records older than that. Returns how many were deleted.
+
+        Raises:
+            UpstreamError: a write failed.
+        """
+        now = self._clock()
+        retained = {
+            tp: retention_ms / 1000
+            for tp in list(self._tp_ids)
+            if (retention_ms := self._retention_ms_for(tp.topic)) > 0
+        }
+        ends = {tp: end for tp in retained if (end := self._ends[tp]) > self._marked.get(tp, 0)}
+        if ends:
+            rows = [(self._tp_ids[tp], end, now) for tp, end in ends.items()]
+            await self._submit(partial(_store_marks, rows))
+            self._marked.update(ends)
+        deleted = 0
+        for tp, retention_seconds in retained.items():
+            tp_id = self._tp_ids[tp]
+            (boundary,) = self._db.execute(
+                "SELECT MAX(offset) FROM marks WHERE tp = ? AND at <= ?",
+                (tp_id, now - retention_seconds),
+            ).fetchone()
+            start = self._starts.get(tp, 0)
+            if boundary is None or boundary <= start:
+                continue
+            while start < boundary:
+                upto = min(start + AGE_OFF_CHUNK, boundary)
+                deleted += await self._submit(partial(_delete_records, tp_id, start, upto))
+                start = self._starts[tp] = upto
+        if deleted:
+            self.aged_off += deleted
+            log.info("embedded event log: %d records past their retention deleted", deleted)
+        return deleted
+
     def _insert_records(self, records: Sequence[Outgoing], db: sqlite3.Connection) -> None:
         rows = []
         ends, undo = self._ends, self._undo_ends
@@ -365,8 +446,7 @@ class EmbeddedLog:
         return sorted(tp for tp in self._tp_ids if topic_filter(tp.topic))
 
     async def offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
-        # Nothing is deleted from the embedded log yet, so every partition starts at 0.
-        return {tp: (0, self._ends.get(tp, 0)) for tp in tps}
+        return {tp: (self._starts.get(tp, 0), self._ends.get(tp, 0)) for tp in tps}
 
     def known_end(self, tp: TopicPartition) -> int:
         return self._ends.get(tp, 0)
@@ -451,6 +531,20 @@ class EmbeddedLog:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
+def _store_marks(rows: list[tuple[int, int, float]], db: sqlite3.Connection) -> None:
+    db.executemany("INSERT OR REPLACE INTO marks (tp, offset, at) VALUES (?, ?, ?)", rows)
+
+
+def _delete_records(tp_id: int, start: int, upto: int, db: sqlite3.Connection) -> int:
+    """Delete the records of `tp_id` in [start, upto) and the marks below `upto` (the newest
+    mark of a partition is never below what retention deletes). Returns the records deleted."""
+    cursor = db.execute(
+        "DELETE FROM records WHERE tp = ? AND offset >= ? AND offset < ?", (tp_id, start, upto)
+    )
+    db.execute("DELETE FROM marks WHERE tp = ? AND offset < ?", (tp_id, upto))
+    return cursor.rowcount
+
+
 def _checkpoint(db: sqlite3.Connection) -> None:
     """A passive checkpoint: copies what it can without waiting for (or blocking) the writer."""
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -463,6 +557,8 @@ async def open_embedded_log(
     partitions_for: Callable[[str], int] = lambda topic: 1,
     synchronous: str = "normal",
     checkpoint_every_bytes: int = CHECKPOINT_BYTES,
+    retention_ms_for: Callable[[str], int] = lambda topic: -1,
+    clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[EmbeddedLog]:
     """Open (creating if needed) the log at `path`, with its checkpointer; closed on exit.
 
@@ -482,9 +578,16 @@ async def open_embedded_log(
     except sqlite3.Error as exc:
         raise UpstreamError(f"cannot open the embedded event log at {path}: {exc}") from exc
     try:
-        event_log = EmbeddedLog(db, partitions_for, checkpoint_every_bytes=checkpoint_every_bytes)
+        event_log = EmbeddedLog(
+            db,
+            partitions_for,
+            checkpoint_every_bytes=checkpoint_every_bytes,
+            retention_ms_for=retention_ms_for,
+            clock=clock,
+        )
         async with trio.open_nursery() as nursery:
             nursery.start_soon(event_log.checkpoint_when_due, path)
+            nursery.start_soon(event_log.age_off_when_due)
             yield event_log
             nursery.cancel_scope.cancel()
     finally:
