@@ -70,7 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     watch.add_argument("--plugin", help="only this plugin's statuses")
 
     failed = commands.add_parser(
-        "failed", help="dead letters: jobs that ended in an error status, newest first"
+        "failed",
+        help="dead letters: jobs that ended in an error status, newest first (within the "
+        "status topic's retention: a day)",
     )
     failed.add_argument("--server", default=DEFAULT_SERVER)
     failed.add_argument("--plugin", default="", help="only this plugin's")
