@@ -11,9 +11,8 @@ into the database file: SQLite's automatic one ran inside a commit, on the Trio 
 a third or more of every write. Here a task checkpoints on its own connection in a worker thread
 once `CHECKPOINT_BYTES` have been written since the last one (SQLite releases the GIL meanwhile;
 a passive checkpoint never blocks the writer). If the disk is slower than the writes, writers wait
-for the running checkpoint once `CHECKPOINT_BACKLOG` more thresholds were appended, so the WAL stays
-bounded. Partitions are chosen as Go does (FNV-1a of the
-key, modulo the count).
+for the running checkpoint once `CHECKPOINT_BACKLOG` more thresholds were appended, so the WAL
+stays bounded. Partitions are chosen as Go does (FNV-1a of the key, modulo the count).
 
 Group commit: a transaction's fixed cost (the WAL commit) is larger than its inserts, so writes
 (`append`, `commit`, `forget_consumer`) from concurrent tasks share one. The first writer opens a
@@ -401,22 +400,22 @@ class EmbeddedLog:
             await self._submit(partial(_store_marks, rows))
             self._marked.update(ends)
         deleted = 0
-        for tp, retention_seconds in retained.items():
-            tp_id = self._tp_ids[tp]
-            (boundary,) = self._db.execute(
-                "SELECT MAX(offset) FROM marks WHERE tp = ? AND at <= ?",
-                (tp_id, now - retention_seconds),
-            ).fetchone()
-            start = self._starts.get(tp, 0)
-            if boundary is None or boundary <= start:
-                continue
-            while start < boundary:
-                upto = min(start + AGE_OFF_CHUNK, boundary)
-                deleted += await self._submit(partial(_delete_records, tp_id, start, upto))
-                start = self._starts[tp] = upto
-        if deleted:
-            self.aged_off += deleted
-            log.info("embedded event log: %d records past their retention deleted", deleted)
+        try:
+            for tp, retention_seconds in retained.items():
+                tp_id = self._tp_ids[tp]
+                (boundary,) = self._db.execute(
+                    "SELECT MAX(offset) FROM marks WHERE tp = ? AND at <= ?",
+                    (tp_id, now - retention_seconds),
+                ).fetchone()
+                start = self._starts.get(tp, 0)
+                while boundary is not None and start < boundary:
+                    upto = min(start + AGE_OFF_CHUNK, boundary)
+                    deleted += await self._submit(partial(_delete_records, tp_id, start, upto))
+                    start = self._starts[tp] = upto
+        finally:
+            if deleted:
+                self.aged_off += deleted
+                log.info("embedded event log: %d records past their retention deleted", deleted)
         return deleted
 
     def _insert_records(self, records: Sequence[Outgoing], db: sqlite3.Connection) -> None:
