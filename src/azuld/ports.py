@@ -3,14 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 from azuld.core.delivery import Commit, Snapshot, TopicPartition
 from azuld.core.publish import Outgoing
 
-__all__ = ["BlobStore", "EventLog"]
+__all__ = ["BlobStore", "EventLog", "RevokeHook"]
+
+RevokeHook = Callable[[frozenset[TopicPartition]], Awaitable[None]]
+"""Called with partitions about to move to another instance, to hand over their work first."""
 
 
 class EventLog(Protocol):
@@ -90,6 +93,22 @@ class EventLog(Protocol):
 
     async def health(self) -> str | None:
         """`None` if the log is usable now, else why not (for `/readyz`)."""
+
+    def on_revoke(self, hook: RevokeHook | None) -> None:
+        """Have `hook(partitions)` run before partitions this instance owns move to another
+        instance (a Kafka rebalance), so that their work is handed over first: the move waits
+        for it (bounded). The embedded log owns every partition for ever and never calls it."""
+
+    async def latest_values(self, topic: str) -> dict[str, bytes]:
+        """The newest value of each key of `topic` (a table kept in a compacted topic), counting
+        every record appended before this call. Raises `ValueError` for a topic the log does not
+        keep as a table (the system `handover` topic is one)."""
+
+    async def offsets_at(
+        self, tps: Sequence[TopicPartition], wall_seconds: float
+    ) -> dict[TopicPartition, int]:
+        """For each partition, an offset at or before its first record appended at or after
+        `wall_seconds` (Unix time): reading on from it finds every record appended since."""
 
 
 class BlobStore(Protocol):

@@ -9,7 +9,15 @@ from azuld.core.keys import binary_topic, system_topic
 from azuld.models.events import BINARY_ACTIONS
 from azuld.settings import EventsSettings
 
-__all__ = ["CONSUMERS_TOPIC", "TopicSpec", "startup_topics", "topic_spec"]
+__all__ = [
+    "CONSUMERS_TOPIC",
+    "HANDOVER_TOPIC",
+    "INTERNAL_TOPICS",
+    "TopicSpec",
+    "siblings",
+    "startup_topics",
+    "topic_spec",
+]
 
 _DAY_MS = 86_400_000
 
@@ -27,9 +35,19 @@ _SYSTEM: dict[str, tuple[int, str]] = {
     "scrape": (28 * _DAY_MS, "delete"),
     # azuld's registry of plugin keys: every registration kept, the first per key wins.
     "consumers": (-1, "delete"),
+    # azuld's replay cache, re-offer trail and lease hand-overs. Created at start-up with the
+    # rest: on Kafka a topic created later changes what the instances' group subscribes to and
+    # makes every instance give up and re-take its partitions (a rebalance).
+    "replay": (7 * _DAY_MS, "delete"),
+    "reoffer": (7 * _DAY_MS, "delete"),
+    "handover": (-1, "compact"),  # the newest hand-over per (group, partition) is what counts
 }
 
 CONSUMERS_TOPIC = "consumers"
+HANDOVER_TOPIC = "handover"
+# System topics that are azuld's own bookkeeping, never dispatched to a plugin key: they stay out
+# of the partitions instances share (every instance reads them whole).
+INTERNAL_TOPICS = frozenset({CONSUMERS_TOPIC, HANDOVER_TOPIC, "replay"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +70,7 @@ def topic_spec(events: EventsSettings, topic: str) -> TopicSpec:
     default = max(1, events.default_partitions)
     if len(parts) == 4 and parts[2] == "system":
         retention, cleanup = _SYSTEM.get(parts[3], (7 * _DAY_MS, "delete"))
-        partitions = 1 if parts[3] == CONSUMERS_TOPIC else default
+        partitions = 1 if parts[3] in (CONSUMERS_TOPIC, HANDOVER_TOPIC) else default
         return TopicSpec(topic, partitions, retention, cleanup)
     source = parts[2] if len(parts) == 5 else ""
     for configured in events.sources:
@@ -75,3 +93,16 @@ def startup_topics(events: EventsSettings) -> list[TopicSpec]:
         for action in BINARY_ACTIONS
     ]
     return [topic_spec(events, name) for name in names]
+
+
+def siblings(events: EventsSettings, topic: str) -> list[TopicSpec]:
+    """The topics to create together with `topic`: a source's five binary topics at once (each
+    topic created on Kafka rebalances the instances' group: one rebalance per new source, not
+    one per action), otherwise `topic` alone."""
+    parts = topic.split(".")
+    if len(parts) == 5 and parts[3] == "binary":
+        prefix, source = parts[1], parts[2]
+        return [
+            topic_spec(events, binary_topic(prefix, source, action)) for action in BINARY_ACTIONS
+        ]
+    return [topic_spec(events, topic)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from contextlib import aclosing
 
 import trio
@@ -190,3 +191,38 @@ async def test_shared_says_whether_other_instances_append(
 ) -> None:
     # Kafka: other azuld instances post statuses there; the embedded log has one writer.
     assert event_log.shared is (backend == "kafka")
+
+
+async def test_latest_values_keeps_the_newest_per_key(
+    event_log: EventLog, topic_prefix: str
+) -> None:
+    topic = system_topic(topic_prefix, "handover")
+    assert await event_log.latest_values(topic) == {}
+    await event_log.append(
+        [Outgoing(topic, "a", b"1"), Outgoing(topic, "b", b"2"), Outgoing(topic, "a", b"3")]
+    )
+    # Read your writes: what was appended before the call is in the answer.
+    assert await event_log.latest_values(topic) == {"a": b"3", "b": b"2"}
+
+
+async def test_offsets_at_find_what_was_appended_since(
+    event_log: EventLog, topic_prefix: str
+) -> None:
+    topic = system_topic(topic_prefix, "status")
+    await event_log.append(records(topic, "old", key="each"))
+    tps = await event_log.partitions(topic.__eq__, owned=False)
+    since = time.time()
+    await trio.sleep(0.05)
+    await event_log.append(records(topic, "new-1", "new-2", key="each"))
+    starts = await event_log.offsets_at(tps, since)
+    found = set()
+    for tp in tps:
+        offset = starts[tp]
+        while batch := await event_log.read(tp, offset, 100):
+            found.update(value for _, value in batch)
+            offset = batch[-1][0] + 1
+    # At or before the first record since (the embedded log marks time once a minute).
+    assert {b"new-1", b"new-2"} <= found
+    later = await event_log.offsets_at(tps, time.time() + 3600)
+    for tp, (start, end) in (await event_log.offsets(tps)).items():
+        assert start <= later[tp] <= end

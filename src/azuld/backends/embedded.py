@@ -57,6 +57,7 @@ from azuld.core.delivery import (
 )
 from azuld.core.publish import Outgoing
 from azuld.errors import InsufficientStorage, UpstreamError
+from azuld.ports import RevokeHook
 
 __all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
 
@@ -518,6 +519,36 @@ class EmbeddedLog:
                     yield value
             if not found:
                 await self.wait_for_change(generation)
+
+    def on_revoke(self, hook: RevokeHook | None) -> None:
+        """Never called: this process owns every partition for ever."""
+
+    async def latest_values(self, topic: str) -> dict[str, bytes]:
+        table: dict[str, bytes] = {}
+        for tp, tp_id in sorted(self._tp_ids.items()):
+            if tp.topic != topic:
+                continue
+            rows = self._db.execute(
+                "SELECT key, value FROM records WHERE tp = ? ORDER BY offset", (tp_id,)
+            )
+            for key, value in rows:
+                table[key] = bytes(value)
+        return table
+
+    async def offsets_at(
+        self, tps: Sequence[TopicPartition], wall_seconds: float
+    ) -> dict[TopicPartition, int]:
+        # The newest mark at or before the time: everything appended since lies above it.
+        found: dict[TopicPartition, int] = {}
+        for tp in tps:
+            tp_id = self._tp_ids.get(tp)
+            mark = None
+            if tp_id is not None:
+                (mark,) = self._db.execute(
+                    "SELECT MAX(offset) FROM marks WHERE tp = ? AND at <= ?", (tp_id, wall_seconds)
+                ).fetchone()
+            found[tp] = max(self._starts.get(tp, 0), mark or 0)
+        return found
 
     async def health(self) -> str | None:
         try:

@@ -35,7 +35,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import secrets
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -48,11 +51,18 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka import TopicPartition as KafkaTP
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
+from aiokafka.coordinator.protocol import (
+    ConsumerProtocolMemberAssignment,
+    ConsumerProtocolMemberMetadata,
+)
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
 
 from azuld.backends.embedded import fnv1a_32
+from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
 from azuld.core.delivery import (
     Commit,
     Snapshot,
@@ -63,8 +73,16 @@ from azuld.core.delivery import (
 from azuld.core.keys import system_topic
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
+from azuld.ports import RevokeHook
 from azuld.settings import EventsSettings
-from azuld.topics import CONSUMERS_TOPIC, TopicSpec, startup_topics, topic_spec
+from azuld.topics import (
+    CONSUMERS_TOPIC,
+    HANDOVER_TOPIC,
+    INTERNAL_TOPICS,
+    TopicSpec,
+    siblings,
+    startup_topics,
+)
 
 __all__ = ["KafkaLog", "open_kafka_log"]
 
@@ -81,6 +99,9 @@ READ_WAIT_MS = 1000
 _COORDINATOR_RETRIABLE = frozenset({14, 15, 16})
 # Followers (the status topic) buffer this many values before the tail drops some.
 FOLLOW_BUFFER = 10_000
+# How long a rebalance waits for this instance to hand over the partitions it gives up. Kafka
+# waits for every member to rejoin within the rebalance timeout (the session timeout, 10 s).
+HANDOVER_SECONDS = 5.0
 
 
 def _partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -99,20 +120,94 @@ def _ktp(tp: TopicPartition) -> KafkaTP:
     return KafkaTP(tp.topic, tp.partition)
 
 
-class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Tracks which partitions Kafka gave this instance; pauses them (it only holds them)."""
+class _EvenShares(AbstractPartitionAssignor):  # type: ignore[misc]
+    """aiokafka's side of `core.assignment`: each member's claim (what it owns) travels as the
+    user data of its membership; the leader shares every topic's partitions evenly, keeping them
+    where they are when it can. aiokafka calls these as class methods, so the claim lives in
+    class attributes: each log uses its own subclass (`for_one_log`)."""
 
-    def __init__(self, consumer: AIOKafkaConsumer) -> None:
+    name = "azuld-even-sticky"
+    version = 0
+    owned: frozenset[TopicPartition] = frozenset()
+    generation = -1
+
+    @classmethod
+    def for_one_log(cls) -> type[_EvenShares]:
+        return type("EvenShares", (cls,), {})
+
+    @classmethod
+    def metadata(cls, topics: Any) -> ConsumerProtocolMemberMetadata:
+        return ConsumerProtocolMemberMetadata(
+            cls.version, sorted(topics), encode_claim(cls.generation, cls.owned)
+        )
+
+    @classmethod
+    def assign(
+        cls, cluster: ClusterMetadata, members: Mapping[str, ConsumerProtocolMemberMetadata]
+    ) -> dict[str, ConsumerProtocolMemberAssignment]:
+        counts: dict[str, int] = {}
+        for metadata in members.values():
+            for topic in metadata.subscription:
+                counts[topic] = len(cluster.partitions_for_topic(topic) or ())
+        claims = {}
+        for member_id, metadata in members.items():
+            generation, owned = decode_claim(metadata.user_data)
+            claims[member_id] = Member(frozenset(metadata.subscription), owned, generation)
+        shares = share_partitions(counts, claims)
+        assignments = {}
+        for member_id, tps in shares.items():
+            by_topic: dict[str, list[int]] = {}
+            for tp in tps:
+                by_topic.setdefault(tp.topic, []).append(tp.partition)
+            assignments[member_id] = ConsumerProtocolMemberAssignment(
+                cls.version, sorted(by_topic.items()), b""
+            )
+        return assignments
+
+    @classmethod
+    def on_assignment(cls, assignment: ConsumerProtocolMemberAssignment) -> None:
+        cls.owned = frozenset(_tp(tp) for tp in assignment.partitions())
+
+
+class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tracks which partitions Kafka gave this instance; pauses them (it only holds them).
+
+    Before partitions move (Kafka revokes every partition of every member at the start of a
+    rebalance), the revoke hook hands their work over: the rebalance waits for it, so the
+    partitions' next owner, assigned after every member rejoined, finds what was handed over.
+    """
+
+    def __init__(self, consumer: AIOKafkaConsumer, assignor: type[_EvenShares]) -> None:
         self.consumer = consumer
+        self.assignor = assignor
         self.owned: set[TopicPartition] = set()
         self.version = 0
         self.assigned_once = False
+        self.hook: RevokeHook | None = None
+        self.rebalances = 0
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
-        self.owned -= {_tp(tp) for tp in revoked}
+        lost = frozenset(_tp(tp) for tp in revoked)
+        if lost and self.hook is not None:
+            try:
+                await trio_asyncio.trio_as_aio(self._hand_over)(self.hook, lost)
+            except Exception:  # the partitions move anyway; their next owner re-offers
+                log.exception("handing over %d partitions failed", len(lost))
+        self.owned -= lost
+        self.rebalances += 1
         self.version += 1
 
+    @staticmethod
+    async def _hand_over(hook: RevokeHook, lost: frozenset[TopicPartition]) -> None:
+        with trio.move_on_after(HANDOVER_SECONDS) as late:
+            await hook(lost)
+        if late.cancelled_caught:
+            log.warning("handing over %d partitions took over %g s", len(lost), HANDOVER_SECONDS)
+
     async def on_partitions_assigned(self, assigned: Any) -> None:
+        # The claim's generation: of two claims on one partition (a member that missed a
+        # rebalance), the newer wins.
+        self.assignor.generation = self.consumer._coordinator.generation
         self.consumer.pause(*assigned)
         self.owned |= {_tp(tp) for tp in assigned}
         self.assigned_once = True
@@ -151,6 +246,13 @@ class KafkaLog:
         self.prefix = settings.topic_prefix
         self._topic_pattern = re.compile(rf"^azul\.{re.escape(self.prefix)}\.")
         self._registry_topic = system_topic(self.prefix, CONSUMERS_TOPIC)
+        # Topics read whole from their start, kept as tables of their newest value per key.
+        self._table_topics = frozenset({system_topic(self.prefix, HANDOVER_TOPIC)})
+        self._tables: dict[str, dict[str, bytes]] = {t: {} for t in self._table_topics}
+        self._read_up_to: dict[TopicPartition, int] = {}  # the tail's position in table topics
+        self._tables_moved = trio.Event()
+        # Names this process in the instances' group (client id), in logs and on the dashboard.
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
         self._generation = 0
         self._topology = 0
         self._changed = trio.Event()
@@ -234,21 +336,31 @@ class KafkaLog:
             await self.tail.start()
             self.reader = AIOKafkaConsumer(auto_offset_reset="earliest", **consumer_options)
             await self.reader.start()
+            # Even per topic and sticky (core.assignment): with eager rebalancing every
+            # partition is handed over and taken back, but most come back to the same instance.
+            self._assignor = _EvenShares.for_one_log()
             self.member = AIOKafkaConsumer(
                 group_id=f"{self.prefix}-azul-dispatchers",
                 auto_offset_reset="latest",
                 session_timeout_ms=10_000,
                 heartbeat_interval_ms=2_000,
-                **consumer_options,
+                partition_assignment_strategy=(self._assignor,),
+                **{**consumer_options, "client_id": f"azuld-{self.instance}"},
             )
-            self.ownership = _Ownership(self.member)
-            self.member.subscribe(pattern=self._topic_pattern.pattern, listener=self.ownership)
+            self.ownership = _Ownership(self.member, self._assignor)
+            self.member.subscribe(pattern=self._dispatch_pattern(), listener=self.ownership)
             await self.member.start()
 
         await self._call("start-up", start)
         await self.ensure_topics(startup_topics(self.settings))
         await self._refresh_topics()
         self._problem = None
+
+    def _dispatch_pattern(self) -> str:
+        """The topics whose partitions the instances share out: every azul topic of the prefix
+        except azuld's own bookkeeping, which every instance reads whole."""
+        internal = "|".join(re.escape(t) for t in sorted(INTERNAL_TOPICS))
+        return rf"^azul\.{re.escape(self.prefix)}\.(?!system\.(?:{internal})$)"
 
     async def _stop(self) -> None:
         async def stop() -> None:
@@ -346,8 +458,9 @@ class KafkaLog:
             self.tail.seek(ktp, position)
         fresh = [_ktp(t) for t in new_tps]
         if starting:
-            registry = [t for t in fresh if t.topic == self._registry_topic]
-            others = [t for t in fresh if t.topic != self._registry_topic]
+            whole = self._table_topics | {self._registry_topic}
+            registry = [t for t in fresh if t.topic in whole]
+            others = [t for t in fresh if t.topic not in whole]
             if registry:
                 await self.tail.seek_to_beginning(*registry)
             if others:
@@ -388,6 +501,10 @@ class KafkaLog:
                     if tp.topic == self._registry_topic:
                         self._apply_registry(message.key, message.value)
                         self._registry_position = message.offset + 1
+                    elif tp.topic in self._table_topics:
+                        if message.key is not None:
+                            self._tables[tp.topic][message.key.decode()] = value
+                        self._read_up_to[tp] = message.offset + 1
                     for channel, starts in followers:
                         if message.offset < starts.get(tp, 0):
                             continue  # appended before the follower started
@@ -398,6 +515,9 @@ class KafkaLog:
                 if tp.topic == self._registry_topic:
                     self._registry_moved.set()
                     self._registry_moved = trio.Event()
+                elif tp.topic in self._table_topics:
+                    self._tables_moved.set()
+                    self._tables_moved = trio.Event()
             if moved:
                 self._bump()
             if not started and self._registry_position >= registry_target:
@@ -469,7 +589,9 @@ class KafkaLog:
     async def append(self, records: Sequence[Outgoing]) -> None:
         if not records:
             return
-        await self.ensure_topics([topic_spec(self.settings, t) for t in {r.topic for r in records}])
+        new = {r.topic for r in records if r.topic not in self._partitions}
+        if new:
+            await self.ensure_topics([s for t in sorted(new) for s in siblings(self.settings, t)])
 
         async def produce() -> list[Any]:
             futures = [
@@ -686,6 +808,35 @@ class KafkaLog:
                     yield value
         finally:
             self._followers[topic].remove(follower)
+
+    def on_revoke(self, hook: RevokeHook | None) -> None:
+        self.ownership.hook = hook
+
+    async def latest_values(self, topic: str) -> dict[str, bytes]:
+        if topic not in self._table_topics:
+            raise ValueError(f"{topic} is not kept as a table")
+        tps = [KafkaTP(topic, p) for p in range(self._partitions.get(topic, 0))]
+        ends = await self._call("table end", self.tail.end_offsets, tps) if tps else {}
+        # Read your writes: wait until the tail has read the table to where it ends now.
+        with trio.fail_after(self.settings.kafka_request_timeout_seconds):
+            while any(self._read_up_to.get(_tp(k), 0) < end for k, end in ends.items()):
+                await self._tables_moved.wait()
+        return dict(self._tables[topic])
+
+    async def offsets_at(
+        self, tps: Sequence[TopicPartition], wall_seconds: float
+    ) -> dict[TopicPartition, int]:
+        if not tps:
+            return {}
+        stamp = int(wall_seconds * 1000)
+        found = await self._call(
+            "offsets for time", self.reader.offsets_for_times, {_ktp(tp): stamp for tp in tps}
+        )
+        ends = await self.offsets(tps)
+        return {
+            tp: found[_ktp(tp)].offset if found.get(_ktp(tp)) is not None else ends[tp][1]
+            for tp in tps
+        }
 
     async def health(self) -> str | None:
         if self._problem:

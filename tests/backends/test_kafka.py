@@ -1,0 +1,91 @@
+"""What only the Kafka log does: share partitions between instances and hand work over when they
+move. Two logs in one process form the instances' group on the suite's real broker."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+import trio_asyncio
+
+from azuld.backends.kafka import KafkaLog, open_kafka_log
+from azuld.core.delivery import TopicPartition
+from azuld.core.keys import binary_topic, system_topic
+from azuld.core.publish import Outgoing
+from tests.backends.conftest import kafka_settings
+from tests.services import KafkaBroker
+
+
+@asynccontextmanager
+async def instance(broker: KafkaBroker, prefix: str) -> AsyncIterator[KafkaLog]:
+    async with open_kafka_log(kafka_settings(broker.bootstrap, prefix)) as kafka:
+        with trio.fail_after(30):
+            while await kafka.health():
+                await trio.sleep(0.1)
+        yield kafka
+
+
+async def topics(log: KafkaLog) -> set[str]:
+    return {tp.topic for tp in await log.partitions(lambda topic: True, owned=False)}
+
+
+def dispatched(log: KafkaLog, prefix: str) -> set[TopicPartition]:
+    """The partitions of the configured source's topics this instance owns."""
+    return {tp for tp in log.ownership.owned if tp.topic.startswith(f"azul.{prefix}.multi.")}
+
+
+async def test_a_second_instance_takes_partitions_after_they_are_handed_over(
+    kafka_broker: KafkaBroker,
+) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    handover = system_topic(prefix, "handover")
+    async with trio_asyncio.open_loop(), instance(kafka_broker, prefix) as first:
+        with trio.fail_after(30):  # five topics of three partitions, all here
+            while len(before := dispatched(first, prefix)) < 15:
+                await trio.sleep(0.1)
+        calls: list[tuple[frozenset[TopicPartition], set[TopicPartition]]] = []
+
+        async def hand_over(lost: frozenset[TopicPartition]) -> None:
+            calls.append((lost, set(first.ownership.owned)))
+            await first.append([Outgoing(handover, "work", b"handed over by the first")])
+
+        first.on_revoke(hand_over)
+        async with instance(kafka_broker, prefix) as second:
+            with trio.fail_after(30):
+                while not dispatched(second, prefix) or dispatched(first, prefix) == before:
+                    await trio.sleep(0.1)
+            kept, taken = dispatched(first, prefix), dispatched(second, prefix)
+            # Revoked while still owned: the hook ran before the partitions moved.
+            lost, owned_then = calls[0]
+            assert lost <= owned_then
+            assert kept.isdisjoint(taken)
+            assert kept | taken == before
+            assert kept
+            assert taken
+            # The new owner sees what was handed over before it was given the partitions.
+            assert (await second.latest_values(handover))["work"] == b"handed over by the first"
+            # azuld's own bookkeeping topics are read whole by every instance, owned by none.
+            internal = {system_topic(prefix, name) for name in ("handover", "replay", "consumers")}
+            assert not {tp.topic for tp in first.ownership.owned | second.ownership.owned} & (
+                internal
+            )
+
+
+async def test_azulds_own_topics_exist_from_the_start_and_a_new_source_at_once(
+    kafka_broker: KafkaBroker,
+) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    async with trio_asyncio.open_loop(), instance(kafka_broker, prefix) as kafka:
+        rebalances = kafka.ownership.rebalances
+        for name in ("replay", "reoffer", "handover", "status", "plugin", "expedite"):
+            assert system_topic(prefix, name) in await topics(kafka)
+        await kafka.append([Outgoing(system_topic(prefix, "replay"), "k", b"entry")])
+        await kafka.append([Outgoing(system_topic(prefix, "reoffer"), "k", b"offer")])
+        await kafka.append([Outgoing(binary_topic(prefix, "late", "extracted"), "k", b"child")])
+        for action in ("sourced", "extracted", "augmented", "enriched", "mapped"):
+            assert binary_topic(prefix, "late", action) in await topics(kafka)
+        # No rebalance for azuld's own topics; at most one (in progress) for the new source.
+        await trio.sleep(3)
+        assert kafka.ownership.rebalances <= rebalances + 1
