@@ -208,10 +208,14 @@ class DeliveryMachine(RuleBasedStateMachine):
         self.pl = PluginLanes(KEY, self.lanes, window=self.window, read_ahead=self.read_ahead)
         self.incarnation += 1
         self.cur: dict[Pair, CursorModel] = {}
+        # Below where the last incarnation's hand-outs got (as committed), a job read again may
+        # be in a plugin's hands: it is offered as a new attempt.
+        self.presumed_out: dict[Pair, int] = {}
         for lane, commits in snapshot.items():
             for tp, commit in commits.items():
                 self.pl.assign(lane, tp, commit)
                 self.cur[(lane, tp)] = CursorModel(commit, commit.offset)
+                self.presumed_out[(lane, tp)] = commit.handed_out
         assert set(self.cur) == set(self.pairs)
         self.queues: dict[str, list[set[JobRef]]] = {lane: [] for lane in self.lanes}
         self.attempts: dict[JobRef, int] = {}  # of queued jobs
@@ -332,7 +336,7 @@ class DeliveryMachine(RuleBasedStateMachine):
             cur.open.add(offset)
             self.read[pair].add(offset)
             self.queues[want.lane].append({ref})
-            self.attempts[ref] = 0
+            self.attempts[ref] = 1 if offset < self.presumed_out[pair] else 0
         return cur.position != before
 
     def _check_offer(self, job: Job, historic_share: float) -> None:
@@ -607,6 +611,8 @@ class DeliveryMachine(RuleBasedStateMachine):
         assert self.pl.leased == len(self.leases)
         deadlines = [deadline for _, deadline, _ in self.leases.values()]
         assert self.pl.next_deadline() == min(deadlines, default=None)
+        for ref in self.leases:  # commits carry how far hand-outs got
+            assert self.pl.cursors[ref.lane][ref.tp].commit().handed_out > ref.offset
         for pair in self.pairs:
             cursor = self.pl.cursors[pair[0]][pair[1]]
             cur = self.cur[pair]

@@ -47,6 +47,7 @@ __all__ = [
     "Job",
     "JobRef",
     "Lane",
+    "LeaseNote",
     "PartitionCursor",
     "PluginLanes",
     "ReadRequest",
@@ -102,11 +103,18 @@ def _decode_offsets(base: int, text: str) -> frozenset[int]:
 
 @dataclass(frozen=True, slots=True)
 class Commit:
-    """A committed position: the low-water mark plus what the metadata string carries."""
+    """A committed position: the low-water mark plus what the metadata string carries.
+
+    `handed_out` is where the committer's hand-outs had got to (one past the highest offset it
+    leased): an offset below it that is neither finished nor handed over may be in the hands of
+    a plugin of an instance that is gone, so its next offer is a new attempt.
+    """
 
     offset: int
     finished: frozenset[int] = frozenset()
     stop: int | None = None
+    # A hint carried along, not part of the position: commits compare equal without it.
+    handed_out: int = field(default=0, compare=False)
 
     def metadata(self) -> str:
         parts = ["azd1"]
@@ -114,6 +122,8 @@ class Commit:
             parts.append(f"stop={self.stop}")
         if self.finished:
             parts.append("done=" + _encode_offsets(self.offset, self.finished))
+        if self.handed_out > self.offset:
+            parts.append(f"out={self.handed_out - self.offset}")
         return ";".join(parts)
 
     @classmethod
@@ -121,6 +131,7 @@ class Commit:
         """Read a commit back; metadata that is not ours is ignored (plain offset)."""
         stop: int | None = None
         finished: frozenset[int] = frozenset()
+        handed_out = 0
         fields = metadata.split(";")
         if fields[0] == "azd1":
             for item in fields[1:]:
@@ -129,7 +140,9 @@ class Commit:
                     stop = int(value)
                 elif name == "done":
                     finished = _decode_offsets(offset, value)
-        return cls(offset, finished, stop)
+                elif name == "out":
+                    handed_out = offset + int(value)
+        return cls(offset, finished, stop, handed_out)
 
 
 class PartitionCursor:
@@ -148,7 +161,10 @@ class PartitionCursor:
         "_open_order",
         "committed",
         "dirty",
+        "expected",
+        "handed_out",
         "position",
+        "presumed_out",
         "stop",
     )
 
@@ -161,6 +177,12 @@ class PartitionCursor:
         self._open: set[int] = set()
         self._open_order: deque[int] = deque()  # open offsets (and finished ones) in read order
         self.dirty = False
+        # Hand-outs: how far they got (carried on in commits, so a later owner knows too), and
+        # below which the previous owner may have handed a job out (its next offer is a new
+        # attempt). Leases handed over by the previous owner wait here until their offset is read.
+        self.handed_out = max(commit.handed_out, commit.offset)
+        self.presumed_out = commit.handed_out
+        self.expected: dict[int, LeaseNote] = {}
 
     @property
     def open_count(self) -> int:
@@ -200,6 +222,7 @@ class PartitionCursor:
     def finish(self, offset: int) -> bool:
         """Finish `offset`; `True` if it was open. A finish for an offset not read yet (a late
         status after a restart) is remembered so the offset is skipped when read."""
+        self.expected.pop(offset, None)
         if offset in self._open:
             self._open.discard(offset)
             low = self._lowest_open()
@@ -240,7 +263,8 @@ class PartitionCursor:
                 finished.discard(heapq.heappop(heap))
 
     def commit(self) -> Commit:
-        return Commit(self.committed, frozenset(self._finished_above), self.stop)
+        handed_out = self.handed_out if self.handed_out > self.committed else 0
+        return Commit(self.committed, frozenset(self._finished_above), self.stop, handed_out)
 
     def unfinished_below(self, end: int) -> int:
         """How many offsets below `end` (and below `stop`) are not finished yet: the lag."""
@@ -270,6 +294,16 @@ def decode_snapshot(rows: list[list[object]]) -> Snapshot:
         commit = Commit.parse(int(offset), str(metadata))  # type: ignore[call-overload]
         snapshot.setdefault(str(group), {})[tp] = commit
     return snapshot
+
+
+class LeaseNote(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """A lease as one instance hands it over to the next owner of its partition: which offset,
+    which attempt, until when and since when (in the clock of whoever holds the note)."""
+
+    offset: int
+    attempt: int
+    deadline: float
+    leased_at: float
 
 
 class JobRef(msgspec.Struct, frozen=True, gc=False):
@@ -403,20 +437,60 @@ class PluginLanes:
     def add_records(
         self, lane: str, tp: TopicPartition, records: Iterable[tuple[int, bytes]]
     ) -> int:
-        """Queue records read from the log (in offset order); returns how many were queued."""
-        cursor = self.cursors[lane][tp]
+        """Queue records read from the log (in offset order); returns how many were queued.
+
+        Records of a partition not assigned here (any more: it moved while they were read) are
+        dropped. A record whose lease was handed over becomes that lease again.
+        """
+        cursor = self.cursors[lane].get(tp)
+        if cursor is None:
+            return 0
         queue = self._queued[lane]
         added = 0
         for offset, value in records:
             if cursor.stop is not None and offset >= cursor.stop:
                 break
-            if cursor.accept(offset):
-                queue.append(Job(JobRef(self.plugin_key, lane, tp, offset), value))
-                added += 1
+            if not cursor.accept(offset):
+                continue
+            ref = JobRef(self.plugin_key, lane, tp, offset)
+            note = cursor.expected.pop(offset, None)
+            if note is not None:
+                job = Job(ref, value, note.attempt, leased_at=note.leased_at)
+                job.move(JobState.LEASED)
+                self._lease(job, note.deadline)
+                continue
+            # Below where the previous owner's hand-outs got to, and not handed over: perhaps
+            # leased by an instance that is gone. Its plugin's status may still come (the first
+            # final status wins); offering it again is a new attempt.
+            queue.append(Job(ref, value, 1 if offset < cursor.presumed_out else 0))
+            added += 1
         return added
 
+    def expect_leases(self, lane: str, tp: TopicPartition, notes: Iterable[LeaseNote]) -> None:
+        """Leases the partition's previous owner handed over: each offset, when read, is leased
+        as the note says (and expires, or is heartbeated or finished, like any lease here)."""
+        cursor = self.cursors[lane][tp]
+        for note in notes:
+            if note.offset >= cursor.position and note.offset not in cursor._finished_above:
+                cursor.expected[note.offset] = note
+
+    def leases_on(self, lane: str, tp: TopicPartition) -> list[LeaseNote]:
+        """The leases of one partition, to hand over: those held here, and those handed over
+        to this instance whose offsets it has not read yet."""
+        notes = [
+            LeaseNote(ref.offset, job.attempt, job.deadline, job.leased_at)
+            for ref, job in self._leased.items()
+            if ref.lane == lane and ref.tp == tp
+        ]
+        cursor = self.cursors.get(lane, {}).get(tp)
+        if cursor is not None:
+            notes += cursor.expected.values()
+        return sorted(notes, key=lambda note: note.offset)
+
     def skip_to(self, lane: str, tp: TopicPartition, offset: int) -> None:
-        self.cursors[lane][tp].skip_to(offset)
+        cursor = self.cursors[lane].get(tp)
+        if cursor is not None:
+            cursor.skip_to(offset)
 
     @property
     def queued(self) -> int:
@@ -491,6 +565,9 @@ class PluginLanes:
                 job.move(JobState.LEASED)
                 job.leased_at = now
                 self._lease(job, now + lease_seconds)
+                cursor = self.cursors[lane].get(job.ref.tp)
+                if cursor is not None and job.ref.offset >= cursor.handed_out:
+                    cursor.handed_out = job.ref.offset + 1
         return handout
 
     def _lease(self, job: Job, deadline: float) -> None:
@@ -522,7 +599,22 @@ class PluginLanes:
         out: a plugin that heartbeats forever loses the lease like a silent one.
         """
         job = self._leased.get(ref)
-        if job is None or job.attempt != attempt:
+        if job is None:
+            # A lease handed over to this instance whose offset it has not read yet.
+            cursor = self.cursors.get(ref.lane, {}).get(ref.tp)
+            if cursor is None:
+                return False
+            note = cursor.expected.get(ref.offset)
+            if note is None or note.attempt != attempt:
+                return False
+            deadline = now + lease_seconds
+            if max_job_seconds > 0:
+                deadline = min(deadline, note.leased_at + max_job_seconds)
+            cursor.expected[ref.offset] = msgspec.structs.replace(
+                note, deadline=max(note.deadline, deadline)
+            )
+            return True
+        if job.attempt != attempt:
             return False
         job.move(JobState.LEASED)
         deadline = now + lease_seconds
