@@ -178,7 +178,7 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     logging.getLogger(__name__).info("azuld %s starting", __version__)
     try:
-        trio.run(functools.partial(serve, settings, config_path=args.config))
+        trio.run(functools.partial(serve, settings, config_path=args.config, overrides=overrides))
     except BaseException as exc:
         # Exceptions through trio-asyncio's loop arrive wrapped in groups (stack.md P3).
         failure = _find_error(exc, (UpstreamError, ConfigError, OSError))
