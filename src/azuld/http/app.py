@@ -23,6 +23,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 
 from azuld.core.keys import random_hex
+from azuld.core.validation import SHA256_PATTERN
 from azuld.dispatcher import Dispatcher
 from azuld.errors import AzuldError, BadRequest, ClientError, RangeNotSatisfiable, UpstreamError
 from azuld.http.auth import Authorizer, required_roles
@@ -184,8 +185,9 @@ def _misrouted_upload(error: Exception) -> Exception:
     upload route: routing answers 405 or 404. Say which name is wrong instead."""
     if isinstance(error, MethodNotAllowed | RouteNotFound) and request.method == "POST":
         names = request.path.removeprefix("/api/v3/stream/")
-        if names != request.path and names.count("/") >= 2:
-            source = names.rpartition("/")[0]
+        source, _, label = names.rpartition("/")
+        # `<source>/<label>/<sha256>` is the download route: a POST there is a plain 405.
+        if names != request.path and "/" in source and not SHA256_PATTERN.fullmatch(label):
             return BadRequest(
                 f"invalid source {source!r}: use 1-100 letters, digits, '_' or '-' (an upload "
                 "is POST /api/v3/stream/<source>/<label>)",
