@@ -57,6 +57,7 @@ def test_example_config_is_valid() -> None:
             "key 'dispatch.lease_seconds': expected a number > 0, got 'soon'",
         ),
         ("[dispatch]\nmax_attempts = 1.5", "expected an integer >= 1, got 1.5"),
+        ("[dispatch]\nlease_seconds = inf", "expected a number > 0, got inf"),
         ("[events]\nbackend = 'redis'", "expected one of 'embedded'"),
         ("server = 3", "must be a table"),
     ],

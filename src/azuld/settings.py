@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tomllib
@@ -178,7 +179,7 @@ class Settings:
 
 
 class _Invalid(Exception):
-    """A value that is not what its setting expects; the argument says what is."""
+    """A value that is not of its setting's type."""
 
 
 def _did_you_mean(name: str, options: list[str]) -> str:
@@ -228,13 +229,13 @@ def _coerce(value: Any, hint: Any, from_env: bool) -> Any:
     if hint is int or hint is float:
         if from_env and isinstance(value, str):
             try:
-                return hint(value)
+                value = hint(value)
             except ValueError:
                 raise _Invalid from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Invalid
-        if hint is int and not isinstance(value, int):
-            raise _Invalid
+        if (hint is int and not isinstance(value, int)) or not math.isfinite(value):
+            raise _Invalid  # 1.5 for an integer; inf and nan for anything
         return hint(value)
     if origin is tuple:
         if from_env and isinstance(value, str):
