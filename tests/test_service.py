@@ -1,8 +1,10 @@
-"""The daemon's lifetime: readiness, the watchdog on virtual time, and, against the real
-process, READY/WATCHDOG/STOPPING under a fake systemd, SIGTERM drain and SIGHUP reload."""
+"""The daemon's lifetime: readiness, the watchdog on virtual time, what a reload applies and
+names, and, against the real process, READY/WATCHDOG/STOPPING under a fake systemd, SIGTERM
+drain, SIGHUP reload and a listen address already in use."""
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -17,7 +19,7 @@ import trio.testing
 
 from azuld.http import Services
 from azuld.service import _Daemon
-from azuld.settings import Settings
+from azuld.settings import Settings, load_settings
 from tests.conftest import make_binary
 from tests.daemon import running_daemon, start_daemon
 from tests.http.conftest import parse_multipart
@@ -53,7 +55,7 @@ async def test_watchdog_pings_only_while_the_loop_ticks(
     sock = notify_socket
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify.sock"))
     monkeypatch.setenv("WATCHDOG_USEC", "10000000")  # 10 s: ping every 5 s
-    daemon = _Daemon(settings, None, services)
+    daemon = _Daemon(settings, None, {}, services)
     async with trio.open_nursery() as nursery:
         await nursery.start(services.dispatcher.run)
         nursery.start_soon(daemon.watchdog)
@@ -69,6 +71,80 @@ async def test_watchdog_pings_only_while_the_loop_ticks(
         await trio.sleep(21)
         nursery.cancel_scope.cancel()
     assert [m for m in drain(sock) if m.startswith("WATCHDOG=1")] == []
+
+
+async def test_reload_applies_what_it_can_and_names_the_rest(
+    services: Services, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "azuld.toml"
+    config.write_text('[server]\nlisten = "127.0.0.1:8111"\n')
+    overrides = {"data_dir": tmp_path / "data"}
+    running = load_settings(config, environ={}, overrides=overrides)
+    daemon = _Daemon(running, config, overrides, services)
+    config.write_text(
+        '[server]\nlisten = "0.0.0.0:9000"\n[dispatch]\nlease_seconds = 30\nwindow = 10\n'
+    )
+    caplog.set_level("INFO", logger="azuld.service")
+    daemon.reload()
+    assert (
+        f"reloaded {config}: applied dispatch.lease_seconds; needs a restart: "
+        "server.listen, dispatch.window"
+    ) in caplog.text
+    caplog.clear()
+    daemon.reload()  # named again until the daemon restarts
+    assert "applied nothing; needs a restart: server.listen, dispatch.window" in caplog.text
+    assert services.dispatcher.settings.lease_seconds == 30
+    assert services.dispatcher.settings.window == running.dispatch.window
+    assert daemon.settings.server.listen == "127.0.0.1:8111"
+
+
+async def test_reload_keeps_the_command_line(
+    services: Services, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = tmp_path / "azuld.toml"
+    config.write_text("")
+    overrides = {"data_dir": tmp_path / "data", "server.listen": "127.0.0.1:0"}
+    daemon = _Daemon(
+        load_settings(config, environ={}, overrides=overrides), config, overrides, services
+    )
+    config.write_text('[server]\nlisten = "0.0.0.0:9000"\n')  # --listen still wins
+    caplog.set_level("INFO", logger="azuld.service")
+    daemon.reload()
+    assert "applied nothing; needs a restart: nothing" in caplog.text
+    config.write_text("[dispatch]\nlease_seconds = -5\nmax_attempts = 0\n")
+    daemon.reload()
+    assert "reload failed, keeping the running settings: 2 problems:" in caplog.text
+    assert "key 'dispatch.max_attempts': expected an integer >= 1, got 0" in caplog.text
+
+
+@pytest.mark.parametrize("http_server", ["azuld", "hypercorn"])
+async def test_a_listen_address_in_use_is_named(tmp_path: Path, http_server: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        done = await trio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "azuld",
+                "serve",
+                "--listen",
+                address,
+                "--data-dir",
+                str(tmp_path),
+            ],
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+            env={**os.environ, "AZULD_SERVER__HTTP_SERVER": http_server},
+        )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[-1] == (
+        f"azuld: cannot start: server.listen: cannot listen on {address}: the address is already "
+        "in use (by another azuld, or another program); choose another address with --listen or "
+        "server.listen"
+    )
 
 
 @pytest.mark.slow

@@ -108,4 +108,17 @@ class InvalidTransition(AzuldError):
 
 
 class ConfigError(AzuldError):
-    """A setting is wrong. The message names the file (or variable) and the key."""
+    """A setting is wrong. The message names the file (or variable) and the key; `problems`
+    holds each problem found (one, unless raised by `of`)."""
+
+    def __init__(self, message: str, *, problems: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems or (message,)
+
+    @classmethod
+    def of(cls, problems: list[str]) -> ConfigError:
+        """One error for several problems: the message lists them, one a line."""
+        if len(problems) == 1:
+            return cls(problems[0])
+        listed = "\n  ".join(problems)
+        return cls(f"{len(problems)} problems:\n  {listed}", problems=tuple(problems))

@@ -13,13 +13,15 @@ dispatch limits), saying in the log what needs a restart.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gc
 import logging
 import os
 import signal
+import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from azuld.http import server as http_server
 from azuld.http.auth import Authorizer
 from azuld.logs import set_level
 from azuld.ports import BlobStore, EventLog
-from azuld.settings import Settings, load_settings, settings_diff
+from azuld.settings import Settings, in_force, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
 from azuld.systemd import notify, watchdog_interval_seconds
 from azuld.topics import topic_spec
@@ -164,9 +166,16 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
 class _Daemon:
     """State the signal and watchdog tasks share: the settings in force and the shutdown."""
 
-    def __init__(self, settings: Settings, config_path: Path | None, services: Services) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None,
+        overrides: Mapping[str, Any],
+        services: Services,
+    ) -> None:
         self.settings = settings
         self.config_path = config_path
+        self.overrides = overrides
         self.services = services
         self.shutdown = trio.Event()
 
@@ -174,19 +183,20 @@ class _Daemon:
         """Re-read the config; apply the reloadable part; log what needs a restart."""
         notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
-            new = load_settings(self.config_path)
+            # The command line's settings (listen, data dir) still win, as they did at start.
+            new = load_settings(self.config_path, overrides=self.overrides)
         except ConfigError as exc:
             log.error("reload failed, keeping the running settings: %s", exc)
             notify("READY=1")
             return
-        # Command-line overrides (listen, data dir) stay as they were.
-        new = _keep_overrides(new, self.settings)
         applied, restart = settings_diff(self.settings, new)
+        # Settings needing a restart keep their running values, so the next reload names them
+        # again until the daemon restarts.
+        self.settings = in_force(self.settings, new)
         if "log_level" in applied:
-            set_level(new.log_level)
-        self.services.dispatcher.settings = new.dispatch
-        self.services.auth.reload(new.auth)
-        self.settings = new
+            set_level(self.settings.log_level)
+        self.services.dispatcher.settings = self.settings.dispatch
+        self.services.auth.reload(self.settings.auth)
         log.info(
             "reloaded %s: applied %s; needs a restart: %s",
             self.config_path or "the environment",
@@ -235,29 +245,25 @@ class _Daemon:
                 log.error("dispatch loop stalled for %.1f s: not pinging the watchdog", stalled)
 
 
-def _keep_overrides(new: Settings, running: Settings) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(
-        new,
-        data_dir=running.data_dir,
-        server=dataclasses.replace(new.server, listen=running.server.listen),
-    )
-
-
 async def serve(
     settings: Settings,
     *,
     config_path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run azuld until a signal (or cancellation) stops it.
 
-    Reports the bound URLs through `task_status` once it serves requests.
+    Reports the bound URLs through `task_status` once it serves requests. `config_path` and
+    the command line's `overrides` are what `settings` were loaded from: SIGHUP loads them again.
+
+    Raises:
+        ConfigError: the data folder is taken, or the listen address cannot be bound.
+        UpstreamError: a backend cannot be reached.
     """
     async with open_services(settings) as services:
-        daemon = _Daemon(settings, config_path, services)
+        daemon = _Daemon(settings, config_path, overrides or {}, services)
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 await nursery.start(daemon.watch_signals, nursery.cancel_scope)
@@ -301,24 +307,77 @@ async def _serve_http(
     *,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
-    """Serve HTTP until `shutdown` is set and in-flight requests drained, then stop the rest."""
+    """Serve HTTP until `shutdown` is set and in-flight requests drained, then stop the rest.
+
+    Raises:
+        ConfigError: `server.listen` cannot be bound (in use, not an address of this machine),
+            naming the address.
+    """
     server = settings.server
-    if server.http_server == "hypercorn":
-        await hypercorn_serve(
-            _ShieldedSend(app),
-            hypercorn_config(settings),
-            shutdown_trigger=shutdown.wait,
-            task_status=task_status,
-        )
-    else:
-        context = None
-        if server.tls_certfile:
-            context = http_server.ssl_context(server.tls_certfile, server.tls_keyfile)
-        config = http_server.ServerConfig(
-            listen=server.listen,
-            ssl_context=context,
-            graceful_timeout_seconds=server.graceful_timeout_seconds,
-            keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
-        )
-        await http_server.serve(app, config, shutdown=shutdown, task_status=task_status)
+    context = None
+    if server.tls_certfile and server.http_server == "azuld":
+        context = http_server.ssl_context(server.tls_certfile, server.tls_keyfile)
+    started = _Started(task_status)
+    try:
+        if server.http_server == "hypercorn":
+            await hypercorn_serve(
+                _ShieldedSend(app),
+                hypercorn_config(settings),
+                shutdown_trigger=shutdown.wait,
+                task_status=started,
+            )
+        else:
+            config = http_server.ServerConfig(
+                listen=server.listen,
+                ssl_context=context,
+                graceful_timeout_seconds=server.graceful_timeout_seconds,
+                keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
+            )
+            await http_server.serve(app, config, shutdown=shutdown, task_status=started)
+    except (OSError, BaseExceptionGroup) as exc:
+        bind_error = None if started.done else _find_bind_error(exc)
+        if bind_error is None:
+            raise
+        raise _cannot_listen(server.listen, bind_error) from bind_error
     root.cancel()
+
+
+class _Started(trio.TaskStatus[list[str]]):
+    """A `task_status` that remembers whether the server reported its URLs (bound and serving)."""
+
+    def __init__(self, task_status: trio.TaskStatus[list[str]]) -> None:
+        self.task_status = task_status
+        self.done = False
+
+    def started(self, value: list[str] | None = None) -> None:
+        assert value is not None  # both servers report their URLs
+        self.done = True
+        self.task_status.started(value)
+
+
+# Errors binding a listening socket: the address is taken, not this machine's, or not allowed.
+_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
+
+
+def _find_bind_error(error: BaseException) -> OSError | None:
+    """The error binding the socket in `error` (hypercorn's comes inside exception groups)."""
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _find_bind_error(inner)) is not None:
+                return found
+        return None
+    if isinstance(error, socket.gaierror) or (
+        isinstance(error, OSError) and error.errno in _BIND_ERRNOS
+    ):
+        return error
+    return None
+
+
+def _cannot_listen(listen: str, error: OSError) -> ConfigError:
+    reason = error.strerror or str(error)
+    if error.errno == errno.EADDRINUSE:
+        reason = "the address is already in use (by another azuld, or another program)"
+    return ConfigError(
+        f"server.listen: cannot listen on {listen}: {reason}; choose another address with "
+        "--listen or server.listen"
+    )

@@ -71,6 +71,8 @@ async def test_skip_identify_needs_and_checks_the_hash(client: Client) -> None:
         (DATA, "%2e%2e/content", "", 400, "invalid source '..'"),
         (DATA, "samples/%2e%2e", "", 400, "invalid label '..'"),
         (DATA, "sam%20ples/content", "", 400, "invalid source 'sam ples'"),
+        (DATA, "a/b/content", "", 400, "invalid source 'a/b'"),  # was a 405 from routing
+        (DATA, "a/b/c/content", "", 400, "invalid source 'a/b/c'"),  # was a 404
     ],
 )
 async def test_upload_rejections(

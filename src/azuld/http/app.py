@@ -19,11 +19,13 @@ import msgspec
 import trio
 from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+from werkzeug.exceptions import NotFound as RouteNotFound
 
 from azuld.core.keys import random_hex
+from azuld.core.validation import SHA256_PATTERN
 from azuld.dispatcher import Dispatcher
-from azuld.errors import AzuldError, ClientError, RangeNotSatisfiable, UpstreamError
+from azuld.errors import AzuldError, BadRequest, ClientError, RangeNotSatisfiable, UpstreamError
 from azuld.http.auth import Authorizer, required_roles
 from azuld.models.responses import ErrorBody
 from azuld.ports import BlobStore
@@ -175,7 +177,23 @@ def error_response(status: int, title: str, detail: str, error_enum: str = "") -
 
 
 async def _error_response(error: Exception) -> Response:
-    return _response(error_reply(error))
+    return _response(error_reply(_misrouted_upload(error)))
+
+
+def _misrouted_upload(error: Exception) -> Exception:
+    """An upload whose source name has a `/` (`POST /api/v3/stream/a/b/content`) matches no
+    upload route: routing answers 405 or 404. Say which name is wrong instead."""
+    if isinstance(error, MethodNotAllowed | RouteNotFound) and request.method == "POST":
+        names = request.path.removeprefix("/api/v3/stream/")
+        source, _, label = names.rpartition("/")
+        # `<source>/<label>/<sha256>` is the download route: a POST there is a plain 405.
+        if names != request.path and "/" in source and not SHA256_PATTERN.fullmatch(label):
+            return BadRequest(
+                f"invalid source {source!r}: use 1-100 letters, digits, '_' or '-' (an upload "
+                "is POST /api/v3/stream/<source>/<label>)",
+                title="invalid name",
+            )
+    return error
 
 
 async def _start_request() -> None:

@@ -449,7 +449,7 @@ class HotRoutes:
         Raises:
             Unprocessable: see `parse_consume_params`.
         """
-        dispatch = self.svc.settings.dispatch
+        dispatch = self.svc.dispatcher.settings  # the dispatcher's: SIGHUP replaces them
         limits = (
             dispatch.default_deadline_seconds,
             dispatch.max_deadline_seconds,

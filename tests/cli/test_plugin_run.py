@@ -1,4 +1,5 @@
-"""`azuld plugin run`: loading plugins by name or path, SIGTERM, and local mode."""
+"""`azuld plugin run`: loading plugins by name or path, SIGTERM, local mode, and one line when
+the daemon cannot be reached."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from azuld.plugin.cli import _serve, load_plugin_class
+from azuld.cli import main
+from azuld.cli.errors import UsageError
+from azuld.cli.plugin_run import load_plugin_class, serve_until_signalled
 from azuld.plugin.runner import PluginRunner
 from azuld.plugins.entropy import Entropy
 from tests.plugin.test_runner import FakeDispatcher, Sleeper, statuses
@@ -39,7 +42,7 @@ def test_load_bundled_and_by_path(tmp_path: Path) -> None:
     ],
 )
 def test_load_errors(spec: str, message: str) -> None:
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(UsageError, match=message):
         load_plugin_class(spec)
 
 
@@ -49,7 +52,7 @@ async def test_sigterm_finishes_the_running_job_then_exits() -> None:
     runner = PluginRunner(Sleeper({"sleep": "1"}), fake, grace_seconds=30)
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_serve, runner)
+            nursery.start_soon(serve_until_signalled, runner)
             await trio.sleep(0.2)
             os.kill(os.getpid(), signal.SIGTERM)
     assert runner.stopping
@@ -70,3 +73,14 @@ def test_local_mode_prints_results(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert f"{sample}: completed" in done.stdout
     assert "entropy = 8.0" in done.stdout
+
+
+def test_an_unreachable_daemon_is_one_line(
+    unused_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["plugin", "run", "entropy", "--server", unused_url]) == 1
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == (
+        f"cannot reach azuld at {unused_url} (is `azuld serve` running? use --server or "
+        "AZULD_SERVER)"
+    )

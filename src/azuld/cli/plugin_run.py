@@ -1,4 +1,7 @@
-"""`azuld plugin run`: load a plugin class and run it against a server or on local files."""
+"""`azuld plugin run`: load a plugin class and run it against a daemon, or on local files.
+
+Trio and the SDK's runner are imported when the command runs, so other commands start quickly.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +11,21 @@ import importlib.util
 import logging
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import msgspec
-import trio
 
-from azuld.plugin.api import Consumer, Plugin
-from azuld.plugin.client import HttpDispatcherClient
-from azuld.plugin.consumer import ConsumerRunner
-from azuld.plugin.local import run_local
-from azuld.plugin.runner import PluginRunner
+from azuld.cli.errors import ConnectionLost, Unreachable, UsageError
 from azuld.plugins import BUNDLED
 
-__all__ = ["load_plugin_class", "run_plugin_command"]
+if TYPE_CHECKING:
+    from azuld.plugin.api import Consumer, Plugin
+    from azuld.plugin.runner import PluginRunner
+
+__all__ = ["load_plugin_class", "plugin_run"]
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +34,21 @@ def load_plugin_class(spec: str) -> type[Plugin] | type[Consumer]:
     """`entropy`, `pkg.module:Class` or `path/to/file.py:Class` → the plugin class.
 
     Raises:
-        SystemExit: with a message naming what could not be found.
+        UsageError: naming what could not be found.
     """
+    from azuld.plugin.api import Consumer, Plugin
+
     spec = BUNDLED.get(spec, spec)
     target, sep, class_name = spec.rpartition(":")
     if not sep or not target or not class_name:
-        raise SystemExit(
-            f"azuld plugin run: {spec!r} is neither a bundled plugin "
-            f"({', '.join(sorted(BUNDLED))}) nor MODULE:CLASS or FILE.py:CLASS"
+        raise UsageError(
+            f"{spec!r} is neither a bundled plugin ({', '.join(sorted(BUNDLED))}) nor "
+            "MODULE:CLASS or FILE.py:CLASS"
         )
     if target.endswith(".py"):
         path = Path(target)
         if not path.is_file():
-            raise SystemExit(f"azuld plugin run: no such file {target}")
+            raise UsageError(f"no such file {target}")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
         assert module_spec is not None
         assert module_spec.loader is not None
@@ -53,9 +59,7 @@ def load_plugin_class(spec: str) -> type[Plugin] | type[Consumer]:
         module = importlib.import_module(target)
     cls = getattr(module, class_name, None)
     if not (isinstance(cls, type) and issubclass(cls, Plugin | Consumer)):
-        raise SystemExit(
-            f"azuld plugin run: {class_name} in {target} is not an azuld Plugin or Consumer"
-        )
+        raise UsageError(f"{class_name} in {target} is not an azuld Plugin or Consumer")
     return cls
 
 
@@ -64,7 +68,7 @@ def _config(pairs: list[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"azuld plugin run: -c {pair!r} is not KEY=VALUE")
+            raise UsageError(f"-c {pair!r} is not KEY=VALUE")
         config[key] = value
     return config
 
@@ -84,7 +88,11 @@ def _summarise(path: Path, status: msgspec.Struct) -> str:
     return "\n".join(lines)
 
 
-async def _serve(runner: PluginRunner) -> None:
+async def serve_until_signalled(runner: PluginRunner) -> None:
+    """Run `runner` until it stops. The first SIGTERM/SIGINT lets running jobs finish within the
+    runner's grace; a second abandons them (cancels everything)."""
+    import trio
+
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
 
@@ -104,9 +112,14 @@ async def _serve(runner: PluginRunner) -> None:
             nursery.cancel_scope.cancel()
 
 
-def _run_consumer(consumer: Consumer, args: argparse.Namespace) -> int:
+def _run_consumer(consumer: Consumer, args: argparse.Namespace) -> None:
+    import trio
+
+    from azuld.plugin.client import HttpDispatcherClient
+    from azuld.plugin.consumer import ConsumerRunner
+
     if args.local:
-        raise SystemExit("azuld plugin run: --local runs plugins; a consumer reads a dispatcher")
+        raise UsageError("--local runs plugins; a consumer reads a dispatcher")
 
     async def main() -> None:
         timeout = httpx.Timeout(60.0, connect=10.0)
@@ -126,30 +139,15 @@ def _run_consumer(consumer: Consumer, args: argparse.Namespace) -> int:
                     nursery.cancel_scope.cancel()
             log.info("%s consumed %d events", type(consumer).name, runner.consumed)
 
-    trio.run(main)
-    return 0
+    _talking_to(args.server, main)
 
 
-def run_plugin_command(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if not args.verbose:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
-    cls = load_plugin_class(args.plugin)
-    if issubclass(cls, Consumer):
-        return _run_consumer(cls(_config(args.config)), args)
-    plugin = cls(_config(args.config))
-    if args.local:
-        statuses = trio.run(run_local, plugin, args.local)
-        for path, status in zip(args.local, statuses, strict=True):
-            if args.json:
-                print(msgspec.json.encode(status).decode())
-            else:
-                print(_summarise(path, status))
-        return 0 if all(not s.entity.status.startswith("error") for s in statuses) else 1
+def _run_plugin(plugin: Plugin, args: argparse.Namespace) -> None:
+
+    from azuld.plugin.client import HttpDispatcherClient
+    from azuld.plugin.runner import PluginRunner
+
+    cls = type(plugin)
 
     async def main() -> None:
         timeout = httpx.Timeout(60.0, connect=10.0)
@@ -168,7 +166,67 @@ def run_plugin_command(args: argparse.Namespace) -> int:
                 args.server,
                 args.workers,
             )
-            await _serve(runner)
+            await serve_until_signalled(runner)
 
-    trio.run(main)
-    return 0
+    _talking_to(args.server, main)
+
+
+def _talking_to(server: str, main: Callable[[], Awaitable[None]]) -> None:
+    """`run(main)`, with a connection failure to `server` as one `DaemonError`, not a traceback
+    through the runner's nurseries.
+
+    Raises:
+        Unreachable: nothing answers at `server`.
+        ConnectionLost: the daemon went away (the runner does not retry yet).
+    """
+    import trio
+
+    try:
+        trio.run(main)
+    except BaseException as exc:
+        if _find(exc, (httpx.ConnectError, httpx.ConnectTimeout)) is not None:
+            raise Unreachable(server) from None
+        if (lost := _find(exc, (httpx.TransportError,))) is not None:
+            raise ConnectionLost(server, lost) from None
+        raise
+
+
+def _find(error: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:
+    if isinstance(error, kinds):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := _find(inner, kinds)) is not None:
+                return found
+    return None
+
+
+def plugin_run(args: argparse.Namespace) -> int:
+    """Run until stopped (exit 0); with `--local`, exit 1 when a file's status is an error."""
+    import trio
+
+    from azuld.plugin.api import Consumer
+    from azuld.plugin.local import run_local
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    cls = load_plugin_class(args.plugin)
+    if issubclass(cls, Consumer):
+        _run_consumer(cls(_config(args.config)), args)
+        return 0
+    plugin = cls(_config(args.config))
+    if not args.local:
+        _run_plugin(plugin, args)
+        return 0
+    statuses = trio.run(run_local, plugin, args.local)
+    for path, status in zip(args.local, statuses, strict=True):
+        if args.json:
+            print(msgspec.json.encode(status).decode())
+        else:
+            print(_summarise(path, status))
+    return 0 if all(not s.entity.status.startswith("error") for s in statuses) else 1
