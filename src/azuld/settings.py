@@ -22,6 +22,7 @@ __all__ = [
     "AuthSettings",
     "DispatchSettings",
     "EventsSettings",
+    "SecuritySettings",
     "ServerSettings",
     "Settings",
     "StorageSettings",
@@ -133,6 +134,45 @@ class DispatchSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """`max-security` enforcement: Azul's label model (`checker = "model"`, see
+    `azuld.core.security`) or an external `azul-security can-access` style command."""
+
+    checker: Literal["model", "command"] = "model"
+    # The label model. Classifications from least to most restrictive.
+    classifications: tuple[str, ...] = (
+        "UNOFFICIAL",
+        "OFFICIAL",
+        "OFFICIAL:SENSITIVE",
+        "PROTECTED",
+        "SECRET",
+        "TOP SECRET",
+    )
+    caveats: tuple[str, ...] = ()
+    releasability: tuple[str, ...] = ()
+    releasability_prefix: str = "REL:"
+    releasability_origin: str = ""
+    releasable_from: str = ""
+    markings: tuple[str, ...] = (
+        "TLP:CLEAR",
+        "TLP:GREEN",
+        "TLP:AMBER",
+        "TLP:AMBER+STRICT",
+        "TLP:RED",
+    )
+    enforced_markings: tuple[str, ...] = ("TLP:AMBER+STRICT", "TLP:RED")
+    # The label of an event that carries none ("": such events are not checked, as in Go).
+    default_label: str = ""
+    # checker = "command": argv, to which the clearance and the label are appended.
+    command: tuple[str, ...] = ("azul-security", "can-access")
+    command_timeout_seconds: float = 10.0
+    command_concurrency: int = 4
+    command_retry_seconds: float = 30.0
+    # Decisions kept per (max-security, label) pair.
+    cache_entries: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -142,6 +182,7 @@ class Settings:
     storage: StorageSettings = StorageSettings()
     dispatch: DispatchSettings = DispatchSettings()
     auth: AuthSettings = AuthSettings()
+    security: SecuritySettings = SecuritySettings()
 
 
 def _did_you_mean(name: str, options: list[str]) -> str:
