@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from azuld.errors import ConfigError
+from azuld.errors import ConfigError, UnreadableLabel
 from azuld.ports import SecurityCheck
 from azuld.security_check import CommandCheck, ModelCheck, open_security_check
 from azuld.settings import load_settings
@@ -157,6 +157,18 @@ async def test_the_model_check_always_decides() -> None:
     assert check.decided("OFFICIAL TLP:RED", ("OFFICIAL TLP:RED",)) is True
     assert check.decided("OFFICIAL", ("Random",)) is False
     assert await check.can_access("PROTECTED", ("OFFICIAL:SENSITIVE",)) is True
+    check.check_clearance("")
+    check.check_clearance("secret TLP:RED")
+    with pytest.raises(UnreadableLabel, match="max-security 'SECRET//NOFORN': unknown marking"):
+        check.check_clearance("SECRET//NOFORN")
+
+
+async def test_the_command_check_cannot_tell_an_unreadable_clearance(
+    script: list[str], tmp_path: Path
+) -> None:
+    check = command_check(script)
+    check.check_clearance("Random")  # no error: the command will answer for each label
+    assert await check.can_access("Random", ("ODD",)) is False
 
 
 def write(tmp_path: Path, text: str) -> Path:

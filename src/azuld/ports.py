@@ -148,6 +148,13 @@ class SecurityCheck(Protocol):
     Go), and `False` for anything they cannot read or decide (fail closed).
     """
 
+    def check_clearance(self, clearance: str) -> None:
+        """Refuse a `max-security` this checker can tell is unreadable (a fetch answers 422).
+
+        Raises:
+            UnreadableLabel: saying what is wrong with it.
+        """
+
     def decided(self, clearance: str, label: EventLabel) -> bool | None:
         """The decision if it is known now (cached, or cheap to compute), else `None`. Never
         waits: a fetch judges most events with this alone."""

@@ -38,6 +38,15 @@ class ModelCheck:
 
     def __init__(self, decisions: AccessDecisions) -> None:
         self.decisions = decisions
+        self._readable: BoundedCache[str, bool] = BoundedCache(decisions.max_entries)
+
+    def check_clearance(self, clearance: str) -> None:
+        """Raises:
+        UnreadableLabel: the model cannot read `clearance`.
+        """
+        if clearance and self._readable.get(clearance) is None:
+            self.decisions.model.parse_clearance(clearance)
+            self._readable.put(clearance, True)
 
     def decided(self, clearance: str, label: EventLabel) -> bool:
         return self.decisions.decide(clearance, label)
@@ -77,6 +86,10 @@ class CommandCheck:
         self._failed: BoundedCache[tuple[str, str], float] = BoundedCache(max_entries)
         self._running: dict[tuple[str, str], trio.Event] = {}
         self.runs = 0  # commands started, for tests and metrics
+
+    def check_clearance(self, clearance: str) -> None:
+        """Nothing to tell without the model: an unreadable clearance is denied every event (the
+        command answers `BadSecurity…`), as in Go."""
 
     def _known(self, pair: tuple[str, str]) -> bool | None:
         answer = self._answers.get(pair)

@@ -380,6 +380,7 @@ class AccessDecisions:
 
     def __init__(self, model: LabelModel, *, max_entries: int = 4096) -> None:
         self.model = model
+        self.max_entries = max_entries
         self._decisions: BoundedCache[tuple[str, EventLabel], bool] = BoundedCache(max_entries)
 
     def decide(self, clearance: str, label: EventLabel) -> bool:
