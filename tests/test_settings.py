@@ -124,6 +124,20 @@ WRONG = {
     "auth.open_networks": (["10.0.0.0/8", "lan"], "expected a list of IP networks"),
     "auth.open_roles": (["root"], "expected a list of roles from 'plugin', 'ingest', 'admin'"),
     "cli.server": ("azuld:8111", "expected empty, or an http:// or https:// URL"),
+    "security.classifications": ([], "expected a non-empty list of security markings"),
+    "security.caveats": (["a;b"], "expected a list of security markings"),
+    "security.releasability": ([""], "expected a list of security markings"),
+    "security.releasability_prefix": ("", "expected not empty"),
+    "security.releasability_origin": ("REL;X", "expected empty, or a security label"),
+    "security.releasable_from": ("$", "expected empty, or a security label"),
+    "security.markings": (["TLP;RED"], "expected a list of security markings"),
+    "security.enforced_markings": (["<x>"], "expected a list of security markings"),
+    "security.default_label": ("OFFICIAL;", "expected empty, or a security label"),
+    "security.command": ([], "expected not empty"),
+    "security.command_timeout_seconds": (0, "expected a number > 0"),
+    "security.command_concurrency": (0, "expected an integer >= 1"),
+    "security.command_retry_seconds": (-1, "expected a number >= 0"),
+    "security.cache_entries": (0, "expected an integer >= 1"),
 }
 # In tables of tables: `[[events.sources]]` and `[[auth.tokens]]`.
 WRONG_IN_LISTS = {

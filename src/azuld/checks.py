@@ -21,10 +21,14 @@ __all__ = [
     "HTTP_URL",
     "HTTP_URL_OR_EMPTY",
     "KEY_PREFIX",
+    "LABEL",
+    "LABEL_WORDS",
+    "LABEL_WORDS_NON_EMPTY",
     "LISTEN",
     "MAX_PARTITIONS",
     "NAME",
     "NETWORKS",
+    "NON_EMPTY",
     "READABLE_FILE",
     "REGION",
     "ROLES",
@@ -139,6 +143,20 @@ def _networks(values: tuple[str, ...]) -> bool:
 
 _ROLES_WORDS = ", ".join(map(repr, _ROLE_NAMES))
 
+NON_EMPTY = Check("not empty", bool)
+_LABEL_WORD = re.compile(r"[A-Za-z0-9 :+_./-]{1,100}")
+LABEL_WORDS = Check(
+    "a list of security markings (letters, digits, spaces and ':+_./-', none empty)",
+    lambda v: all(_LABEL_WORD.fullmatch(w) is not None for w in v),
+)
+LABEL_WORDS_NON_EMPTY = Check(
+    "a non-empty list of security markings (letters, digits, spaces and ':+_./-')",
+    lambda v: bool(v) and LABEL_WORDS.accepts(v),
+)
+LABEL = Check(
+    "empty, or a security label (letters, digits, spaces and ':+_./,-')",
+    lambda v: v == "" or re.fullmatch(r"[A-Za-z0-9 :+_./,\\-]{1,1000}", v) is not None,
+)
 NAME = Check("1-100 letters, digits, '_' or '-'", lambda v: NAME_PATTERN.fullmatch(v) is not None)
 LISTEN = Check(
     "host:port with a port from 0 to 65535 (e.g. 127.0.0.1:8111, 0.0.0.0:8111, [::1]:8111)",

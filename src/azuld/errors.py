@@ -6,6 +6,7 @@ AzuldError
 │   ├── NotFound (404)
 │   ├── RangeNotSatisfiable (416)
 │   ├── Unprocessable (422) invalid events or parameters
+│   │   └── UnreadableLabel    a security label the configured label model cannot read
 │   ├── AllFiltered (425)  every posted event was invalid or dropped
 │   ├── PayloadTooLarge (413)
 │   ├── Unauthorized (401), Forbidden (403)   in azuld.http.auth
@@ -31,6 +32,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "TooManyRequests",
     "Unprocessable",
+    "UnreadableLabel",
     "UpstreamError",
 ]
 
@@ -78,6 +80,14 @@ class PayloadTooLarge(ClientError):
 class Unprocessable(ClientError):
     http_status = 422
     default_title = "bad parameters"
+
+
+class UnreadableLabel(Unprocessable):
+    """A security label (an event's, or a fetch's `max-security`) that the deployment's label model
+    cannot read: an unknown marking, no classification, a releasability group without the origin.
+    As `max-security` it is the caller's 422; on an event it means the event is not handed out."""
+
+    default_title = "unreadable security label"
 
 
 class AllFiltered(ClientError):

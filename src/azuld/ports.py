@@ -9,8 +9,9 @@ from typing import Protocol
 
 from azuld.core.delivery import Commit, Snapshot, TopicPartition
 from azuld.core.publish import Outgoing
+from azuld.core.security import EventLabel
 
-__all__ = ["BlobStore", "EventLog", "RevokeHook"]
+__all__ = ["BlobStore", "EventLog", "RevokeHook", "SecurityCheck"]
 
 RevokeHook = Callable[[frozenset[TopicPartition]], Awaitable[None]]
 """Called with partitions about to move to another instance, to hand over their work first."""
@@ -137,3 +138,27 @@ class BlobStore(Protocol):
 
     async def health(self) -> str | None:
         """`None` if the store is usable now, else why not (for `/readyz`)."""
+
+
+class SecurityCheck(Protocol):
+    """Whether a fetch's `max-security` (the clearance) may see an event's label (its security
+    strings, `azuld.core.security.event_label`). Implemented in `azuld.security_check`.
+
+    Both methods answer `True` for an empty clearance or an empty label (nothing to check, as in
+    Go), and `False` for anything they cannot read or decide (fail closed).
+    """
+
+    def check_clearance(self, clearance: str) -> None:
+        """Refuse a `max-security` this checker can tell is unreadable (a fetch answers 422).
+
+        Raises:
+            UnreadableLabel: saying what is wrong with it.
+        """
+
+    def decided(self, clearance: str, label: EventLabel) -> bool | None:
+        """The decision if it is known now (cached, or cheap to compute), else `None`. Never
+        waits: a fetch judges most events with this alone."""
+
+    async def can_access(self, clearance: str, label: EventLabel) -> bool:
+        """The decision, working it out if need be (which may take a while: run it off the
+        fetch's path). Afterwards `decided` knows it. Cancellation: safe at any point."""

@@ -31,6 +31,7 @@ __all__ = [
     "CliSettings",
     "DispatchSettings",
     "EventsSettings",
+    "SecuritySettings",
     "ServerSettings",
     "Settings",
     "StorageSettings",
@@ -163,6 +164,40 @@ class CliSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SecuritySettings:
+    """`max-security` enforcement: Azul's label model (`checker = "model"`, see
+    `azuld.core.security`) or an external `azul-security can-access` style command."""
+
+    checker: Literal["model", "command"] = "model"
+    # The label model. Classifications from least to most restrictive.
+    classifications: tuple[str, ...] = setting(
+        ("UNOFFICIAL", "OFFICIAL", "OFFICIAL:SENSITIVE", "PROTECTED", "SECRET", "TOP SECRET"),
+        check=checks.LABEL_WORDS_NON_EMPTY,
+    )
+    caveats: tuple[str, ...] = setting((), check=checks.LABEL_WORDS)
+    releasability: tuple[str, ...] = setting((), check=checks.LABEL_WORDS)
+    releasability_prefix: str = setting("REL:", check=checks.NON_EMPTY)
+    releasability_origin: str = setting("", check=checks.LABEL)
+    releasable_from: str = setting("", check=checks.LABEL)
+    markings: tuple[str, ...] = setting(
+        ("TLP:CLEAR", "TLP:GREEN", "TLP:AMBER", "TLP:AMBER+STRICT", "TLP:RED"),
+        check=checks.LABEL_WORDS,
+    )
+    enforced_markings: tuple[str, ...] = setting(
+        ("TLP:AMBER+STRICT", "TLP:RED"), check=checks.LABEL_WORDS
+    )
+    # The label of an event that carries none ("": such events are not checked, as in Go).
+    default_label: str = setting("", check=checks.LABEL)
+    # checker = "command": argv, to which the clearance and the label are appended.
+    command: tuple[str, ...] = setting(("azul-security", "can-access"), check=checks.NON_EMPTY)
+    command_timeout_seconds: float = setting(10.0, check=checks.above(0))
+    command_concurrency: int = setting(4, check=checks.at_least(1))
+    command_retry_seconds: float = setting(30.0, check=checks.at_least(0))
+    # Decisions kept per (max-security, label) pair.
+    cache_entries: int = setting(4096, check=checks.at_least(1))
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     log_level: Literal["debug", "info", "warning", "error"] = setting("info", reload=True)
@@ -173,6 +208,7 @@ class Settings:
     dispatch: DispatchSettings = DispatchSettings()
     auth: AuthSettings = AuthSettings()
     cli: CliSettings = CliSettings()
+    security: SecuritySettings = SecuritySettings()
 
 
 # --- reading ----------------------------------------------------------------------------------
