@@ -36,6 +36,10 @@ CURRENT_MODEL_VERSION = 6
 
 # Timestamps must carry an offset: Python clients reject naive datetimes.
 Timestamp = Annotated[datetime, msgspec.Meta(tz=True)]
+# Go's unsigned fields, held to their ranges as Go's JSON decoding holds them (and as Avro, which
+# carries them as fixed(8) and long, can hold them): sizes and offsets are uint64, counts uint32.
+UInt64 = Annotated[int, msgspec.Meta(ge=0)]
+UInt32 = Annotated[int, msgspec.Meta(ge=0, le=0xFFFF_FFFF)]
 
 ModelName = Literal["binary", "delete", "download", "insert", "plugin", "status", "retrohunt"]
 MODELS: tuple[str, ...] = get_args(ModelName)
@@ -110,7 +114,7 @@ class PathNode(_Wire, kw_only=True):
     timestamp: Timestamp
     relationship: dict[str, str] = {}
     file_format: str = ""
-    size: int = 0
+    size: UInt64 = 0
     filename: str = ""
     language: str = ""
 
@@ -129,14 +133,14 @@ class Feature(_Wire, kw_only=True):
     value: str
     type: FeatureType
     label: str = ""
-    size: int = 0
-    offset: int = 0
+    size: UInt64 = 0
+    offset: UInt64 = 0
 
 
 class Datastream(_Wire, kw_only=True):
     label: DataLabel
     sha256: str
-    size: int = 0
+    size: UInt64 = 0
     sha512: str = ""
     sha1: str = ""
     md5: str = ""
@@ -147,7 +151,7 @@ class Datastream(_Wire, kw_only=True):
     file_format: str = ""
     file_extension: str = ""
     language: str = ""
-    identify_version: int = 0
+    identify_version: UInt32 = 0
 
 
 class BinaryEntity(_Wire, kw_only=True):
@@ -157,7 +161,7 @@ class BinaryEntity(_Wire, kw_only=True):
     md5: str = ""
     ssdeep: str = ""
     tlsh: str = ""
-    size: int = 0
+    size: UInt64 = 0
     mime: str = ""
     magic: str = ""
     file_format: str = ""
@@ -174,7 +178,7 @@ class BinaryFlags(_Wire, kw_only=True):
 
 
 class BinaryEvent(_Wire, kw_only=True):
-    model_version: int = 0
+    model_version: UInt32 = 0
     kafka_key: str = ""
     timestamp: Timestamp
     author: Author
@@ -182,7 +186,7 @@ class BinaryEvent(_Wire, kw_only=True):
     entity: BinaryEntity
     action: BinaryAction
     dequeued: str = ""
-    retries: int = 0
+    retries: UInt32 = 0
     flags: BinaryFlags = msgspec.field(default_factory=BinaryFlags)
     track_source_references: str = ""
     track_links: list[str] = []
@@ -206,7 +210,7 @@ class StatusEntity(_Wire, kw_only=True):
 
 
 class StatusEvent(_Wire, kw_only=True):
-    model_version: int = 0
+    model_version: UInt32 = 0
     kafka_key: str = ""
     timestamp: Timestamp
     author: Author
@@ -232,7 +236,7 @@ class PluginEntity(_Wire, kw_only=True):
 
 
 class PluginEvent(_Wire, kw_only=True):
-    model_version: int = 0
+    model_version: UInt32 = 0
     kafka_key: str = ""
     timestamp: Timestamp
     author: Author
