@@ -765,8 +765,7 @@ async def test_disconnect_reaches_the_waiting_app(
             await app.entered.wait()
             await trio.sleep(0.05)
             assert not app.disconnected.is_set()
-        with trio.fail_after(0.5):
-            await app.disconnected.wait()
+        await app.disconnected.wait()
         await trio.sleep(0.05)
     # The app returned without a response because the client left: not an error worth a log.
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
@@ -799,11 +798,13 @@ async def test_idle_keep_alive_connection_is_closed(nursery: trio.Nursery, app: 
             await client.response()
             began = trio.current_time()  # a little after the server began waiting
             assert await client.closed()
-            assert 0.25 <= trio.current_time() - began < 1.0
+            # Not before the timeout. No upper bound: a loaded machine is late, not wrong; the
+            # fail_after above catches a timer that never fires.
+            assert trio.current_time() - began >= 0.25
         async with server.connect() as silent:  # never sends a byte
             began = trio.current_time()
             assert await silent.closed()
-            assert 0.3 <= trio.current_time() - began < 1.0
+            assert trio.current_time() - began >= 0.3
 
 
 async def test_slow_head_is_closed(nursery: trio.Nursery, app: App) -> None:
@@ -825,7 +826,7 @@ async def test_slow_head_is_closed(nursery: trio.Nursery, app: App) -> None:
                 nursery_.start_soon(trickle)
                 assert await client.closed()
                 nursery_.cancel_scope.cancel()
-            assert 0.3 <= trio.current_time() - began < 1.0
+            assert trio.current_time() - began >= 0.3
     assert not app.scopes
 
 
@@ -849,16 +850,16 @@ async def test_client_that_stops_reading_is_dropped(nursery: trio.Nursery, app: 
 
 
 async def test_graceful_shutdown(nursery: trio.Nursery, app: App) -> None:
-    server = await start(nursery, app, graceful_timeout_seconds=5)
-    with trio.fail_after(5):
+    # A grace far beyond the test's deadline: what closes within it was not waiting out the grace.
+    server = await start(nursery, app, graceful_timeout_seconds=120)
+    with trio.fail_after(30):
         async with server.connect() as idle, server.connect() as busy:
             await idle.request("POST", "/echo", b"x")
             await idle.response()
             await busy.request("GET", "/hold")
             await app.entered.wait()
             server.shutdown.set()
-            with trio.fail_after(0.5):
-                assert await idle.closed()  # at once
+            assert await idle.closed()  # while the busy request still runs
             with pytest.raises(OSError, match="connect"):
                 await trio.open_tcp_stream("127.0.0.1", server.port)
             await trio.sleep(0.1)
@@ -867,8 +868,7 @@ async def test_graceful_shutdown(nursery: trio.Nursery, app: App) -> None:
             response = await busy.response()
             assert (response.body, response.header(b"connection")) == (b"released", b"close")
             assert await busy.closed()
-            with trio.fail_after(0.5):
-                await server.stopped.wait()
+            await server.stopped.wait()  # with the last connection, not at the grace's end
     assert not app.cancelled.is_set()
     assert app.lifespan == ["lifespan.startup", "lifespan.shutdown"]
 
@@ -884,7 +884,7 @@ async def test_shutdown_cancels_requests_that_outlive_the_grace(
             began = trio.current_time()
             server.shutdown.set()
             await app.cancelled.wait()
-            assert 0.3 <= trio.current_time() - began < 1.0
+            assert trio.current_time() - began >= 0.3
             assert await busy.closed()
             await server.stopped.wait()
 
