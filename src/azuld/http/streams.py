@@ -14,12 +14,11 @@ from quart import Blueprint, Response, request
 from azuld.core.keys import validate_name
 from azuld.core.params import parse_bool
 from azuld.core.validation import SHA256_PATTERN
-from azuld.errors import BadRequest, Unprocessable
+from azuld.errors import BadRequest, Unprocessable, storage_error
 from azuld.http.app import services
 from azuld.identify import FileHasher, identify_path, to_datastream
 from azuld.models.events import Datastream
 from azuld.models.responses import DataResponse
-from azuld.storage.local import storage_error
 
 __all__ = ["blueprint"]
 
@@ -102,9 +101,8 @@ async def _upload(source: str, label: str, expected: str) -> Response:
     request.max_content_length = svc.settings.server.max_upload_bytes
     request.body_timeout = int(svc.settings.server.upload_body_timeout_seconds)
 
-    spool_dir: Path = getattr(svc.blobs, "spool_dir", Path(tempfile.gettempdir()))
     hasher = FileHasher(sha256_only=skip_identify)
-    path = await _spool(spool_dir, hasher)
+    path = await _spool(svc.blobs.spool_dir, hasher)
     try:
         digests = hasher.digests()
         if digests.size == 0:
