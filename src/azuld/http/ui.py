@@ -11,11 +11,9 @@ from __future__ import annotations
 import base64
 import hashlib
 
-from quart import Blueprint, Response
+from quart import Response
 
-__all__ = ["CONTENT_SECURITY_POLICY", "PAGE", "blueprint"]
-
-blueprint = Blueprint("ui", __name__)
+__all__ = ["CONTENT_SECURITY_POLICY", "PAGE", "dashboard"]
 
 _STYLE = """
 :root {
@@ -520,7 +518,6 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-@blueprint.get("/ui")
 async def dashboard() -> Response:
     """The dashboard page (it fetches its data itself, from `/api/azuld/v1/plugins`)."""
     return Response(
