@@ -3,8 +3,9 @@ or as a feed (passive). Hot routes (`azuld.http.hot`).
 
 Bodies have one encoding each way, chosen in one function: `decode_posted` turns a posted body into
 what `Dispatcher.publish` takes, `encode_fetch_reply` turns a `FetchResult` into the reply. JSON
-today; a second encoding (Avro bulk records, asked for with `avro-format=true`) goes in there (a
-fetch's `avro-format=true` is refused with a 422 by `azuld.core.params` until then).
+today; a second encoding (Avro bulk records, asked for with `avro-format=true`) goes in there. Until
+then `avro-format=true` is refused with a 422: by `decode_posted` on a post, by
+`azuld.core.params` on a fetch.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import msgspec
 
 from azuld.core.keys import random_hex
 from azuld.dispatcher import FetchResult
-from azuld.errors import NotFound
+from azuld.errors import NotFound, Unprocessable
 from azuld.http.asgi import Front, Query, Reply, Request, bytes_reply
 
 __all__ = [
@@ -31,7 +32,13 @@ _TRUE_LITERAL = frozenset({"true", "1"})  # Go compares POST flags literally
 
 
 def decode_posted(query: Query, body: bytes) -> bytes:
-    """The posted events as `Dispatcher.publish` takes them: a JSON array or object."""
+    """The posted events as `Dispatcher.publish` takes them: a JSON array or object.
+
+    Raises:
+        Unprocessable: `avro-format` is true (azuld takes JSON only, for now).
+    """
+    if query.get("avro-format") in _TRUE_LITERAL:
+        raise Unprocessable("avro-format is not supported by azuld; post JSON")
     return body
 
 

@@ -104,6 +104,15 @@ _POST_EVENTS_REPLIES = {
     )
 }
 _POST_EVENTS_ERRORS = (400, 413, 422, 425, 503, 507)
+_POST_QUERY = (
+    query(
+        "avro-format",
+        BOOL,
+        "Refused (422) when `true` or `1`: azuld takes JSON only (other values are false, as Go "
+        "compares POST flags).",
+    ),
+)
+
 _FETCH = allow(PLUGIN, reset_needs_admin=True)
 _FETCH_QUERY = (
     query(
@@ -246,6 +255,7 @@ ROUTES: tuple[Route, ...] = (
                     BOOL,
                     "Return the stored events in `ok` (only `true` and `1` count as true).",
                 ),
+                *_POST_QUERY,
             ),
             body=_POST_EVENTS_BODY,
             description=(
@@ -372,6 +382,7 @@ ROUTES: tuple[Route, ...] = (
             "seed aliases",
             _POST_EVENTS_REPLIES,
             _POST_EVENTS_ERRORS,
+            parameters=_POST_QUERY,
             body=_POST_EVENTS_BODY,
         ),
         hot=events.v1_register,
@@ -400,7 +411,10 @@ ROUTES: tuple[Route, ...] = (
             "seed aliases",
             _POST_EVENTS_REPLIES,
             _POST_EVENTS_ERRORS,
-            parameters=(path("entity_type", {"type": "string"}, "The jobs' model (not checked)."),),
+            parameters=(
+                path("entity_type", {"type": "string"}, "The jobs' model (not checked)."),
+                *_POST_QUERY,
+            ),
             body=_POST_EVENTS_BODY,
         ),
         hot=events.v1_post_status,
