@@ -187,6 +187,7 @@ _ERRORS: dict[int, tuple[str, str]] = {
     401: ("Unauthorized", "A bearer token is needed (only when `[auth]` tokens are set)."),
     403: ("Forbidden", "The token lacks the role this route needs."),
     404: ("NotFound", "No such route, or nothing under this name."),
+    408: ("RequestTimeout", "The request body did not all arrive within the body timeout."),
     413: ("PayloadTooLarge", "The body or the number of events is over the configured limit."),
     416: ("RangeNotSatisfiable", "The range starts at or past the end of the blob."),
     422: ("Unprocessable", "Bad parameters, or events that cannot be decoded."),

@@ -103,7 +103,7 @@ _POST_EVENTS_REPLIES = {
         PostResponse,
     )
 }
-_POST_EVENTS_ERRORS = (400, 413, 422, 425, 503, 507)
+_POST_EVENTS_ERRORS = (400, 408, 413, 422, 425, 503, 507)
 _POST_QUERY = (
     query(
         "avro-format",
@@ -215,7 +215,7 @@ _UPLOAD_REPLIES = {
         DataResponse,
     )
 }
-_UPLOAD_ERRORS = (400, 413, 503, 507)
+_UPLOAD_ERRORS = (400, 408, 413, 503, 507)
 _OCTETS: Schema = {"application/octet-stream": {"schema": {}}}
 _ACCEPT_RANGES = {"Accept-Ranges": {"schema": {"const": "bytes"}}}
 _RANGE_HEADER = {
@@ -487,6 +487,7 @@ ROUTES: tuple[Route, ...] = (
             "Prometheus metrics (text exposition format)",
             "operations",
             {"200": text_reply("The metrics.")},
+            (503,),
         ),
         quart=ops.metrics,
     ),
@@ -543,7 +544,7 @@ ROUTES: tuple[Route, ...] = (
             "Put jobs back in front of their plugin key (recorded in `system.reoffer`)",
             "introspection",
             {"200": json_reply("What became of each job id.", ref("Reoffered"))},
-            (400, 413, 503),
+            (400, 408, 413, 503),
             body=json_body(ops.ReoffersRequest),
         ),
         quart=ops.reoffer,

@@ -88,6 +88,16 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "description": "Finished jobs per final status.",
             },
             "errors_last_hour": {"type": "integer", "minimum": 0},
+            "replayed": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Jobs answered from the replay cache.",
+            },
+            "replay_saved_seconds": {
+                "type": "number",
+                "minimum": 0,
+                "description": "Plugin run time the replay cache saved.",
+            },
             "last_seen": {"type": "number", "description": "Unix time of the last fetch."},
             "recent_failures": {"type": "array", "items": ref("PluginFailure")},
             "history": {
@@ -114,6 +124,8 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "fetched",
             "finished",
             "errors_last_hour",
+            "replayed",
+            "replay_saved_seconds",
             "last_seen",
             "recent_failures",
             "history",
