@@ -16,11 +16,9 @@ import base64
 import hashlib
 from importlib.resources import files
 
-from quart import Blueprint, Response
+from quart import Response
 
-__all__ = ["CONTENT_SECURITY_POLICY", "PAGE", "blueprint"]
-
-blueprint = Blueprint("ui", __name__)
+__all__ = ["CONTENT_SECURITY_POLICY", "PAGE", "dashboard"]
 
 _STATIC = files("azuld.http") / "static"
 
@@ -53,7 +51,6 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
-@blueprint.get("/ui")
 async def dashboard() -> Response:
     """The dashboard page (it fetches its data itself, from `/api/azuld/v1/plugins`)."""
     return Response(
