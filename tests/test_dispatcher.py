@@ -13,6 +13,7 @@ import trio
 
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.params import ConsumeParams, parse_consume_params
+from azuld.core.replay import ReplayCache
 from azuld.dispatcher import Dispatcher, FetchResult, StatusSummary
 from azuld.errors import AllFiltered, BadRequest, TooManyRequests, Unprocessable
 from azuld.models.events import (
@@ -23,7 +24,6 @@ from azuld.models.events import (
     StatusEntity,
     StatusEvent,
 )
-from azuld.replay import ReplayCache
 from azuld.settings import DispatchSettings
 from tests.conftest import NOW, make_binary, query, sha
 

@@ -44,37 +44,23 @@ from azuld.core.filters import skip_reason
 from azuld.core.jobs import JobState, ending_for_status
 from azuld.core.keys import consumer_group, expedite_topic, system_topic
 from azuld.core.params import ConsumeParams
-from azuld.core.publish import (
-    Outgoing,
-    prepare_binary,
-    prepare_generic,
-    prepare_plugin,
-    prepare_status,
-)
-from azuld.core.validation import check_event
+from azuld.core.posts import DECODERS, StatusSummary, prepare_post
+from azuld.core.publish import Outgoing, prepare_status
+from azuld.core.replay import CacheEntry, ReplayCache, replay_status
 from azuld.errors import (
-    AllFiltered,
-    BadRequest,
-    PayloadTooLarge,
     TooManyRequests,
-    Unprocessable,
     UpstreamError,
 )
 from azuld.metrics import Metrics
 from azuld.models.events import (
-    COMPLETED_STATUSES,
     CURRENT_MODEL_VERSION,
-    MODELS,
     Author,
     BinaryEvent,
-    GenericEvent,
-    PluginEvent,
     StatusEntity,
     StatusEvent,
 )
-from azuld.models.responses import FetchInfo, PostFailure, PostResponse
+from azuld.models.responses import FetchInfo, PostResponse
 from azuld.ports import BlobStore, EventLog
-from azuld.replay import CacheEntry, ReplayCache, config_digest, replay_status
 from azuld.settings import DispatchSettings
 
 __all__ = ["Dispatcher", "Failure", "FetchResult", "StatusSummary"]
@@ -103,26 +89,6 @@ class Reoffer(msgspec.Struct, kw_only=True):
 _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
 
 
-class StatusSummary(msgspec.Struct, frozen=True, gc=False):
-    """What applying a posted status to its job needs of it. A post keeps these, not its decoded
-    statuses, across the log append: the dozens of containers of each decoded status would
-    otherwise live through the await, be promoted to gc's oldest generation and make full
-    collections more frequent.
-    """
-
-    job_id: str  # the status's `entity.input.dequeued`
-    status: str
-    sha256: str  # of the job's binary, and what a failure says
-    error: str
-    message: str
-
-    @classmethod
-    def of(cls, event: StatusEvent) -> StatusSummary:
-        entity = event.entity
-        job = entity.input
-        return cls(job.dequeued, entity.status, job.entity.sha256, entity.error, entity.message)
-
-
 # How far past its deadline a fetch may wait for a slow backend before answering not-ready.
 BACKEND_GRACE_SECONDS = 5.0
 # The lease reaper wakes at least this often, so its tick shows the dispatch loop is alive.
@@ -131,29 +97,6 @@ TICK_SECONDS = 1.0
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
-_TYPED: dict[str, type[Any]] = {
-    "binary": BinaryEvent,
-    "status": StatusEvent,
-    "plugin": PluginEvent,
-}
-_DECODERS = {model: msgspec.json.Decoder(cls) for model, cls in _TYPED.items()}
-_LIST_DECODERS: dict[str, msgspec.json.Decoder[list[Any]]] = {
-    "binary": msgspec.json.Decoder(list[BinaryEvent]),
-    "status": msgspec.json.Decoder(list[StatusEvent]),
-    "plugin": msgspec.json.Decoder(list[PluginEvent]),
-}
-
-
-@dataclass(slots=True)
-class PreparedPost:
-    """A posted body, checked and encoded: what `publish` stores and acts on."""
-
-    records: list[Outgoing]  # the events' records, then the replay-cache entries' records
-    cacheable: list[CacheEntry]
-    failures: list[PostFailure]
-    total_ok: int
-    authors: Counter[str]  # valid events per author name
-    statuses: list[StatusSummary]  # for model `status`: one per valid status
 
 
 @dataclass(slots=True)
@@ -330,7 +273,7 @@ class Dispatcher:
         """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
         extend, final statuses finish). Statuses posted here were applied already; again is a
         no-op."""
-        decode = _DECODERS["status"].decode
+        decode = DECODERS["status"].decode
         async with aclosing(self.log.follow(system_topic(self.prefix, "status"))) as values:
             async for value in values:
                 try:
@@ -395,7 +338,7 @@ class Dispatcher:
         event = (
             job.event
             if isinstance(job.event, BinaryEvent)
-            else _DECODERS["binary"].decode(job.value)
+            else DECODERS["binary"].decode(job.value)
         )
         job_input = msgspec.structs.replace(
             event,
@@ -605,7 +548,7 @@ class Dispatcher:
     ) -> Callable[[Job], str | None]:
         """The request's filter. Jobs the replay cache can answer are skipped and collected in
         `cached` (the caller publishes their results)."""
-        decoder = _DECODERS.get(params.model)
+        decoder = DECODERS.get(params.model)
         if decoder is None or params.model == "plugin":
             return lambda job: None
         use_cache = self.replay.enabled and params.active and params.model == "binary"
@@ -836,21 +779,26 @@ class Dispatcher:
 
         Raises:
             BadRequest: empty body or unknown model.
+            PayloadTooLarge: more than `dispatch.max_events_per_post` events.
             Unprocessable: not JSON, an old `model_version`, or an event of the wrong shape.
             AllFiltered: no event was valid.
             UpstreamError: the log could not store them; nothing was acknowledged.
         """
-        if model not in MODELS:
-            raise BadRequest(
-                f"not a registered model type: {model!r}; expected one of {', '.join(MODELS)}"
-            )
-        if not body:
-            raise BadRequest("no events were provided to be published", title="Empty Request")
-        post = self._prepare_post(model, body)
-        records, cacheable = post.records, post.cacheable
+        post = prepare_post(
+            model,
+            body,
+            prefix=self.prefix,
+            max_events=self.settings.max_events_per_post,
+            configs=self._configs,
+            replay_min_runtime_seconds=(
+                self.settings.replay_min_runtime_seconds if self.replay.enabled else None
+            ),
+        )
+        self._configs.update(post.configs)
+        records = post.records
         await self.log.append(records)
-        for record in records[len(records) - len(cacheable) :]:
-            self.replay.put(record.value)
+        for value in post.replay_values:
+            self.replay.put(value)
         for author, count in post.authors.items():
             self._count(self.metrics.published, (model, author), count)
         if post.statuses:
@@ -867,96 +815,6 @@ class Dispatcher:
             failures=post.failures,
             ok=ok,
         )
-
-    def _prepare_post(self, model: str, body: bytes) -> PreparedPost:
-        """Decode, check and encode a posted body (no I/O). Its decoded events do not outlive
-        this call: what the rest of `publish` needs is bytes, counts and summaries."""
-        events = _decode_events(model, body)
-        if len(events) > self.settings.max_events_per_post:
-            raise PayloadTooLarge(
-                f"{len(events)} events in one post; the limit is "
-                f"{self.settings.max_events_per_post} (dispatch.max_events_per_post)"
-            )
-        failures: list[PostFailure] = []
-        valid: list[Any] = []
-        for event in events:
-            problem = check_event(event if not isinstance(event, dict) else _envelope(event))
-            if problem:
-                failures.append(PostFailure(event=_encode(event).decode(), error=problem))
-            else:
-                valid.append(event)
-        if not valid:
-            raise AllFiltered(
-                "failed to produce any of the provided events as they were all filtered out by "
-                f"the following filters [], with {len(failures)} response failures which are: "
-                f"[{'; '.join(f.error for f in failures)}]"
-            )
-        if model == "plugin":
-            for event in valid:
-                entity = event.entity
-                self._configs[(entity.name, entity.version)] = config_digest(entity.config)
-        cacheable = self._cache_entries(valid) if model == "status" else []
-        records = self._prepare(model, valid)
-        records += [
-            Outgoing(system_topic(self.prefix, "replay"), entry.key, ReplayCache.encode(entry))
-            for entry in cacheable
-        ]
-        return PreparedPost(
-            records=records,
-            cacheable=cacheable,
-            failures=failures,
-            total_ok=len(valid),
-            authors=Counter(
-                event["author"]["name"] if isinstance(event, dict) else event.author.name
-                for event in valid
-            ),
-            statuses=[StatusSummary.of(event) for event in valid] if model == "status" else [],
-        )
-
-    def _cache_entries(self, statuses: Iterable[StatusEvent]) -> list[CacheEntry]:
-        """Replay-cache entries for completed statuses, taken before their results split off."""
-        if not self.replay.enabled:
-            return []
-        entries = []
-        for status in statuses:
-            entity = status.entity
-            if entity.status not in COMPLETED_STATUSES or entity.message.startswith("replayed"):
-                continue
-            if entity.runtime < self.settings.replay_min_runtime_seconds:
-                continue  # cheaper to run again than to keep
-            job = entity.input
-            name, version = status.author.name, status.author.version
-            digest = self._configs.get((name, version), "")
-            entries.append(
-                CacheEntry(
-                    key=ReplayCache.key(name, version, digest, job.entity.sha256),
-                    plugin=name,
-                    version=version,
-                    sha256=job.entity.sha256,
-                    status=entity.status,
-                    runtime=entity.runtime,
-                    input_depth=len(job.source.path),
-                    input_source=job.source.name,
-                    job_id=job.dequeued,
-                    results=msgspec.json.decode(
-                        msgspec.json.encode(entity.results), type=list[BinaryEvent]
-                    ),
-                )
-            )
-        return entries
-
-    def _prepare(self, model: str, events: Iterable[Any]) -> list[Outgoing]:
-        out: list[Outgoing] = []
-        for event in events:
-            if model == "binary":
-                out.append(prepare_binary(self.prefix, event))
-            elif model == "status":
-                out.extend(prepare_status(self.prefix, event))
-            elif model == "plugin":
-                out.append(prepare_plugin(self.prefix, event))
-            else:
-                out.append(prepare_generic(self.prefix, model, event))
-        return out
 
     async def _apply_statuses(
         self, statuses: Iterable[StatusSummary], *, load_missing: bool = True
@@ -1044,7 +902,7 @@ class Dispatcher:
         topic = system_topic(self.prefix, "status")
         tps = await self.log.partitions(topic.__eq__, owned=False)
         found: list[dict[str, Any]] = []
-        decode = _DECODERS["status"].decode
+        decode = DECODERS["status"].decode
         for tp, (start, end) in (await self.log.offsets(tps)).items():
             offset = max(start, end - FAILED_SCAN_RECORDS)
             while offset < end:
@@ -1100,7 +958,7 @@ class Dispatcher:
                 if ref.lane == Lane.REOFFER:
                     event = _REOFFER_DECODER.decode(value).event
                 else:
-                    event = _DECODERS["binary"].decode(value)
+                    event = DECODERS["binary"].decode(value)
             except msgspec.DecodeError:
                 outcome.append({"job_id": job_id, "ok": False, "reason": "its event is unreadable"})
                 continue
@@ -1197,75 +1055,3 @@ def _untuple(value: Any) -> Any:
     if isinstance(value, list):
         return tuple(_untuple(v) for v in value)
     return value
-
-
-def _envelope(raw: dict[str, Any]) -> GenericEvent:
-    return msgspec.convert(raw, GenericEvent)
-
-
-def _decode_events(model: str, body: bytes) -> list[Any]:
-    """Decode a posted body: a JSON array of events, or one event object.
-
-    As in Go, the array must start at byte 0, a decode failure or a `model_version` below 6 fails
-    the whole request (422), and invalid-but-decodable events are left for `check_event`.
-    """
-    if len(body) <= 2:
-        raise Unprocessable(
-            "ensure events were in json format: event message too small",
-            title="PostEvent TransformEvents invalid events",
-        )
-    typed = _LIST_DECODERS.get(model)
-    if typed is not None and body[:1] == b"[":
-        # The common case in one pass; anything unusual takes the careful path below, which
-        # also words the errors.
-        try:
-            fast = typed.decode(body)
-        except msgspec.DecodeError:
-            pass
-        else:
-            if all(event.model_version >= CURRENT_MODEL_VERSION for event in fast):
-                return fast
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise Unprocessable(
-            f"ensure events were in json format: event message invalid json: {exc}",
-            title="PostEvent TransformEvents invalid events",
-        ) from None
-    items = raw if body[:1] == b"[" and isinstance(raw, list) else [raw]
-    events: list[Any] = []
-    cls = _TYPED.get(model)
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise Unprocessable(
-                f"ensure events were in json format: event {index} is not a JSON object",
-                title="PostEvent TransformEvents invalid events",
-            )
-        version = item.get("model_version", 0)
-        if not isinstance(version, int) or version < CURRENT_MODEL_VERSION:
-            raise Unprocessable(
-                f"ensure events were in json format: event message version was too old "
-                f"(event {index} has model_version {version!r}; azuld needs "
-                f"{CURRENT_MODEL_VERSION})",
-                title="PostEvent TransformEvents invalid events",
-            )
-        if cls is None:
-            try:
-                _envelope(item)
-            except msgspec.ValidationError as exc:
-                raise _corrupt(index, exc) from None
-            events.append(item)
-            continue
-        try:
-            events.append(msgspec.convert(item, cls))
-        except msgspec.ValidationError as exc:
-            raise _corrupt(index, exc) from None
-    return events
-
-
-def _corrupt(index: int, exc: msgspec.ValidationError) -> Unprocessable:
-    return Unprocessable(
-        f"ensure events were in json format: event message version was too old or was corrupt: "
-        f"event {index}: {exc}",
-        title="PostEvent TransformEvents invalid events",
-    )
