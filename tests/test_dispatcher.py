@@ -13,8 +13,9 @@ import trio
 
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.params import ConsumeParams, parse_consume_params
+from azuld.core.posts import StatusSummary
 from azuld.core.replay import ReplayCache
-from azuld.dispatcher import Dispatcher, FetchResult, StatusSummary
+from azuld.dispatch import Dispatcher, FetchResult
 from azuld.errors import AllFiltered, BadRequest, TooManyRequests, Unprocessable
 from azuld.models.events import (
     Author,

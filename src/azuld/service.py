@@ -32,7 +32,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from azuld.backends.embedded import open_embedded_log
-from azuld.dispatcher import TICK_SECONDS, Dispatcher
+from azuld.dispatch import TICK_SECONDS, Dispatcher
 from azuld.errors import ConfigError
 from azuld.http import Services, create_app
 from azuld.http import server as http_server

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from azuld.dispatcher import FetchResult
+from azuld.dispatch import FetchResult
 from azuld.http import events
 from azuld.models.responses import FetchInfo
 from tests.http.conftest import parse_multipart

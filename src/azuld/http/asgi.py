@@ -14,7 +14,7 @@ from urllib.parse import unquote
 import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler)
 
 from azuld.core.params import ConsumeParams
-from azuld.dispatcher import FetchResult
+from azuld.dispatch import FetchResult
 from azuld.http.steps import Services
 
 __all__ = [

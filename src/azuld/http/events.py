@@ -13,7 +13,7 @@ from __future__ import annotations
 import msgspec
 
 from azuld.core.keys import random_hex
-from azuld.dispatcher import FetchResult
+from azuld.dispatch import FetchResult
 from azuld.errors import NotFound, Unprocessable
 from azuld.http.asgi import Front, Query, Reply, Request, bytes_reply
 

@@ -46,7 +46,7 @@ import trio
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
 from azuld.core.params import ConsumeParams, parse_consume_params
-from azuld.dispatcher import Dispatcher, FetchResult
+from azuld.dispatch import Dispatcher, FetchResult
 from azuld.http.asgi import ClientGone, Message, Query, Receive, Reply, Request, Send
 from azuld.http.router import Router
 from azuld.http.routes import ROUTES, Route

@@ -19,7 +19,7 @@ import trio
 from werkzeug.exceptions import HTTPException
 
 from azuld.core.keys import random_hex
-from azuld.dispatcher import Dispatcher
+from azuld.dispatch import Dispatcher
 from azuld.errors import AzuldError, ClientError, RangeNotSatisfiable, UpstreamError
 from azuld.http.auth import Access, Authorizer
 from azuld.metrics import Metrics
