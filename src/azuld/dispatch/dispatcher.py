@@ -47,6 +47,7 @@ from azuld.core.params import ConsumeParams
 from azuld.core.posts import DECODERS, StatusSummary, prepare_post
 from azuld.core.publish import Outgoing, prepare_status
 from azuld.core.replay import CacheEntry, ReplayCache, replay_status
+from azuld.dispatch.scan import scan
 from azuld.errors import (
     TooManyRequests,
     UpstreamError,
@@ -222,16 +223,9 @@ class Dispatcher:
         if not self.replay.enabled:
             return
         topic = system_topic(self.prefix, "replay")
-        tps = await self.log.partitions(topic.__eq__, owned=False)
-        for tp, (start, end) in (await self.log.offsets(tps)).items():
-            offset = max(start, end - REPLAY_LOAD_RECORDS)
-            while offset < end:
-                batch = await self.log.read(tp, offset, 500)
-                if not batch:
-                    break
-                for _, value in batch:
-                    self.replay.put(value)
-                offset = batch[-1][0] + 1
+        async with aclosing(scan(self.log, topic.__eq__, newest=REPLAY_LOAD_RECORDS)) as values:
+            async for value in values:
+                self.replay.put(value)
         if len(self.replay):
             log.info("replay cache: %d entries loaded", len(self.replay))
 
@@ -900,40 +894,33 @@ class Dispatcher:
         """Jobs that ended in an error status (the plugin's, or azuld's `error-timeout` after the
         last retry), newest first, from the last `FAILED_SCAN_RECORDS` statuses per partition."""
         topic = system_topic(self.prefix, "status")
-        tps = await self.log.partitions(topic.__eq__, owned=False)
         found: list[dict[str, Any]] = []
         decode = DECODERS["status"].decode
-        for tp, (start, end) in (await self.log.offsets(tps)).items():
-            offset = max(start, end - FAILED_SCAN_RECORDS)
-            while offset < end:
-                batch = await self.log.read(tp, offset, 500)
-                if not batch:
-                    break
-                offset = batch[-1][0] + 1
-                for _, value in batch:
-                    try:
-                        status = decode(value)
-                    except msgspec.DecodeError:
-                        continue
-                    entity = status.entity
-                    if not entity.status.startswith("error-"):
-                        continue
-                    if plugin and status.author.name != plugin:
-                        continue
-                    lines = entity.message.strip().splitlines()
-                    found.append(
-                        {
-                            "job_id": entity.input.dequeued,
-                            "plugin": status.author.name,
-                            "version": status.author.version,
-                            "status": entity.status,
-                            "error": entity.error,
-                            "message": lines[-1] if lines else "",
-                            "sha256": entity.input.entity.sha256,
-                            "source": entity.input.source.name,
-                            "at": status.timestamp.isoformat(),
-                        }
-                    )
+        async with aclosing(scan(self.log, topic.__eq__, newest=FAILED_SCAN_RECORDS)) as values:
+            async for value in values:
+                try:
+                    status = decode(value)
+                except msgspec.DecodeError:
+                    continue
+                entity = status.entity
+                if not entity.status.startswith("error-"):
+                    continue
+                if plugin and status.author.name != plugin:
+                    continue
+                lines = entity.message.strip().splitlines()
+                found.append(
+                    {
+                        "job_id": entity.input.dequeued,
+                        "plugin": status.author.name,
+                        "version": status.author.version,
+                        "status": entity.status,
+                        "error": entity.error,
+                        "message": lines[-1] if lines else "",
+                        "sha256": entity.input.entity.sha256,
+                        "source": entity.input.source.name,
+                        "at": status.timestamp.isoformat(),
+                    }
+                )
         found.sort(key=lambda f: f["at"], reverse=True)
         return found[:limit]
 
@@ -974,10 +961,9 @@ class Dispatcher:
     async def reoffers(self, limit: int = 200) -> list[dict[str, Any]]:
         """The audit trail: who re-offered which job to which plugin key, and when."""
         topic = system_topic(self.prefix, "reoffer")
-        tps = await self.log.partitions(topic.__eq__, owned=False)
         trail: list[dict[str, Any]] = []
-        for tp, (start, end) in (await self.log.offsets(tps)).items():
-            for _, value in await self.log.read(tp, max(start, end - limit), limit):
+        async with aclosing(scan(self.log, topic.__eq__, newest=limit)) as values:
+            async for value in values:
                 try:
                     offer = _REOFFER_DECODER.decode(value)
                 except msgspec.DecodeError:
