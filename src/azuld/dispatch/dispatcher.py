@@ -53,6 +53,14 @@ from azuld.errors import (
     UpstreamError,
 )
 from azuld.metrics import Metrics
+from azuld.models.admin import (
+    FailedJob,
+    Failure,
+    KeySummary,
+    Reoffer,
+    ReofferAudit,
+    ReofferOutcome,
+)
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
     Author,
@@ -64,7 +72,7 @@ from azuld.models.responses import FetchInfo, PostResponse
 from azuld.ports import BlobStore, EventLog
 from azuld.settings import DispatchSettings
 
-__all__ = ["Dispatcher", "Failure", "FetchResult", "StatusSummary"]
+__all__ = ["Dispatcher", "FetchResult"]
 
 RECENT_FAILURES = 50
 # At start-up, the replay cache reads at most this many of the newest entries per partition.
@@ -75,16 +83,6 @@ FAILED_SCAN_RECORDS = 50_000
 OTHER_KEY = "_other-key"
 # Endings that count as failed (and are kept for `azuld status`).
 _FAILED_ENDINGS = (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
-
-
-class Reoffer(msgspec.Struct, kw_only=True):
-    """A job put back in front of one plugin key by an admin (`system.reoffer`; the audit trail)."""
-
-    plugin_key: str
-    job_id: str
-    by: str
-    at: datetime
-    event: BinaryEvent
 
 
 _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
@@ -104,17 +102,6 @@ _encode = msgspec.json.Encoder().encode
 class FetchResult:
     info: FetchInfo
     events: list[bytes]
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A job that ended badly, kept for `azuld status` and the dashboard."""
-
-    at: float  # wall-clock seconds
-    sha256: str
-    status: str
-    error: str
-    message: str
 
 
 @dataclass(slots=True)
@@ -890,11 +877,11 @@ class Dispatcher:
 
     # -- dead letters ----------------------------------------------------------------------
 
-    async def failed(self, plugin: str = "", limit: int = 200) -> list[dict[str, Any]]:
+    async def failed(self, plugin: str = "", limit: int = 200) -> list[FailedJob]:
         """Jobs that ended in an error status (the plugin's, or azuld's `error-timeout` after the
         last retry), newest first, from the last `FAILED_SCAN_RECORDS` statuses per partition."""
         topic = system_topic(self.prefix, "status")
-        found: list[dict[str, Any]] = []
+        found: list[FailedJob] = []
         decode = DECODERS["status"].decode
         async with aclosing(scan(self.log, topic.__eq__, newest=FAILED_SCAN_RECORDS)) as values:
             async for value in values:
@@ -909,36 +896,38 @@ class Dispatcher:
                     continue
                 lines = entity.message.strip().splitlines()
                 found.append(
-                    {
-                        "job_id": entity.input.dequeued,
-                        "plugin": status.author.name,
-                        "version": status.author.version,
-                        "status": entity.status,
-                        "error": entity.error,
-                        "message": lines[-1] if lines else "",
-                        "sha256": entity.input.entity.sha256,
-                        "source": entity.input.source.name,
-                        "at": status.timestamp.isoformat(),
-                    }
+                    FailedJob(
+                        job_id=entity.input.dequeued,
+                        plugin=status.author.name,
+                        version=status.author.version,
+                        status=entity.status,
+                        error=entity.error,
+                        message=lines[-1] if lines else "",
+                        sha256=entity.input.entity.sha256,
+                        source=entity.input.source.name,
+                        at=status.timestamp.isoformat(),
+                    )
                 )
-        found.sort(key=lambda f: f["at"], reverse=True)
+        found.sort(key=lambda f: f.at, reverse=True)
         return found[:limit]
 
-    async def reoffer(self, job_ids: Iterable[str], by: str) -> list[dict[str, Any]]:
+    async def reoffer(self, job_ids: Iterable[str], by: str) -> list[ReofferOutcome]:
         """Put jobs back in front of their plugin key. Each request is stored in `system.reoffer`
         (who, when, which job): the audit trail, and what the key's re-offer lane reads."""
-        outcome: list[dict[str, Any]] = []
+        outcome: list[ReofferOutcome] = []
         records: list[Outgoing] = []
         now = datetime.now(UTC)
         for job_id in job_ids:
             parsed = JobRef.parse(job_id)
             if parsed is None:
-                outcome.append({"job_id": job_id, "ok": False, "reason": "not an azuld job id"})
+                outcome.append(
+                    ReofferOutcome(job_id=job_id, ok=False, reason="not an azuld job id")
+                )
                 continue
             ref, _ = parsed
             found = await self.log.read(ref.tp, ref.offset, 1)
             if not found or found[0][0] != ref.offset:
-                outcome.append({"job_id": job_id, "ok": False, "reason": "its event is gone"})
+                outcome.append(ReofferOutcome(job_id=job_id, ok=False, reason="its event is gone"))
                 continue
             value = found[0][1]
             try:
@@ -947,21 +936,23 @@ class Dispatcher:
                 else:
                     event = DECODERS["binary"].decode(value)
             except msgspec.DecodeError:
-                outcome.append({"job_id": job_id, "ok": False, "reason": "its event is unreadable"})
+                outcome.append(
+                    ReofferOutcome(job_id=job_id, ok=False, reason="its event is unreadable")
+                )
                 continue
             event.dequeued = ""
             offer = Reoffer(plugin_key=ref.plugin_key, job_id=job_id, by=by, at=now, event=event)
             records.append(
                 Outgoing(system_topic(self.prefix, "reoffer"), ref.plugin_key, _encode(offer))
             )
-            outcome.append({"job_id": job_id, "ok": True, "plugin_key": ref.plugin_key})
+            outcome.append(ReofferOutcome(job_id=job_id, ok=True, plugin_key=ref.plugin_key))
         await self.log.append(records)
         return outcome
 
-    async def reoffers(self, limit: int = 200) -> list[dict[str, Any]]:
+    async def reoffers(self, limit: int = 200) -> list[ReofferAudit]:
         """The audit trail: who re-offered which job to which plugin key, and when."""
         topic = system_topic(self.prefix, "reoffer")
-        trail: list[dict[str, Any]] = []
+        trail: list[ReofferAudit] = []
         async with aclosing(scan(self.log, topic.__eq__, newest=limit)) as values:
             async for value in values:
                 try:
@@ -969,15 +960,15 @@ class Dispatcher:
                 except msgspec.DecodeError:
                     continue
                 trail.append(
-                    {
-                        "at": offer.at.isoformat(),
-                        "by": offer.by,
-                        "plugin_key": offer.plugin_key,
-                        "job_id": offer.job_id,
-                        "sha256": offer.event.entity.sha256,
-                    }
+                    ReofferAudit(
+                        at=offer.at.isoformat(),
+                        by=offer.by,
+                        plugin_key=offer.plugin_key,
+                        job_id=offer.job_id,
+                        sha256=offer.event.entity.sha256,
+                    )
                 )
-        trail.sort(key=lambda t: t["at"], reverse=True)
+        trail.sort(key=lambda t: t.at, reverse=True)
         return trail[:limit]
 
     # -- introspection ---------------------------------------------------------------------
@@ -995,7 +986,7 @@ class Dispatcher:
             )
         return lag
 
-    async def key_summaries(self) -> list[dict[str, Any]]:
+    async def key_summaries(self) -> list[KeySummary]:
         """Per plugin key on this instance: lanes, lag, in flight, done, recent failures."""
         hour_ago = time.time() - 3600
         summaries = []
@@ -1005,25 +996,25 @@ class Dispatcher:
                 self.metrics.lag.labels(key, lane).set(value)
             self.metrics.in_flight.labels(key).set(ks.lanes.leased)
             summaries.append(
-                {
-                    "key": key,
-                    "name": ks.params.name,
-                    "version": ks.params.version,
-                    "model": ks.params.model,
-                    "active": ks.params.active,
-                    "lanes": list(ks.lanes.lanes),
-                    "lag": lag,
-                    "queued": ks.lanes.queued,
-                    "in_flight": ks.lanes.leased,
-                    "fetched": ks.fetched,
-                    "finished": dict(ks.finished),
-                    "errors_last_hour": sum(1 for f in ks.failures if f.at >= hour_ago),
-                    "replayed": ks.finished.get("cached", 0),
-                    "replay_saved_seconds": round(ks.replay_saved_seconds, 3),
-                    "last_seen": ks.last_seen,
-                    "recent_failures": [asdict(f) for f in list(ks.failures)[-10:]],
-                    "history": ks.history.series(),
-                }
+                KeySummary(
+                    key=key,
+                    name=ks.params.name,
+                    version=ks.params.version,
+                    model=ks.params.model,
+                    active=ks.params.active,
+                    lanes=list(ks.lanes.lanes),
+                    lag=lag,
+                    queued=ks.lanes.queued,
+                    in_flight=ks.lanes.leased,
+                    fetched=ks.fetched,
+                    finished=dict(ks.finished),
+                    errors_last_hour=sum(1 for f in ks.failures if f.at >= hour_ago),
+                    replayed=ks.finished.get("cached", 0),
+                    replay_saved_seconds=round(ks.replay_saved_seconds, 3),
+                    last_seen=ks.last_seen,
+                    recent_failures=list(ks.failures)[-10:],
+                    history=ks.history.series(),
+                )
             )
         return summaries
 
