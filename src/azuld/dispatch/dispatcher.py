@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import aclosing
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,22 +31,18 @@ import msgspec
 import trio
 
 from azuld.core.delivery import (
-    Commit,
     Job,
     JobRef,
     Lane,
-    PluginLanes,
-    ReadRequest,
-    Snapshot,
-    TopicPartition,
 )
 from azuld.core.filters import skip_reason
 from azuld.core.jobs import JobState, ending_for_status
-from azuld.core.keys import consumer_group, expedite_topic, system_topic
+from azuld.core.keys import system_topic
 from azuld.core.params import ConsumeParams
 from azuld.core.posts import DECODERS, StatusSummary, prepare_post
 from azuld.core.publish import Outgoing, prepare_status
 from azuld.core.replay import CacheEntry, ReplayCache, replay_status
+from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.scan import scan
 from azuld.errors import (
     TooManyRequests,
@@ -74,7 +70,6 @@ from azuld.settings import DispatchSettings
 
 __all__ = ["Dispatcher", "FetchResult"]
 
-RECENT_FAILURES = 50
 # At start-up, the replay cache reads at most this many of the newest entries per partition.
 REPLAY_LOAD_RECORDS = 20_000
 # `azuld failed` looks at this many of the newest statuses per partition.
@@ -104,64 +99,6 @@ class FetchResult:
     events: list[bytes]
 
 
-@dataclass(slots=True)
-class History:
-    """Per-minute counts over the last hour, for the dashboard: fetched, completed, failed."""
-
-    minutes: deque[tuple[int, Counter[str]]] = field(default_factory=lambda: deque(maxlen=60))
-
-    def add(self, what: str, count: int = 1) -> None:
-        minute = int(time.time() // 60)
-        if not self.minutes or self.minutes[-1][0] != minute:
-            self.minutes.append((minute, Counter()))
-        self.minutes[-1][1][what] += count
-
-    def series(self) -> list[dict[str, int]]:
-        return [{"minute": minute * 60, **counts} for minute, counts in self.minutes]
-
-
-@dataclass(slots=True)
-class KeyState:
-    params: ConsumeParams
-    lanes: PluginLanes
-    groups: dict[str, str]
-    snapshot: Snapshot
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    polls: int = 0  # long-polls waiting right now
-    fetched: int = 0
-    finished: Counter[str] = field(default_factory=Counter)
-    last_seen: float = 0.0  # wall-clock seconds of the last fetch
-    topology_seen: int = -1  # the log's topology when partitions were last assigned
-    unsaved_failures: list[Job] = field(default_factory=list)  # error-timeouts not stored yet
-    replay_saved_seconds: float = 0.0
-    failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
-    history: History = field(default_factory=History)
-    wakeup: trio.Event = field(default_factory=trio.Event)  # set when waiting polls may take
-
-    def wake(self) -> None:
-        self.wakeup.set()
-        self.wakeup = trio.Event()
-
-
-def _binary_topic_filter(prefix: str, params: ConsumeParams) -> Callable[[str], bool]:
-    sources = set(params.r_source)
-    actions = set(params.r_action)
-
-    def matches(topic: str) -> bool:
-        parts = topic.split(".")
-        return (
-            len(parts) == 5
-            and parts[0] == "azul"
-            and parts[1] == prefix
-            and parts[3] == "binary"
-            and parts[2] != "system"
-            and (not sources or parts[2] in sources)
-            and (not actions or parts[4] in actions)
-        )
-
-    return matches
-
-
 class Dispatcher:
     """Hands out jobs, takes statuses. One per process; `run` must be running in a nursery."""
 
@@ -174,20 +111,29 @@ class Dispatcher:
         blobs: BlobStore | None = None,
     ) -> None:
         self.log = log
-        self.settings = settings
+        self._settings = settings
         self.prefix = topic_prefix
         self.metrics = metrics or Metrics()
         self.blobs = blobs
         self.replay = ReplayCache.create(settings.replay_cache_bytes)
         self._configs: dict[tuple[str, str], str] = {}  # (plugin, version) -> config digest
-        self._keys: dict[str, KeyState] = {}
-        self._creating: dict[str, trio.Lock] = {}  # plugin keys whose state is being built
+        self.registry = KeyRegistry(log, settings, topic_prefix)
         self._leases_changed = trio.Event()
         self._reaper_wakes_at = math.inf  # when the lease reaper wakes by itself next
         self._health: str | None = None
         self._health_at = -math.inf
         # When the lease reaper last ran: the watchdog pings systemd only while this moves.
         self.last_tick = trio.current_time()
+
+    @property
+    def settings(self) -> DispatchSettings:
+        """The dispatch settings in force; a reload (SIGHUP) replaces them for every part."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, new: DispatchSettings) -> None:
+        self._settings = new
+        self.registry.settings = new
 
     # -- background ------------------------------------------------------------------------
 
@@ -228,11 +174,6 @@ class Dispatcher:
         """`metric.labels(*labels).inc(amount)`, with the child looked up once."""
         self.metrics.child(metric, *labels).inc(amount)
 
-    def _wake(self) -> None:
-        """Wake every waiting long-poll (leases put back, partitions moved)."""
-        for ks in self._keys.values():
-            ks.wake()
-
     async def _follow_log(self) -> None:
         """Wake the long-polls the log's changes concern: those of keys with something to read
         now (most appends are statuses and results, which concern few keys: waking every
@@ -244,10 +185,10 @@ class Dispatcher:
             await self.log.wait_for_change(generation)
             if self.log.topology != topology:
                 topology = self.log.topology
-                self._wake()
+                self.registry.wake_all()
                 continue
-            for ks in self._keys.values():
-                if ks.polls and (ks.lanes.queued or self._reads(ks)):
+            for ks in self.registry.states.values():
+                if ks.polls and (ks.lanes.queued or self.registry.reads(ks)):
                     ks.wake()
 
     async def _follow_statuses(self) -> None:
@@ -267,7 +208,9 @@ class Dispatcher:
                     log.warning("could not apply a followed status: %s", exc)
 
     def _next_deadline(self) -> float:
-        deadlines = [d for ks in self._keys.values() if (d := ks.lanes.next_deadline()) is not None]
+        deadlines = [
+            d for ks in self.registry.states.values() if (d := ks.lanes.next_deadline()) is not None
+        ]
         return min(deadlines, default=math.inf)
 
     async def _reap_leases(self) -> None:
@@ -294,7 +237,7 @@ class Dispatcher:
         """Put expired leases back in their lanes; fail those out of attempts; store the commits
         that moved (including any an earlier failure left behind)."""
         requeued = False
-        for ks in list(self._keys.values()):
+        for ks in list(self.registry.states.values()):
             before = ks.lanes.queued
             failed = ks.lanes.expire(now, max_attempts=self.settings.max_attempts)
             requeued |= ks.lanes.queued > before
@@ -310,9 +253,9 @@ class Dispatcher:
                 except UpstreamError:
                     ks.unsaved_failures = pending[index:]
                     raise
-            await self._commit(ks)
+            await self.registry.commit(ks)
         if requeued:
-            self._wake()
+            self.registry.wake_all()
 
     async def _fail_job(self, ks: KeyState, job: Job) -> None:
         """Store the dispatcher's own final `error-timeout` status for a job out of attempts."""
@@ -346,140 +289,11 @@ class Dispatcher:
         ks.lanes.store_failed(job)
         self._record_ending(ks, JobState.CRITICAL_FAILURE, StatusSummary.of(status))
 
-    # -- plugin keys -----------------------------------------------------------------------
-
-    def _topic_filter(self, params: ConsumeParams, lane: str) -> Callable[[str], bool]:
-        if lane == Lane.REOFFER:
-            return system_topic(self.prefix, "reoffer").__eq__
-        if params.model != "binary":
-            return system_topic(self.prefix, params.model).__eq__
-        expedite = expedite_topic(self.prefix)
-        if lane == Lane.EXPEDITE:
-            return expedite.__eq__
-        source_topics = _binary_topic_filter(self.prefix, params)
-        if lane == Lane.LIVE:
-            return source_topics
-        # Historic also replays the expedite topic: expedited events live only there, and a new
-        # plugin version must see them too (Go's historic misses them).
-        return lambda topic: topic == expedite or source_topics(topic)
-
-    def _lane_covering(self, tp: TopicPartition) -> str:
-        """The lane that reads `tp` from now on, for historic's stopping point."""
-        return Lane.EXPEDITE if tp.topic == expedite_topic(self.prefix) else Lane.LIVE
-
-    async def _key_state(self, params: ConsumeParams, known: KeyState | None) -> KeyState:
-        """The state of the fetch's plugin key (`known`: what `_keys` holds for it, if any)."""
-        if known is not None and not params.reset:
-            known.params = params
-            return known
-        key = params.key
-        # Concurrent first fetches of a key (a fleet of workers starting) must build one state:
-        # each would otherwise start the key's lanes from its own read of the log and hand out
-        # the same jobs again. Creation awaits the log, so it is serialised per key.
-        lock = self._creating.setdefault(key, trio.Lock())
-        try:
-            async with lock:
-                current = self._keys.get(key)
-                if current is not None and not params.reset:
-                    current.params = params
-                    return current
-                groups = {lane: consumer_group(self.prefix, key, lane) for lane in _lanes(params)}
-                if params.reset:
-                    await self.log.forget_consumer(key, list(groups.values()))
-                    self._keys.pop(key, None)
-                snapshot = await self._creation_snapshot(params, groups)
-                info = msgspec.json.encode(asdict(params))
-                snapshot = await self.log.register_consumer(key, info, snapshot)
-                return await self._load_key(params, groups, snapshot)
-        finally:
-            if not lock.locked():  # trio hands a released lock straight to the next waiter
-                self._creating.pop(key, None)
-
-    async def _creation_snapshot(self, params: ConsumeParams, groups: dict[str, str]) -> Snapshot:
-        """Where a new key's lanes start: expedite and live at the end of the log, historic at the
-        start, stopping where live and expedite began (so no event is delivered twice). Covers
-        every partition, owned here or not: other instances start from the same snapshot."""
-        snapshot: Snapshot = {}
-        for lane, group in groups.items():
-            tps = await self.log.partitions(self._topic_filter(params, lane), owned=False)
-            offsets = await self.log.offsets(tps)
-            if lane == Lane.HISTORIC:
-                snapshot[group] = {
-                    tp: Commit(start, stop=end if self._lane_covering(tp) in params.lanes else None)
-                    for tp, (start, end) in offsets.items()
-                }
-            else:
-                snapshot[group] = {tp: Commit(end) for tp, (_, end) in offsets.items()}
-        return snapshot
-
-    async def _load_key(
-        self, params: ConsumeParams, groups: dict[str, str], snapshot: Snapshot
-    ) -> KeyState:
-        ks = KeyState(
-            params=params,
-            snapshot=snapshot,
-            lanes=PluginLanes(
-                params.key,
-                _lanes(params),
-                window=self.settings.window,
-                read_ahead=self.settings.read_ahead,
-            ),
-            groups=groups,
-        )
-        self._keys[params.key] = ks
-        await self._assign_partitions(ks)
-        return ks
-
-    async def _assign_partitions(self, ks: KeyState) -> None:
-        """Follow this instance's share of the key's partitions: start on partitions gained
-        (new topics, a rebalance), drop those lost to another instance."""
-        for lane, group in ks.groups.items():
-            owned = set(await self.log.partitions(self._topic_filter(ks.params, lane)))
-            held = ks.lanes.cursors[lane]
-            for tp in held.keys() - owned:
-                # Another instance owns it now and starts from the commit: what was queued or
-                # leased here will be offered there.
-                ks.lanes.unassign(lane, tp)
-            new = sorted(owned - held.keys())
-            if not new:
-                continue
-            committed = await self.log.committed(group)
-            offsets = await self.log.offsets(new)
-            for tp in new:
-                commit = committed.get(tp) or ks.snapshot.get(group, {}).get(tp)
-                if commit is None:
-                    # A partition born after the key: live reads it from its start, and historic
-                    # has nothing to add (live covers it).
-                    start = offsets[tp][0]
-                    covered = lane == Lane.HISTORIC and self._lane_covering(tp) in ks.params.lanes
-                    commit = Commit(start, stop=start if covered else None)
-                ks.lanes.assign(lane, tp, commit)
-
-    async def _key_for_job(self, ref: JobRef) -> KeyState | None:
-        """The key a status refers to, loaded from the registry if this process has not seen it."""
-        ks = self._keys.get(ref.plugin_key)
-        if ks is not None:
-            return ks
-        info = (await self.log.consumers()).get(ref.plugin_key)
-        if info is None:
-            return None
-        raw = msgspec.json.decode(info)
-        params = ConsumeParams(**{k: _untuple(v) for k, v in raw.items()})
-        groups = {lane: consumer_group(self.prefix, params.key, lane) for lane in _lanes(params)}
-        snapshot = await self.log.register_consumer(params.key, info, {})
-        return await self._load_key(params, groups, snapshot)
-
     # -- fetching --------------------------------------------------------------------------
-
-    def _reads(self, ks: KeyState, at_least: int = 0) -> list[ReadRequest]:
-        """The reads the key's lanes want, less those at the end of the log (which would
-        return nothing: a lane that has caught up costs no read)."""
-        end = self.log.known_end
-        return [want for want in ks.lanes.reads_wanted(at_least) if want.offset < end(want.tp)]
 
     def _fill_wanted(self, ks: KeyState, at_least: int = 0) -> bool:
         """Whether `_fill` has anything to do (cheap: no lock, no I/O)."""
-        return ks.topology_seen != self.log.topology or bool(self._reads(ks, at_least))
+        return ks.topology_seen != self.log.topology or bool(self.registry.reads(ks, at_least))
 
     async def _fill(self, ks: KeyState, at_least: int = 0) -> int:
         """Top the key's lanes up from the log; returns how many records were queued."""
@@ -492,9 +306,9 @@ class Dispatcher:
         try:
             topology = self.log.topology
             if ks.topology_seen != topology:
-                await self._assign_partitions(ks)
+                await self.registry.assign_partitions(ks)
                 ks.topology_seen = topology
-            for want in self._reads(ks, at_least):
+            for want in self.registry.reads(ks, at_least):
                 records = await self.log.read(want.tp, want.offset, want.limit)
                 if records and records[0][0] > want.offset:
                     ks.lanes.skip_to(want.lane, want.tp, records[0][0])
@@ -502,27 +316,6 @@ class Dispatcher:
         finally:
             ks.lock.release()
         return added
-
-    async def _commit(self, ks: KeyState) -> None:
-        """Store the commits that moved. Raises `UpstreamError`; what failed is retried next."""
-        dirty = ks.lanes.dirty_commits()
-        if dirty:
-            await self._store_commits(ks, dirty)
-
-    async def _store_commits(
-        self, ks: KeyState, dirty: dict[tuple[str, TopicPartition], Commit]
-    ) -> None:
-        """Store commits taken from `dirty_commits`; on failure (or cancellation) they are
-        marked dirty again, for the next commit to carry."""
-        by_group: dict[str, dict[TopicPartition, Commit]] = {}
-        for (lane, tp), commit in dirty.items():
-            by_group.setdefault(ks.groups[lane], {})[tp] = commit
-        # One call for every group: the log stores commits in the order they were taken.
-        try:
-            await self.log.commit(by_group)
-        except BaseException:
-            ks.lanes.redirty(dirty)
-            raise
 
     def _judge(
         self, params: ConsumeParams, cached: list[tuple[Job, CacheEntry]]
@@ -660,7 +453,7 @@ class Dispatcher:
                 dirty = ks.lanes.dirty_commits()  # skips and passive handouts move commits
                 if dirty:
                     with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
-                        await self._store_commits(ks, dirty)
+                        await self.registry.store_commits(ks, dirty)
                     if slow.cancelled_caught:
                         raise UpstreamError("the event log did not take the commit in time")
             except UpstreamError as exc:
@@ -698,11 +491,11 @@ class Dispatcher:
         # A fetch that finds its jobs queued may not yield at all: let it be cancelled here.
         await trio.lowlevel.checkpoint_if_cancelled()
         deadline = trio.current_time() + params.deadline_seconds
-        known = self._keys.get(params.key)
+        known = self.registry.states.get(params.key)
         if known is not None:
             self._admit(known)  # refuse before touching the key's state
         try:
-            ks = await self._key_state(params, known)
+            ks = await self.registry.state_for_fetch(params, known)
         except UpstreamError as exc:
             log.warning("fetch for %s: backend unavailable: %s", params.key, exc)
             await trio.sleep_until(min(deadline, trio.current_time() + 1.0))
@@ -811,7 +604,7 @@ class Dispatcher:
                 ref, attempt = parsed
                 ending = ending_for_status(status.status)
                 if ending is None:
-                    ks = self._keys.get(ref.plugin_key)
+                    ks = self.registry.states.get(ref.plugin_key)
                     if ks is not None:
                         # A heartbeat only ever moves a deadline later: the reaper need not know.
                         ks.lanes.heartbeat(
@@ -822,12 +615,12 @@ class Dispatcher:
                             max_job_seconds=self.settings.max_job_seconds,
                         )
                     continue
-                ks = self._keys.get(ref.plugin_key)
+                ks = self.registry.states.get(ref.plugin_key)
                 if ks is not None and ks.lanes.finish_leased(ref, ending):
                     finished = True  # the usual case: a job leased here
                 else:
                     if ks is None and load_missing:
-                        ks = await self._key_for_job(ref)
+                        ks = await self.registry.state_for_job(ref)
                     if ks is None or ks.lanes.is_finished(ref):
                         continue  # a key we do not know, or a status for a job already done
                     if not ks.lanes.holds(ref):
@@ -847,9 +640,9 @@ class Dispatcher:
             for (key, ending), count in endings.items():
                 self._count_endings(touched[key], ending, count)
         for ks in touched.values():
-            if ks.polls and self._reads(ks):
+            if ks.polls and self.registry.reads(ks):
                 ks.wake()  # the window moved: a poll that waited on a full window may read
-            await self._commit(ks)
+            await self.registry.commit(ks)
 
     def _record_ending(self, ks: KeyState, ending: JobState, status: StatusSummary) -> None:
         self._count_endings(ks, ending, 1)
@@ -974,7 +767,7 @@ class Dispatcher:
     # -- introspection ---------------------------------------------------------------------
 
     def keys(self) -> list[KeyState]:
-        return list(self._keys.values())
+        return list(self.registry.states.values())
 
     async def lag(self, ks: KeyState) -> dict[str, int]:
         """Events not yet finished, per lane: from each cursor's commit to the end it may read."""
@@ -990,7 +783,7 @@ class Dispatcher:
         """Per plugin key on this instance: lanes, lag, in flight, done, recent failures."""
         hour_ago = time.time() - 3600
         summaries = []
-        for key, ks in sorted(self._keys.items()):
+        for key, ks in sorted(self.registry.states.items()):
             lag = await self.lag(ks)
             for lane, value in lag.items():
                 self.metrics.lag.labels(key, lane).set(value)
@@ -1017,18 +810,3 @@ class Dispatcher:
                 )
             )
         return summaries
-
-
-def _lanes(params: ConsumeParams) -> tuple[str, ...]:
-    """The lanes a key reads: those it asked for, and for active binary keys the re-offer lane
-    (jobs an admin put back), which the plugin key's flags do not show."""
-    if params.active and params.model == "binary":
-        return (Lane.REOFFER, *params.lanes)
-    return params.lanes
-
-
-def _untuple(value: Any) -> Any:
-    """JSON lists back to the tuples `ConsumeParams` holds."""
-    if isinstance(value, list):
-        return tuple(_untuple(v) for v in value)
-    return value
