@@ -41,8 +41,9 @@ from azuld.core.keys import system_topic
 from azuld.core.params import ConsumeParams
 from azuld.core.posts import DECODERS, StatusSummary, prepare_post
 from azuld.core.publish import Outgoing, prepare_status
-from azuld.core.replay import CacheEntry, ReplayCache, replay_status
+from azuld.core.replay import CacheEntry
 from azuld.dispatch.keys import KeyRegistry, KeyState
+from azuld.dispatch.replay import Replay
 from azuld.dispatch.scan import scan
 from azuld.errors import (
     TooManyRequests,
@@ -70,8 +71,6 @@ from azuld.settings import DispatchSettings
 
 __all__ = ["Dispatcher", "FetchResult"]
 
-# At start-up, the replay cache reads at most this many of the newest entries per partition.
-REPLAY_LOAD_RECORDS = 20_000
 # `azuld failed` looks at this many of the newest statuses per partition.
 FAILED_SCAN_RECORDS = 50_000
 # A skip reason for bookkeeping, not reported as a filter.
@@ -88,7 +87,8 @@ BACKEND_GRACE_SECONDS = 5.0
 # The lease reaper wakes at least this often, so its tick shows the dispatch loop is alive.
 TICK_SECONDS = 1.0
 
-log = logging.getLogger(__name__)
+# The logger name operators filter on, one for the whole dispatcher (as before the split).
+log = logging.getLogger("azuld.dispatcher")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -115,8 +115,9 @@ class Dispatcher:
         self.prefix = topic_prefix
         self.metrics = metrics or Metrics()
         self.blobs = blobs
-        self.replay = ReplayCache.create(settings.replay_cache_bytes)
-        self._configs: dict[tuple[str, str], str] = {}  # (plugin, version) -> config digest
+        self.replay = Replay(
+            log, topic_prefix, self.metrics, blobs, max_bytes=settings.replay_cache_bytes
+        )
         self.registry = KeyRegistry(log, settings, topic_prefix)
         self._leases_changed = trio.Event()
         self._reaper_wakes_at = math.inf  # when the lease reaper wakes by itself next
@@ -139,7 +140,7 @@ class Dispatcher:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Load the replay cache, then follow the log and reap leases until cancelled."""
-        await self._load_replay_cache()
+        await self.replay.load()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._follow_log)
             if self.log.shared:
@@ -147,28 +148,9 @@ class Dispatcher:
                 # writes, they would all be our own, applied already: following them would
                 # decode and apply every status twice.
                 nursery.start_soon(self._follow_statuses)
-                nursery.start_soon(self._follow_replay_cache)
+                nursery.start_soon(self.replay.follow)
             nursery.start_soon(self._reap_leases)
             task_status.started()
-
-    async def _load_replay_cache(self) -> None:
-        """The newest entries of `system.replay` (this backend's share is the whole topic)."""
-        if not self.replay.enabled:
-            return
-        topic = system_topic(self.prefix, "replay")
-        async with aclosing(scan(self.log, topic.__eq__, newest=REPLAY_LOAD_RECORDS)) as values:
-            async for value in values:
-                self.replay.put(value)
-        if len(self.replay):
-            log.info("replay cache: %d entries loaded", len(self.replay))
-
-    async def _follow_replay_cache(self) -> None:
-        """Entries other instances add (our own come back too; putting them again is harmless)."""
-        if not self.replay.enabled:
-            return
-        async with aclosing(self.log.follow(system_topic(self.prefix, "replay"))) as values:
-            async for value in values:
-                self.replay.put(value)
 
     def _count(self, metric: Any, labels: tuple[str, ...], amount: float = 1) -> None:
         """`metric.labels(*labels).inc(amount)`, with the child looked up once."""
@@ -325,9 +307,8 @@ class Dispatcher:
         decoder = DECODERS.get(params.model)
         if decoder is None or params.model == "plugin":
             return lambda job: None
-        use_cache = self.replay.enabled and params.active and params.model == "binary"
-        digest = self._configs.get((params.name, params.version), "")
-        key_prefix = ReplayCache.key_prefix(params.name, params.version, digest)
+        key_prefix = self.replay.key_prefix(params)
+        cache_get = self.replay.cache.get
 
         def judge(job: Job) -> str | None:
             try:
@@ -342,41 +323,14 @@ class Dispatcher:
                 log.warning("skipping undecodable record %s", job.ref)
                 return "FilterDecode-undecodable"
             reason = skip_reason(job.event, params)
-            if reason is None and use_cache and not job.event.flags.bypass_cache:
-                entry = self.replay.get(key_prefix + job.event.entity.sha256)
+            if reason is None and key_prefix is not None and not job.event.flags.bypass_cache:
+                entry = cache_get(key_prefix + job.event.entity.sha256)
                 if entry is not None:
                     cached.append((job, entry))
                     return "ReplayPluginCompletion-cached"
             return reason
 
         return judge
-
-    async def _answer_from_cache(self, ks: KeyState, cached: list[tuple[Job, CacheEntry]]) -> None:
-        """Publish the cached results of jobs the plugin already did, under their new source."""
-        now = datetime.now(UTC)
-        records: list[Outgoing] = []
-        for job, entry in cached:
-            status = replay_status(entry, job.event, job.job_id, now)
-            if self.blobs is not None and job.event.source.name != entry.input_source:
-                for result in status.entity.results:
-                    for stream in result.entity.datastreams:
-                        try:
-                            await self.blobs.copy(
-                                entry.input_source,
-                                job.event.source.name,
-                                stream.label,
-                                stream.sha256,
-                            )
-                        except UpstreamError as exc:  # the results stand; a plugin may 404
-                            log.warning("replay: cannot copy blob %s: %s", stream.sha256, exc)
-            records += prepare_status(self.prefix, status)
-        await self.log.append(records)
-        for _, entry in cached:
-            ks.finished["cached"] += 1
-            ks.history.add("done")
-            self.metrics.replay_hits.labels(entry.plugin).inc()
-            self.metrics.replay_saved_seconds.labels(entry.plugin).inc(entry.runtime)
-            ks.replay_saved_seconds += entry.runtime
 
     def _render(self, params: ConsumeParams, job: Job) -> bytes:
         """The job as handed out; its decoded event is let go (a lease may last minutes, and
@@ -440,7 +394,7 @@ class Dispatcher:
                 skipped.update(handout.skipped)
             if cached:
                 try:
-                    await self._answer_from_cache(ks, cached)
+                    await self.replay.answer(ks, cached)
                 except UpstreamError as exc:
                     # Their offsets must not be committed unanswered: give up for this round.
                     log.warning("fetch for %s: cannot replay cached results: %s", params.key, exc)
@@ -563,16 +517,15 @@ class Dispatcher:
             body,
             prefix=self.prefix,
             max_events=self.settings.max_events_per_post,
-            configs=self._configs,
+            configs=self.replay.configs,
             replay_min_runtime_seconds=(
                 self.settings.replay_min_runtime_seconds if self.replay.enabled else None
             ),
         )
-        self._configs.update(post.configs)
+        self.replay.configs.update(post.configs)
         records = post.records
         await self.log.append(records)
-        for value in post.replay_values:
-            self.replay.put(value)
+        self.replay.remember(post.replay_values)
         for author, count in post.authors.items():
             self._count(self.metrics.published, (model, author), count)
         if post.statuses:
