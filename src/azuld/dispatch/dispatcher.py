@@ -36,15 +36,15 @@ from azuld.core.delivery import (
     Lane,
 )
 from azuld.core.filters import skip_reason
-from azuld.core.jobs import JobState, ending_for_status
 from azuld.core.keys import system_topic
 from azuld.core.params import ConsumeParams
-from azuld.core.posts import DECODERS, StatusSummary, prepare_post
-from azuld.core.publish import Outgoing, prepare_status
+from azuld.core.posts import DECODERS
+from azuld.core.publish import Outgoing
 from azuld.core.replay import CacheEntry
 from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.replay import Replay
 from azuld.dispatch.scan import scan
+from azuld.dispatch.statuses import Statuses
 from azuld.errors import (
     TooManyRequests,
     UpstreamError,
@@ -52,7 +52,6 @@ from azuld.errors import (
 from azuld.metrics import Metrics
 from azuld.models.admin import (
     FailedJob,
-    Failure,
     KeySummary,
     Reoffer,
     ReofferAudit,
@@ -75,8 +74,6 @@ __all__ = ["Dispatcher", "FetchResult"]
 FAILED_SCAN_RECORDS = 50_000
 # A skip reason for bookkeeping, not reported as a filter.
 OTHER_KEY = "_other-key"
-# Endings that count as failed (and are kept for `azuld status`).
-_FAILED_ENDINGS = (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
 
 
 _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
@@ -115,10 +112,13 @@ class Dispatcher:
         self.prefix = topic_prefix
         self.metrics = metrics or Metrics()
         self.blobs = blobs
+        self.registry = KeyRegistry(log, settings, topic_prefix)
         self.replay = Replay(
             log, topic_prefix, self.metrics, blobs, max_bytes=settings.replay_cache_bytes
         )
-        self.registry = KeyRegistry(log, settings, topic_prefix)
+        self.statuses = Statuses(
+            log, settings, topic_prefix, self.metrics, self.registry, self.replay
+        )
         self._leases_changed = trio.Event()
         self._reaper_wakes_at = math.inf  # when the lease reaper wakes by itself next
         self._health: str | None = None
@@ -135,6 +135,7 @@ class Dispatcher:
     def settings(self, new: DispatchSettings) -> None:
         self._settings = new
         self.registry.settings = new
+        self.statuses.settings = new
 
     # -- background ------------------------------------------------------------------------
 
@@ -147,7 +148,7 @@ class Dispatcher:
                 # Statuses and replay entries other instances add. On a log only this process
                 # writes, they would all be our own, applied already: following them would
                 # decode and apply every status twice.
-                nursery.start_soon(self._follow_statuses)
+                nursery.start_soon(self.statuses.follow)
                 nursery.start_soon(self.replay.follow)
             nursery.start_soon(self._reap_leases)
             task_status.started()
@@ -172,22 +173,6 @@ class Dispatcher:
             for ks in self.registry.states.values():
                 if ks.polls and (ks.lanes.queued or self.registry.reads(ks)):
                     ks.wake()
-
-    async def _follow_statuses(self) -> None:
-        """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
-        extend, final statuses finish). Statuses posted here were applied already; again is a
-        no-op."""
-        decode = DECODERS["status"].decode
-        async with aclosing(self.log.follow(system_topic(self.prefix, "status"))) as values:
-            async for value in values:
-                try:
-                    status = decode(value)
-                except msgspec.DecodeError:
-                    continue
-                try:
-                    await self._apply_statuses([StatusSummary.of(status)], load_missing=False)
-                except UpstreamError as exc:
-                    log.warning("could not apply a followed status: %s", exc)
 
     def _next_deadline(self) -> float:
         deadlines = [
@@ -267,9 +252,7 @@ class Dispatcher:
                 ),
             ),
         )
-        await self.log.append(prepare_status(self.prefix, status))
-        ks.lanes.store_failed(job)
-        self._record_ending(ks, JobState.CRITICAL_FAILURE, StatusSummary.of(status))
+        await self.statuses.store_own_failure(ks, job, status)
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -503,7 +486,7 @@ class Dispatcher:
     # -- publishing ------------------------------------------------------------------------
 
     async def publish(self, model: str, body: bytes, *, include_ok: bool = False) -> PostResponse:
-        """Validate, store and act on posted events (reference 2.2).
+        """Validate, store and act on posted events (`Statuses.publish`).
 
         Raises:
             BadRequest: empty body or unknown model.
@@ -512,114 +495,7 @@ class Dispatcher:
             AllFiltered: no event was valid.
             UpstreamError: the log could not store them; nothing was acknowledged.
         """
-        post = prepare_post(
-            model,
-            body,
-            prefix=self.prefix,
-            max_events=self.settings.max_events_per_post,
-            configs=self.replay.configs,
-            replay_min_runtime_seconds=(
-                self.settings.replay_min_runtime_seconds if self.replay.enabled else None
-            ),
-        )
-        self.replay.configs.update(post.configs)
-        records = post.records
-        await self.log.append(records)
-        self.replay.remember(post.replay_values)
-        for author, count in post.authors.items():
-            self._count(self.metrics.published, (model, author), count)
-        if post.statuses:
-            try:
-                await self._apply_statuses(post.statuses)
-            except UpstreamError as exc:
-                # The statuses are stored: the plugin gets its 200. The commit that failed is
-                # retried by the reaper's next tick (until then a restart re-offers the job).
-                log.warning("statuses stored, but their commits failed for now: %s", exc)
-        ok = [msgspec.json.decode(r.value) for r in records] if include_ok else []
-        return PostResponse(
-            total_ok=post.total_ok,
-            total_failures=len(post.failures),
-            failures=post.failures,
-            ok=ok,
-        )
-
-    async def _apply_statuses(
-        self, statuses: Iterable[StatusSummary], *, load_missing: bool = True
-    ) -> None:
-        now = trio.current_time()
-        touched: dict[str, KeyState] = {}
-        endings: dict[tuple[str, JobState], int] = {}  # counted once per post, not per job
-        try:
-            for status in statuses:
-                parsed = JobRef.parse(status.job_id)
-                if parsed is None:
-                    continue  # not one of ours (another dispatcher's id): stored, nothing to finish
-                ref, attempt = parsed
-                ending = ending_for_status(status.status)
-                if ending is None:
-                    ks = self.registry.states.get(ref.plugin_key)
-                    if ks is not None:
-                        # A heartbeat only ever moves a deadline later: the reaper need not know.
-                        ks.lanes.heartbeat(
-                            ref,
-                            attempt,
-                            now=now,
-                            lease_seconds=self.settings.lease_seconds,
-                            max_job_seconds=self.settings.max_job_seconds,
-                        )
-                    continue
-                ks = self.registry.states.get(ref.plugin_key)
-                if ks is not None and ks.lanes.finish_leased(ref, ending):
-                    finished = True  # the usual case: a job leased here
-                else:
-                    if ks is None and load_missing:
-                        ks = await self.registry.state_for_job(ref)
-                    if ks is None or ks.lanes.is_finished(ref):
-                        continue  # a key we do not know, or a status for a job already done
-                    if not ks.lanes.holds(ref):
-                        # Not handed out here: a late status after a restart, or a forged id. An
-                        # offset the log has not reached yet cannot have been handed out by anyone.
-                        end = (await self.log.offsets([ref.tp])).get(ref.tp, (0, 0))[1]
-                        if ref.offset >= end:
-                            log.warning("ignoring a status for a job that cannot exist: %s", ref)
-                            continue
-                    finished = ks.lanes.finish(ref, ending)
-                if finished:
-                    counted = (ref.plugin_key, ending)
-                    endings[counted] = endings.get(counted, 0) + 1
-                    self._record_failure(ks, ending, status)
-                touched[ref.plugin_key] = ks
-        finally:
-            for (key, ending), count in endings.items():
-                self._count_endings(touched[key], ending, count)
-        for ks in touched.values():
-            if ks.polls and self.registry.reads(ks):
-                ks.wake()  # the window moved: a poll that waited on a full window may read
-            await self.registry.commit(ks)
-
-    def _record_ending(self, ks: KeyState, ending: JobState, status: StatusSummary) -> None:
-        self._count_endings(ks, ending, 1)
-        self._record_failure(ks, ending, status)
-
-    def _count_endings(self, ks: KeyState, ending: JobState, count: int) -> None:
-        """`count` jobs of `ks` ended in `ending`: the key's counts, history and metrics."""
-        ks.finished[ending.value] += count
-        failed = ending in _FAILED_ENDINGS
-        ks.history.add("failed" if failed else "done", count)
-        self._count(self.metrics.finished, (ks.params.name, ending.value), count)
-
-    def _record_failure(self, ks: KeyState, ending: JobState, status: StatusSummary) -> None:
-        """Keep a job that ended badly for `azuld status` and the dashboard."""
-        if ending in _FAILED_ENDINGS:
-            ks.failures.append(
-                Failure(
-                    at=time.time(),
-                    sha256=status.sha256,
-                    status=status.status,
-                    error=status.error,
-                    message=status.message[-2000:],
-                )
-            )
+        return await self.statuses.publish(model, body, include_ok=include_ok)
 
     # -- dead letters ----------------------------------------------------------------------
 
