@@ -42,6 +42,7 @@ from azuld.core.posts import DECODERS
 from azuld.core.publish import Outgoing
 from azuld.core.replay import CacheEntry
 from azuld.dispatch.keys import KeyRegistry, KeyState
+from azuld.dispatch.leases import TICK_SECONDS, Leases
 from azuld.dispatch.replay import Replay
 from azuld.dispatch.scan import scan
 from azuld.dispatch.statuses import Statuses
@@ -58,17 +59,13 @@ from azuld.models.admin import (
     ReofferOutcome,
 )
 from azuld.models.events import (
-    CURRENT_MODEL_VERSION,
-    Author,
     BinaryEvent,
-    StatusEntity,
-    StatusEvent,
 )
 from azuld.models.responses import FetchInfo, PostResponse
 from azuld.ports import BlobStore, EventLog
 from azuld.settings import DispatchSettings
 
-__all__ = ["Dispatcher", "FetchResult"]
+__all__ = ["TICK_SECONDS", "Dispatcher", "FetchResult"]
 
 # `azuld failed` looks at this many of the newest statuses per partition.
 FAILED_SCAN_RECORDS = 50_000
@@ -81,8 +78,6 @@ _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
 
 # How far past its deadline a fetch may wait for a slow backend before answering not-ready.
 BACKEND_GRACE_SECONDS = 5.0
-# The lease reaper wakes at least this often, so its tick shows the dispatch loop is alive.
-TICK_SECONDS = 1.0
 
 # The logger name operators filter on, one for the whole dispatcher (as before the split).
 log = logging.getLogger("azuld.dispatcher")
@@ -119,12 +114,9 @@ class Dispatcher:
         self.statuses = Statuses(
             log, settings, topic_prefix, self.metrics, self.registry, self.replay
         )
-        self._leases_changed = trio.Event()
-        self._reaper_wakes_at = math.inf  # when the lease reaper wakes by itself next
+        self.leases = Leases(settings, self.metrics, self.registry, self.statuses)
         self._health: str | None = None
         self._health_at = -math.inf
-        # When the lease reaper last ran: the watchdog pings systemd only while this moves.
-        self.last_tick = trio.current_time()
 
     @property
     def settings(self) -> DispatchSettings:
@@ -136,6 +128,24 @@ class Dispatcher:
         self._settings = new
         self.registry.settings = new
         self.statuses.settings = new
+        self.leases.settings = new
+
+    @property
+    def last_tick(self) -> float:
+        """When the lease reaper last ran: the watchdog pings systemd only while this moves."""
+        return self.leases.last_tick
+
+    @last_tick.setter
+    def last_tick(self, value: float) -> None:
+        self.leases.last_tick = value
+
+    async def expire_leases(self, now: float) -> None:
+        """Put expired leases back, fail those out of attempts (`Leases.expire`).
+
+        Raises:
+            UpstreamError: the log failed; the next call carries on.
+        """
+        await self.leases.expire(now)
 
     # -- background ------------------------------------------------------------------------
 
@@ -150,7 +160,7 @@ class Dispatcher:
                 # decode and apply every status twice.
                 nursery.start_soon(self.statuses.follow)
                 nursery.start_soon(self.replay.follow)
-            nursery.start_soon(self._reap_leases)
+            nursery.start_soon(self.leases.reap)
             task_status.started()
 
     def _count(self, metric: Any, labels: tuple[str, ...], amount: float = 1) -> None:
@@ -173,86 +183,6 @@ class Dispatcher:
             for ks in self.registry.states.values():
                 if ks.polls and (ks.lanes.queued or self.registry.reads(ks)):
                     ks.wake()
-
-    def _next_deadline(self) -> float:
-        deadlines = [
-            d for ks in self.registry.states.values() if (d := ks.lanes.next_deadline()) is not None
-        ]
-        return min(deadlines, default=math.inf)
-
-    async def _reap_leases(self) -> None:
-        while True:
-            self.last_tick = trio.current_time()
-            changed = self._leases_changed
-            wake_at = min(self._next_deadline(), self.last_tick + TICK_SECONDS)
-            self._reaper_wakes_at = wake_at
-            with trio.move_on_at(wake_at):
-                await changed.wait()
-                continue
-            try:
-                await self.expire_leases(trio.current_time())
-            except UpstreamError as exc:
-                log.warning("lease reaper: %s", exc)
-
-    def _lease_added(self, deadline: float) -> None:
-        """Wake the reaper if a new lease ends before it would wake by itself."""
-        if deadline < self._reaper_wakes_at:
-            self._leases_changed.set()
-            self._leases_changed = trio.Event()
-
-    async def expire_leases(self, now: float) -> None:
-        """Put expired leases back in their lanes; fail those out of attempts; store the commits
-        that moved (including any an earlier failure left behind)."""
-        requeued = False
-        for ks in list(self.registry.states.values()):
-            before = ks.lanes.queued
-            failed = ks.lanes.expire(now, max_attempts=self.settings.max_attempts)
-            requeued |= ks.lanes.queued > before
-            expired = len(failed) + ks.lanes.queued - before
-            if expired:
-                self.metrics.leases_expired.labels(ks.params.name).inc(expired)
-            # Failures whose status could not be stored last time go first; a job out of
-            # attempts stays in this list until its error-timeout is stored.
-            pending, ks.unsaved_failures = [*ks.unsaved_failures, *failed], []
-            for index, job in enumerate(pending):
-                try:
-                    await self._fail_job(ks, job)
-                except UpstreamError:
-                    ks.unsaved_failures = pending[index:]
-                    raise
-            await self.registry.commit(ks)
-        if requeued:
-            self.registry.wake_all()
-
-    async def _fail_job(self, ks: KeyState, job: Job) -> None:
-        """Store the dispatcher's own final `error-timeout` status for a job out of attempts."""
-        event = (
-            job.event
-            if isinstance(job.event, BinaryEvent)
-            else DECODERS["binary"].decode(job.value)
-        )
-        job_input = msgspec.structs.replace(
-            event,
-            dequeued=job.job_id,
-            entity=msgspec.structs.replace(event.entity, features=[], datastreams=[], info={}),
-        )
-        status = StatusEvent(
-            model_version=CURRENT_MODEL_VERSION,
-            timestamp=datetime.now(UTC),
-            author=Author(name=ks.params.name, version=ks.params.version, category="plugin"),
-            entity=StatusEntity(
-                input=job_input,
-                status="error-timeout",
-                error="lease expired",
-                message=(
-                    f"{ks.params.name} did not finish the job within its lease "
-                    f"({self.settings.lease_seconds:g} s without a heartbeat, or longer than "
-                    f"dispatch.max_job_seconds={self.settings.max_job_seconds:g} s) "
-                    f"after {self.settings.max_attempts} attempts"
-                ),
-            ),
-        )
-        await self.statuses.store_own_failure(ks, job, status)
 
     # -- fetching --------------------------------------------------------------------------
 
@@ -385,7 +315,7 @@ class Dispatcher:
                     return not_ready
                 cached.clear()
             if handout.jobs and lease is not None:
-                self._lease_added(now + lease)
+                self.leases.added(now + lease)
             try:
                 dirty = ks.lanes.dirty_commits()  # skips and passive handouts move commits
                 if dirty:
