@@ -57,8 +57,9 @@ class Background:
     async def _follow_log(self) -> None:
         """Wake the long-polls the log's changes concern: those of keys with something to read
         now (most appends are statuses and results, which concern few keys: waking every
-        waiting poll for each of them would cost a task switch and a lap of `_take_until`
-        apiece). New partitions, or partitions moving to or from this instance, wake them all."""
+        waiting poll for each of them would cost a task switch and a lap of
+        `Fetcher._take_until` apiece). New partitions, or partitions moving to or from this
+        instance, wake them all."""
         topology = self.log.topology
         while True:
             generation = self.log.generation

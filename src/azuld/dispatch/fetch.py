@@ -90,6 +90,9 @@ class Fetcher:
 
         A backend failure does not fail the request (plugins such as azul-runner exit on any
         non-200 fetch): the reply carries what was taken so far with `ready: false`.
+
+        Raises:
+            TooManyRequests: `dispatch.max_polls_per_key` long-polls already wait for the key.
         """
         # A fetch that finds its jobs queued may not yield at all: let it be cancelled here.
         await trio.lowlevel.checkpoint_if_cancelled()
