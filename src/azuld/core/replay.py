@@ -1,5 +1,5 @@
 """The result replay cache: a plugin that already finished a binary is not run on it again (pure:
-the cache, its entries and the status a cached answer stores; the dispatcher does the I/O).
+the cache, its entries and the status a cached answer stores; `azuld.dispatch.replay` does the I/O).
 
 When a plugin (name, version, registered config) completes a binary, its results are kept, keyed
 by the binary's sha256. When the same binary reaches that plugin again through another event (a

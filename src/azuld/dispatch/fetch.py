@@ -47,6 +47,7 @@ BACKEND_GRACE_SECONDS = 5.0
 # A skip reason for bookkeeping, not reported as a filter.
 OTHER_KEY = "_other-key"
 
+# The logger name operators filter on, one for the whole dispatcher (as before the split).
 log = logging.getLogger("azuld.dispatcher")
 
 _encode = msgspec.json.Encoder().encode

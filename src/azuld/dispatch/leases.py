@@ -37,6 +37,7 @@ __all__ = ["TICK_SECONDS", "Leases"]
 # The lease reaper wakes at least this often, so its tick shows the dispatch loop is alive.
 TICK_SECONDS = 1.0
 
+# The logger name operators filter on, one for the whole dispatcher (as before the split).
 log = logging.getLogger("azuld.dispatcher")
 
 

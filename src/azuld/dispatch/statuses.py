@@ -38,6 +38,7 @@ __all__ = ["Statuses"]
 # Endings that count as failed (and are kept for `azuld status`).
 _FAILED_ENDINGS = (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
 
+# The logger name operators filter on, one for the whole dispatcher (as before the split).
 log = logging.getLogger("azuld.dispatcher")
 
 
