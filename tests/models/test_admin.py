@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import msgspec
 
-from azuld.models.admin import FailedJob, Failure, KeySummary, ReofferAudit, ReofferOutcome
+from azuld.models.admin import (
+    FailedJob,
+    PluginFailure,
+    PluginKeySummary,
+    ReofferOutcome,
+    ReofferRecord,
+)
 
 
 def test_a_reoffer_outcome_has_a_plugin_key_or_a_reason_never_both() -> None:
@@ -33,7 +39,7 @@ def test_failed_jobs_and_the_audit_trail_keep_their_keys_in_order() -> None:
         b'{"job_id":"j","plugin":"P","version":"1","status":"error-exception","error":"boom",'
         b'"message":"last line","sha256":"ab","source":"s","at":"2026-11-29T10:00:00+00:00"}'
     )
-    audit = ReofferAudit(
+    audit = ReofferRecord(
         at="2026-11-29T10:00:00+00:00", by="me", plugin_key="k", job_id="j", sha256="ab"
     )
     assert msgspec.json.encode(audit) == (
@@ -42,7 +48,7 @@ def test_failed_jobs_and_the_audit_trail_keep_their_keys_in_order() -> None:
 
 
 def test_a_key_summary_as_the_dashboard_reads_it() -> None:
-    summary = KeySummary(
+    summary = PluginKeySummary(
         key="P-1",
         name="P",
         version="1",
@@ -59,7 +65,7 @@ def test_a_key_summary_as_the_dashboard_reads_it() -> None:
         replay_saved_seconds=1.5,
         last_seen=0.0,
         recent_failures=[
-            Failure(at=1.25, sha256="ab", status="error-input", error="e", message="m")
+            PluginFailure(at=1.25, sha256="ab", status="error-input", error="e", message="m")
         ],
         history=[{"minute": 60, "fetched": 7}],
     )

@@ -21,7 +21,7 @@ from azuld.core.publish import Outgoing
 from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.scan import scan
 from azuld.metrics import Metrics
-from azuld.models.admin import FailedJob, KeySummary, Reoffer, ReofferAudit, ReofferOutcome
+from azuld.models.admin import FailedJob, PluginKeySummary, Reoffer, ReofferOutcome, ReofferRecord
 from azuld.ports import EventLog
 
 __all__ = ["FAILED_SCAN_RECORDS", "Admin"]
@@ -118,10 +118,10 @@ class Admin:
         await self.log.append(records)
         return outcome
 
-    async def reoffers(self, limit: int = 200) -> list[ReofferAudit]:
+    async def reoffers(self, limit: int = 200) -> list[ReofferRecord]:
         """The audit trail: who re-offered which job to which plugin key, and when."""
         topic = system_topic(self.prefix, "reoffer")
-        trail: list[ReofferAudit] = []
+        trail: list[ReofferRecord] = []
         async with aclosing(scan(self.log, topic.__eq__, newest=limit)) as values:
             async for value in values:
                 try:
@@ -129,7 +129,7 @@ class Admin:
                 except msgspec.DecodeError:
                     continue
                 trail.append(
-                    ReofferAudit(
+                    ReofferRecord(
                         at=offer.at.isoformat(),
                         by=offer.by,
                         plugin_key=offer.plugin_key,
@@ -150,7 +150,7 @@ class Admin:
             )
         return lag
 
-    async def key_summaries(self) -> list[KeySummary]:
+    async def key_summaries(self) -> list[PluginKeySummary]:
         """Per plugin key on this instance: lanes, lag, in flight, done, recent failures. Sets
         the lag and in-flight gauges on the way (`/metrics` asks for them first)."""
         hour_ago = time.time() - 3600
@@ -161,7 +161,7 @@ class Admin:
                 self.metrics.lag.labels(key, lane).set(value)
             self.metrics.in_flight.labels(key).set(ks.lanes.leased)
             summaries.append(
-                KeySummary(
+                PluginKeySummary(
                     key=key,
                     name=ks.params.name,
                     version=ks.params.version,

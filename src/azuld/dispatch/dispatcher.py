@@ -22,7 +22,7 @@ from azuld.dispatch.leases import Leases
 from azuld.dispatch.replay import Replay
 from azuld.dispatch.statuses import Statuses
 from azuld.metrics import Metrics
-from azuld.models.admin import FailedJob, KeySummary, ReofferAudit, ReofferOutcome
+from azuld.models.admin import FailedJob, PluginKeySummary, ReofferOutcome, ReofferRecord
 from azuld.models.responses import PostResponse
 from azuld.ports import BlobStore, EventLog
 from azuld.settings import DispatchSettings
@@ -147,7 +147,7 @@ class Dispatcher:
         """
         return await self.admin.reoffer(job_ids, by)
 
-    async def reoffers(self, limit: int = 200) -> list[ReofferAudit]:
+    async def reoffers(self, limit: int = 200) -> list[ReofferRecord]:
         """The re-offer audit trail, newest first (`Admin.reoffers`).
 
         Raises:
@@ -167,7 +167,7 @@ class Dispatcher:
         """
         return await self.admin.lag(ks)
 
-    async def key_summaries(self) -> list[KeySummary]:
+    async def key_summaries(self) -> list[PluginKeySummary]:
         """Per plugin key on this instance: lanes, lag, in flight, done, recent failures; also
         sets the lag and in-flight gauges (`Admin.key_summaries`).
 

@@ -31,7 +31,7 @@ from azuld.core.delivery import (
 )
 from azuld.core.keys import consumer_group, expedite_topic, system_topic
 from azuld.core.params import ConsumeParams
-from azuld.models.admin import Failure
+from azuld.models.admin import PluginFailure
 from azuld.ports import EventLog
 from azuld.settings import DispatchSettings
 
@@ -73,7 +73,7 @@ class KeyState:
     topology_seen: int = -1  # the log's topology when partitions were last assigned
     unsaved_failures: list[Job] = field(default_factory=list)  # error-timeouts not stored yet
     replay_saved_seconds: float = 0.0
-    failures: deque[Failure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+    failures: deque[PluginFailure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
     history: History = field(default_factory=History)
     wakeup: trio.Event = field(default_factory=trio.Event)  # set when waiting polls may take
 

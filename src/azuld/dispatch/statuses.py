@@ -27,7 +27,7 @@ from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.replay import Replay
 from azuld.errors import UpstreamError
 from azuld.metrics import Metrics
-from azuld.models.admin import Failure
+from azuld.models.admin import PluginFailure
 from azuld.models.events import StatusEvent
 from azuld.models.responses import PostResponse
 from azuld.ports import EventLog
@@ -202,7 +202,7 @@ class Statuses:
         """Keep a job that ended badly for `azuld status` and the dashboard."""
         if ending in _FAILED_ENDINGS:
             ks.failures.append(
-                Failure(
+                PluginFailure(
                     at=time.time(),
                     sha256=status.sha256,
                     status=status.status,

@@ -14,11 +14,11 @@ from azuld.models.events import BinaryEvent
 
 __all__ = [
     "FailedJob",
-    "Failure",
-    "KeySummary",
+    "PluginFailure",
+    "PluginKeySummary",
     "Reoffer",
-    "ReofferAudit",
     "ReofferOutcome",
+    "ReofferRecord",
 ]
 
 
@@ -42,7 +42,7 @@ class ReofferOutcome(msgspec.Struct, kw_only=True):
     plugin_key: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class ReofferAudit(msgspec.Struct, kw_only=True):
+class ReofferRecord(msgspec.Struct, kw_only=True):
     """One line of the re-offer audit trail: who re-offered which job to which key, and when."""
 
     at: str  # ISO 8601, as `datetime.isoformat` writes it
@@ -67,7 +67,7 @@ class FailedJob(msgspec.Struct, kw_only=True):
     at: str  # the status's timestamp, ISO 8601 as `datetime.isoformat` writes it
 
 
-class Failure(msgspec.Struct, frozen=True, kw_only=True):
+class PluginFailure(msgspec.Struct, frozen=True, kw_only=True):
     """A job that ended badly, kept for `azuld status` and the dashboard."""
 
     at: float  # wall-clock seconds
@@ -77,7 +77,7 @@ class Failure(msgspec.Struct, frozen=True, kw_only=True):
     message: str
 
 
-class KeySummary(msgspec.Struct, kw_only=True):
+class PluginKeySummary(msgspec.Struct, kw_only=True):
     """One plugin key as this instance serves it: lanes, lag, in flight, done, recent failures."""
 
     key: str
@@ -95,5 +95,5 @@ class KeySummary(msgspec.Struct, kw_only=True):
     replayed: int
     replay_saved_seconds: float
     last_seen: float  # wall-clock seconds of the last fetch; 0 if none
-    recent_failures: list[Failure]  # the newest ten, oldest first
+    recent_failures: list[PluginFailure]  # the newest ten, oldest first
     history: list[dict[str, int]]  # per minute of the last hour: `minute` and the counts
