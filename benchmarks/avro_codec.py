@@ -1,7 +1,7 @@
 """CPU per event of the Avro codec (`azuld.models.avro`) against the JSON path it sits beside.
 
 POST: decoding a posted body into events — JSON through the dispatcher's own decoder
-(`azuld.dispatcher._decode_events`), Avro through `decode_posted` — for the bodies the Go
+(`azuld.core.posts.decode_events`), Avro through `decode_posted` — for the bodies the Go
 entropy plugin sends (tests/fixtures/go-avro: a completed status with one enriched result and
 its 19-block `info`, and its registration), one event per body and 100 per body.
 
@@ -27,7 +27,8 @@ from typing import Any
 
 import msgspec
 
-from azuld.dispatcher import FetchResult, _decode_events
+from azuld.core.posts import decode_events
+from azuld.dispatch import FetchResult
 from azuld.http.events import multipart_body
 from azuld.models import avro
 from azuld.models.responses import FetchInfo
@@ -83,9 +84,9 @@ def main() -> None:
             events = [event] * count
             json_body = msgspec.json.encode(events)
             avro_body = avro.encode_events(model, events)
-            assert _decode_events(model, json_body) == avro.decode_posted(model, avro_body)
+            assert decode_events(model, json_body) == avro.decode_posted(model, avro_body)
             json_us = cpu_us_per_event(
-                lambda m=model, b=json_body: _decode_events(m, b), count, args.seconds, args.repeat
+                lambda m=model, b=json_body: decode_events(m, b), count, args.seconds, args.repeat
             )
             avro_us = cpu_us_per_event(
                 lambda m=model, b=avro_body: avro.decode_posted(m, b),

@@ -37,7 +37,7 @@ import loadgen  # noqa: E402
 
 from azuld.backends.embedded import open_embedded_log  # noqa: E402
 from azuld.core.params import ConsumeParams, parse_consume_params  # noqa: E402
-from azuld.dispatcher import Dispatcher  # noqa: E402
+from azuld.dispatch import Dispatcher  # noqa: E402
 from azuld.settings import DispatchSettings  # noqa: E402
 from azuld.storage.local import LocalBlobStore  # noqa: E402
 

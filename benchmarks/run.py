@@ -745,7 +745,7 @@ _ROOT_FRAMES = (
 
 
 def _package(frame: str) -> str:
-    """`trio`, `hypercorn`, `azuld/dispatcher.py`...: where a frame's code lives."""
+    """`trio`, `hypercorn`, `azuld/dispatch`...: where a frame's code lives."""
     where = frame.rpartition(" (")[2].rstrip(")").rpartition(":")[0]
     parts = where.split("/")
     if parts[0] == "azuld" and len(parts) > 1:

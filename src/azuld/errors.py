@@ -1,4 +1,4 @@
-"""One small error hierarchy, translated to HTTP once, at the boundary (`azuld.http.app`).
+"""One small error hierarchy, translated to HTTP once, at the boundary (`azuld.http.steps`).
 
 AzuldError
 ├── ClientError            the caller's fault; carries `http_status`, `title` and `error_enum`
@@ -19,6 +19,8 @@ AzuldError
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "AllFiltered",
     "AzuldError",
@@ -34,6 +36,7 @@ __all__ = [
     "Unprocessable",
     "UnreadableLabel",
     "UpstreamError",
+    "storage_error",
 ]
 
 
@@ -111,6 +114,13 @@ class InsufficientStorage(UpstreamError):
     """The data folder is full (ENOSPC): served as 507 until space returns."""
 
     http_status = 507
+
+
+def storage_error(what: str, exc: OSError) -> UpstreamError:
+    """`InsufficientStorage` (507) for a full disk, `UpstreamError` (503) for other failures."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage(f"{what}: no space left on the data folder ({exc.strerror})")
+    return UpstreamError(f"{what}: {exc.strerror or exc}")
 
 
 class InvalidTransition(AzuldError):

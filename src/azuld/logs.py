@@ -19,7 +19,7 @@ LogFormat = Literal["auto", "text", "json", "keyvalue"]
 
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        from azuld.http.app import REQUEST_ID
+        from azuld.http.steps import REQUEST_ID
 
         record.request_id = REQUEST_ID.get()
         return True

@@ -115,6 +115,11 @@ class EventLog(Protocol):
 class BlobStore(Protocol):
     """Content-addressed blobs at `<source>/<label>/<sha256>`, with a by-hash fallback."""
 
+    @property
+    def spool_dir(self) -> Path:
+        """Where uploads are spooled before `put_file` (on the store's filesystem where it has
+        one, so that `put_file` can rename the spool file into place)."""
+
     async def put_file(self, source: str, label: str, sha256: str, path: Path) -> None:
         """Store the file at `path` (a spooled upload; the store may move it). Durable on return."""
 

@@ -32,12 +32,13 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from azuld.backends.embedded import open_embedded_log
-from azuld.dispatcher import TICK_SECONDS, Dispatcher
+from azuld.dispatch import TICK_SECONDS, Dispatcher
 from azuld.errors import ConfigError
 from azuld.http import Services, create_app
 from azuld.http import server as http_server
 from azuld.http.auth import Authorizer
 from azuld.logs import set_level
+from azuld.metrics import Metrics
 from azuld.ports import BlobStore, EventLog
 from azuld.settings import Settings, in_force, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
@@ -152,12 +153,19 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """
     with _lock_data_dir(settings.data_dir):
         async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
+            metrics = Metrics()
             dispatcher = Dispatcher(
-                event_log, settings.dispatch, settings.events.topic_prefix, blobs=blobs
+                event_log,
+                settings.dispatch,
+                settings.events.topic_prefix,
+                metrics=metrics,
+                blobs=blobs,
             )
             yield Services(
                 dispatcher=dispatcher,
+                log=event_log,
                 blobs=blobs,
+                metrics=metrics,
                 settings=settings,
                 auth=Authorizer(settings.auth),
             )

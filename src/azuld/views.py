@@ -4,11 +4,13 @@ sources and demos (bounded by `limit` events), not as a metastore."""
 
 from __future__ import annotations
 
+from contextlib import aclosing
 from typing import Any
 
 import msgspec
 
 from azuld.core.keys import binary_topic
+from azuld.dispatch.scan import scan
 from azuld.models.events import BINARY_ACTIONS, BinaryEvent
 from azuld.ports import EventLog
 
@@ -23,16 +25,12 @@ async def source_tree(
     """Binaries of `source` as a forest: each node has `sha256`, `filename`, `file_format`,
     `features` ({plugin: {feature: [values]}}) and `children`."""
     topics = {binary_topic(prefix, source, action) for action in BINARY_ACTIONS}
-    tps = await log.partitions(topics.__contains__)
     events: list[BinaryEvent] = []
-    for tp in tps:
-        offset = 0
-        while len(events) < limit:
-            batch = await log.read(tp, offset, min(500, limit - len(events)))
-            if not batch:
+    async with aclosing(scan(log, topics.__contains__, owned=True)) as values:
+        async for value in values:
+            if len(events) >= limit:
                 break
-            events.extend(_decode(value) for _, value in batch)
-            offset = batch[-1][0] + 1
+            events.append(_decode(value))
     events.sort(key=lambda e: e.timestamp)
 
     nodes: dict[str, dict[str, Any]] = {}

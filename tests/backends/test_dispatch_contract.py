@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from azuld.core.params import parse_consume_params
-from azuld.dispatcher import Dispatcher
+from azuld.dispatch import Dispatcher
 from azuld.models.events import Author, BinaryEvent, StatusEntity, StatusEvent
 from azuld.ports import EventLog
 from azuld.settings import DispatchSettings

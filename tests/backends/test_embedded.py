@@ -21,7 +21,7 @@ from azuld.backends.embedded import EmbeddedLog, open_embedded_log
 from azuld.core.delivery import Commit, TopicPartition
 from azuld.core.keys import binary_topic
 from azuld.core.publish import Outgoing
-from azuld.dispatcher import Dispatcher
+from azuld.dispatch import Dispatcher
 from azuld.errors import UpstreamError
 from tests.backends.test_dispatch_contract import SETTINGS, complete, fetch, fetch_n
 from tests.conftest import make_binary, sha

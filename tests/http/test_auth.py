@@ -12,7 +12,8 @@ import trio
 from quart.typing import TestClientProtocol as Client
 
 from azuld.http import create_app
-from azuld.http.auth import required_roles
+from azuld.http.router import Router
+from azuld.http.routes import NO_ROUTE, ROUTES
 from azuld.service import open_services
 from azuld.settings import AuthSettings, Settings, TokenSettings, load_settings
 from tests.conftest import make_binary
@@ -143,18 +144,53 @@ async def test_concurrent_long_polls_per_key_are_capped(
         assert statuses == [200, 200]
 
 
+def required_roles(method: str, path: str, model: str, reset: bool) -> set[str] | None:
+    """The roles the route table asks of a request (any one of them)."""
+    found = Router(ROUTES).match(method, path)
+    access = found[0].access if found is not None else NO_ROUTE
+    roles = access.roles_for(model, reset)
+    return None if roles is None else set(roles)
+
+
 @pytest.mark.parametrize(
-    ("method", "path", "model", "expected"),
+    ("method", "path", "model", "reset", "expected"),
     [
-        ("GET", "/metrics", "", None),
-        ("GET", "/api/v2/event/status/passive", "", {"plugin", "admin"}),
-        ("POST", "/api/v2/event", "status", {"plugin", "admin"}),
-        ("POST", "/api/v2/event", "binary", {"ingest", "plugin", "admin"}),
-        ("POST", "/api/v2/event", "delete", {"ingest", "admin"}),
-        ("POST", "/api/v3/stream/s/content", "", {"plugin", "ingest", "admin"}),
-        ("GET", "/ui", "", {"admin"}),
+        ("GET", "/metrics", "", False, None),
+        ("HEAD", "/healthz", "", False, None),
+        ("GET", "/openapi.json", "", False, None),
+        ("GET", "/api/v2/event/status/passive", "", False, {"plugin", "admin"}),
+        ("GET", "/api/v2/event/status/passive", "", True, {"admin"}),
+        ("GET", "/api/v1/processing/binary", "", True, {"admin"}),
+        ("POST", "/api/v2/event", "status", False, {"plugin", "admin"}),
+        ("POST", "/api/v2/event", "plugin", False, {"plugin", "admin"}),
+        ("POST", "/api/v2/event", "binary", False, {"ingest", "plugin", "admin"}),
+        ("POST", "/api/v2/event", "download", False, {"ingest", "plugin", "admin"}),
+        ("POST", "/api/v2/event", "delete", False, {"ingest", "admin"}),
+        ("POST", "/api/v2/event", "", False, {"ingest", "admin"}),
+        ("POST", "/api/v1/processing/binary", "", False, {"plugin", "admin"}),
+        ("POST", "/api/v1/events/plugin", "", False, {"plugin", "admin"}),
+        ("POST", "/api/v3/stream/s/content", "", False, {"plugin", "ingest", "admin"}),
+        ("HEAD", f"/api/v3/stream/s/content/{'a' * 64}", "", False, {"plugin", "ingest", "admin"}),
+        ("POST", f"/api/v1/data/{'a' * 64}", "", False, {"plugin", "ingest", "admin"}),
+        ("GET", "/ui", "", False, {"admin"}),
+        ("GET", "/api/azuld/v1/sources/s", "", False, {"admin"}),
+        ("GET", "/no/such/route", "", False, {"admin"}),
+        ("PUT", "/api/v2/event", "status", False, {"admin"}),
     ],
 )
-def test_route_roles(method: str, path: str, model: str, expected: set[str] | None) -> None:
-    roles = required_roles(method, path, model, reset=False)
-    assert (roles if roles is None else set(roles)) == expected
+def test_route_roles(
+    method: str, path: str, model: str, reset: bool, expected: set[str] | None
+) -> None:
+    assert required_roles(method, path, model, reset) == expected
+
+
+async def test_openapi_json_is_public(client: Client) -> None:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+
+
+async def test_no_route_needs_admin(client: Client) -> None:
+    assert (await client.get("/no/such/route")).status_code == 401
+    assert (await client.get("/no/such/route", headers=bearer("p"))).status_code == 403
+    assert (await client.get("/no/such/route", headers=bearer("a"))).status_code == 404
+    assert (await client.put("/api/v2/event", headers=bearer("a"))).status_code == 405

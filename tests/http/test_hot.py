@@ -27,8 +27,8 @@ from quart_trio import QuartTrio
 from werkzeug.datastructures import Headers, MultiDict
 from werkzeug.sansio.request import Request
 
-from azuld.http import Services, create_app
-from azuld.http.hot import RULES, _parse_qsl
+from azuld.http import Services, asgi, create_app
+from azuld.http.routes import ROUTES
 from azuld.service import open_services
 from azuld.settings import AuthSettings, Settings, TokenSettings, load_settings
 from tests.conftest import make_binary
@@ -195,16 +195,23 @@ async def test_a_doubled_slash_inside_is_quarts_redirect(client: Client) -> None
     assert response.headers["Location"].endswith("/api/v2/event/binary/active?name=P&r-live=true")
 
 
-async def test_every_hot_rule_is_in_quarts_url_map(services: Services) -> None:
-    rules = {
-        (rule.rule, method)
-        for rule in create_app(services).url_map.iter_rules()
+async def test_every_route_is_in_quarts_url_map(services: Services) -> None:
+    app = create_app(services)
+    served = {
+        (rule.rule, method, rule.endpoint)
+        for rule in app.url_map.iter_rules()
         for method in rule.methods or ()
-        if rule.endpoint.startswith("hot.")
+        if rule.endpoint != "static" and method != "HEAD"  # werkzeug's HEAD of every GET
     }
-    hot = {(rule, method) for rule, method, _ in RULES}
-    hot |= {(rule, "HEAD") for rule, method, _ in RULES if method == "GET"}
-    assert rules == hot
+    listed = {(r.rule, r.method, r.doc.operation_id) for r in ROUTES if r.method != "HEAD"}
+    assert served == listed
+    # A HEAD route is answered by its GET twin's rule in Quart's map (and in front by HotRoutes).
+    assert all((r.rule, "GET") in {s[:2] for s in served} for r in ROUTES if r.method == "HEAD")
+    # The hot routes' views never run: HotRoutes answers them in front.
+    for route in ROUTES:
+        if route.method != "HEAD":
+            view = app.view_functions[route.doc.operation_id]
+            assert (view.__name__ == "_served_in_front") == (route.hot is not None), route.rule
 
 
 @pytest.mark.parametrize(
@@ -569,14 +576,14 @@ QUERY_TEXT = st.text(alphabet=st.sampled_from("ab=&+%;2Fcé€ \x00zZ0"), max_si
 @given(QUERY_TEXT)
 def test_query_parsing_is_parse_qsl(query: str) -> None:
     expected = parse_qsl(query, keep_blank_values=True, errors="werkzeug.url_quote")
-    assert _parse_qsl(query) == expected
+    assert asgi.parse_qsl(query) == expected
 
 
 @given(QUERY_TEXT)
 def test_query_pairs_are_werkzeugs_args(query: str) -> None:
     # Quart's request is werkzeug's sans-I/O one: these are `request.args` as Quart had them.
     args = Request("GET", "http", None, "", "/", query.encode(), Headers(), None).args
-    ours = MultiDict(_parse_qsl(query))
+    ours = MultiDict(asgi.parse_qsl(query))
     assert ours == args
     assert list(ours.items(multi=True)) == list(args.items(multi=True))
 

@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from azuld.core import keys
 from azuld.http import Services, create_app
-from azuld.http.openapi import OPENAPI, PLUGIN_PART_PATTERN
+from azuld.http.routes import OPENAPI, PLUGIN_PART_PATTERN, ROUTES
 from azuld.models.events import (
     Author,
     BinaryEntity,
@@ -99,6 +99,18 @@ async def test_every_route_is_documented(services: Services) -> None:
     # Quart answers HEAD on every GET route; the document names the one HEAD that means more.
     assert {r for r in served if r[0] != "head"} == {r for r in documented if r[0] != "head"}
     assert {r for r in documented if r[0] == "head"} <= served
+
+
+def test_who_may_call_is_documented_as_the_table_says() -> None:
+    for route in ROUTES:
+        path = route.rule.replace("<", "{").replace(">", "}")
+        operation = OPENAPI["paths"][path][route.method.lower()]
+        needs_token = not route.access.public
+        assert ("401" in operation["responses"]) == needs_token, route.rule
+        assert ("403" in operation["responses"]) == needs_token, route.rule
+        assert ("security" in operation) == (not needs_token), route.rule
+        assert ("Roles: " in operation.get("description", "")) == needs_token, route.rule
+    assert OPENAPI["paths"]["/openapi.json"]["get"]["security"] == []
 
 
 async def test_served_at_openapi_json(client: Client) -> None:

@@ -16,6 +16,7 @@ import pytest
 import trio
 from quart.typing import TestClientProtocol as Client
 
+from azuld.http import ui
 from tests.conftest import make_binary
 from tests.daemon import running_daemon
 from tests.test_end_to_end import fetch, post, status_event
@@ -49,6 +50,19 @@ async def test_ui_page_is_self_contained_html(client: Client) -> None:
         (block,) = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.DOTALL)
         digest = base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()
         assert f"{directive} 'sha256-{digest}'" in policy
+
+
+def test_ui_page_inlines_the_static_files() -> None:
+    """The page is `static/dashboard.html` with the css and js files inlined where it says."""
+    static = REPO / "src" / "azuld" / "http" / "static"
+    html = (static / "dashboard.html").read_text()
+    assert html.count('<style data-inline="dashboard.css"></style>') == 1
+    assert html.count('<script data-inline="dashboard.js"></script>') == 1
+    for name in ("dashboard.css", "dashboard.js"):
+        assert (static / name).read_text() in ui.PAGE
+    assert "data-inline" not in ui.PAGE
+    assert ui.PAGE.startswith(html.split("<style", 1)[0])
+    assert ui.PAGE.endswith(html.rsplit("</script>", 1)[1])
 
 
 @pytest.fixture(scope="session")

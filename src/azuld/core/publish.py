@@ -8,6 +8,7 @@ published.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ from azuld.models.events import (
 __all__ = [
     "Outgoing",
     "prepare_binary",
+    "prepare_events",
     "prepare_generic",
     "prepare_plugin",
     "prepare_status",
@@ -119,6 +121,21 @@ def prepare_generic(prefix: str, model: str, raw: dict[str, Any]) -> Outgoing:
     key = random_kafka_key()
     raw["kafka_key"] = key
     return Outgoing(system_topic(prefix, model), key, _encode(raw))
+
+
+def prepare_events(prefix: str, model: str, events: Iterable[Any]) -> list[Outgoing]:
+    """The records of checked events of one model, in order (a status may bring its results)."""
+    out: list[Outgoing] = []
+    for event in events:
+        if model == "binary":
+            out.append(prepare_binary(prefix, event))
+        elif model == "status":
+            out.extend(prepare_status(prefix, event))
+        elif model == "plugin":
+            out.append(prepare_plugin(prefix, event))
+        else:
+            out.append(prepare_generic(prefix, model, event))
+    return out
 
 
 def sourced_event(

@@ -1,166 +1,99 @@
-"""The quart-trio app, and the per-request steps every route shares.
+"""The ASGI app: Quart (quart-trio) for the routes the table gives it, behind the hot front.
 
-A request goes through the same steps on both paths that serve it: the hot protocol routes as raw
-ASGI (`azuld.http.hot`, in front of Quart) and every other route through Quart. The steps are
-plain functions here, which both call: `take_request_id`, `authorize`, `error_reply` (the one
-mapping of exceptions to HTTP errors) and `record_request` (metrics).
+`create_app` makes Quart's URL map from the route table (`azuld.http.routes.ROUTES`): each Quart
+route's view is called with the `Services` and the rule's parts; each hot route gets a view that
+never runs (so that Quart's 405s and the URL map know every route). It then installs
+`azuld.http.hot.HotRoutes` in front, which answers the hot routes itself. On the Quart side the
+shared steps (`azuld.http.steps`) run in `before_request`, `after_request` and the error handlers.
 """
 
 from __future__ import annotations
 
-import contextvars
-import logging
-import re
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import cast
-
-import msgspec
 import trio
-from quart import Response, current_app, g, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.exceptions import NotFound as RouteNotFound
 
-from azuld.core.keys import random_hex
 from azuld.core.validation import SHA256_PATTERN
-from azuld.dispatcher import Dispatcher
-from azuld.errors import AzuldError, BadRequest, ClientError, RangeNotSatisfiable, UpstreamError
-from azuld.http.auth import Authorizer, required_roles
-from azuld.models.responses import ErrorBody
-from azuld.ports import BlobStore
-from azuld.settings import Settings
+from azuld.errors import AzuldError, BadRequest
+from azuld.http.auth import Access
+from azuld.http.hot import HotRoutes
+from azuld.http.routes import NO_ROUTE, ROUTES, QuartView
+from azuld.http.steps import (
+    ERROR_CONTENT_TYPE,
+    Services,
+    authorize,
+    error_reply,
+    record_request,
+    take_request_id,
+)
 
-__all__ = [
-    "ERROR_CONTENT_TYPE",
-    "REQUEST_ID",
-    "ErrorReply",
-    "Services",
-    "authorize",
-    "create_app",
-    "error_reply",
-    "error_response",
-    "record_request",
-    "services",
-    "take_request_id",
-]
-
-_REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
-_TRUE = frozenset({"1", "t", "T", "true", "True", "TRUE"})  # Go's strconv.ParseBool
-
-ERROR_CONTENT_TYPE = "application/json; charset=utf-8"
-
-# The current request's id, for log lines (set per request; "-" outside requests).
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("azuld_request_id", default="-")
-
-log = logging.getLogger(__name__)
+__all__ = ["create_app"]
 
 
-@dataclass(frozen=True, slots=True)
-class Services:
-    """What the handlers need, built by `azuld.service` and handed to `create_app`."""
+def create_app(svc: Services) -> QuartTrio:
+    """The app serving every route over `svc`."""
+    app = QuartTrio("azuld")
+    app.config["MAX_CONTENT_LENGTH"] = svc.settings.server.max_event_body_bytes
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    get_rules = {route.rule for route in ROUTES if route.method == "GET"}
+    access: dict[tuple[str, str], Access] = {}
+    for route in ROUTES:
+        access[(route.rule, route.method)] = route.access
+        if route.method == "HEAD" and route.rule in get_rules:
+            continue  # werkzeug answers HEAD with the GET rule
+        view = _served_in_front if route.quart is None else _view(svc, route.quart)
+        app.add_url_rule(route.rule, route.doc.operation_id, view, methods=[route.method])
 
-    dispatcher: Dispatcher
-    blobs: BlobStore
-    settings: Settings
-    auth: Authorizer
+    async def start_request() -> None:
+        g.started = trio.current_time()
+        g.request_id = take_request_id(request.headers.get("X-Request-Id", ""))
+        rule = request.url_rule.rule if request.url_rule is not None else ""
+        route_access = access.get((rule, request.method)) or access.get((rule, "GET"), NO_ROUTE)
+        g.caller = authorize(
+            svc,
+            route_access,
+            request.args.get("model", ""),
+            request.args.getlist("reset"),
+            request.headers.get("Authorization", ""),
+            request.remote_addr or "",
+        )
 
+    async def finish_request(response: Response) -> Response:
+        started = getattr(g, "started", None)
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
+            record_request(svc, route, request.method, response.status_code, started)
+        response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        return response
 
-def services() -> Services:
-    return cast(Services, current_app.config["AZULD_SERVICES"])
-
-
-# --- the steps both paths share ---------------------------------------------------------------
-
-
-def take_request_id(offered: str) -> str:
-    """The request's id, also set in `REQUEST_ID`: the caller's `X-Request-Id` if it is plain (it
-    goes into every log line and the reply), else a new one."""
-    request_id = offered if _REQUEST_ID_PATTERN.fullmatch(offered) else random_hex(8)
-    REQUEST_ID.set(request_id)
-    return request_id
-
-
-def authorize(
-    svc: Services,
-    method: str,
-    path: str,
-    model: str,
-    resets: Iterable[str],
-    authorization: str,
-    remote: str,
-) -> str:
-    """The caller's name. `resets` are the query's `reset` values: any true one needs `admin`
-    (a fetch honours the last one, so checking only the first would let `reset=false&reset=true`
-    past).
-
-    Raises:
-        Unauthorized, Forbidden: see `azuld.http.auth`.
-    """
-    auth = svc.auth
-    if not auth.enabled:  # every request is allowed: skip working out the roles it needs
-        return "anonymous"
-    reset = any(value in _TRUE for value in resets)
-    return auth.check(required_roles(method, path, model, reset), authorization, remote)
-
-
-def record_request(svc: Services, route: str, method: str, status: int, started: float) -> None:
-    """Count the request under its route rule (`unmatched` if none) and observe its latency."""
-    requests, latency = svc.dispatcher.metrics.http_children(route, method, status)
-    requests.inc()
-    latency.observe(trio.current_time() - started)
-
-
-@dataclass(frozen=True, slots=True)
-class ErrorReply:
-    """An error as HTTP: the status and the JSON `ErrorBody`, served as `ERROR_CONTENT_TYPE` with
-    `X-Content-Type-Options: nosniff`, and a `Content-Range` for a range past the end."""
-
-    status: int
-    body: bytes
-    content_range: str | None = None
-
-
-def _error(status: int, title: str, detail: str, error_enum: str = "") -> ErrorReply:
-    body = ErrorBody(
-        status=str(status),
-        title=title,
-        detail=detail,
-        error_enum=error_enum or "ErrorStringEnumUnset",
+    app.before_request(start_request)
+    app.after_request(finish_request)
+    app.register_error_handler(AzuldError, _error_response)
+    app.register_error_handler(HTTPException, _error_response)
+    app.register_error_handler(Exception, _error_response)
+    # Quart's documented middleware pattern; its test client goes through `asgi_app` too.
+    app.asgi_app = HotRoutes(  # type: ignore[method-assign]
+        svc, app.asgi_app, body_timeout_seconds=app.config["BODY_TIMEOUT"]
     )
-    return ErrorReply(status, msgspec.json.encode(body))
+    return app
 
 
-def error_reply(error: Exception) -> ErrorReply:
-    """The one translation of an exception to HTTP. Client errors say what was wrong; backend
-    failures are 503/507; anything unexpected is logged with its traceback and answered with a
-    500 that names only the exception's type."""
-    if isinstance(error, ClientError):
-        reply = _error(error.http_status, error.title, error.detail, error.error_enum)
-        if isinstance(error, RangeNotSatisfiable):
-            return ErrorReply(reply.status, reply.body, f"bytes */{error.size}")
-        return reply
-    if isinstance(error, UpstreamError):
-        log.warning("backend unavailable: %s", error)
-        title = "insufficient storage" if error.http_status == 507 else "backend unavailable"
-        return _error(error.http_status, title, str(error))
-    if isinstance(error, AzuldError):
-        log.error("unexpected azuld error", exc_info=error)
-        return _error(500, "internal error", str(error))
-    if isinstance(error, HTTPException):
-        status = error.code or 500
-        detail = error.description or error.name
-        if status == 404:
-            detail = "no such route; see docs/protocol.md for the API"
-        return _error(status, error.name.lower(), detail)
-    log.error("unhandled error in request", exc_info=error)
-    return _error(500, "internal error", f"{type(error).__name__}: the error was logged")
+def _view(svc: Services, handler: QuartView) -> QuartView:
+    async def view(**parts: str) -> Response:
+        return await handler(svc, **parts)
+
+    return view
 
 
-# --- the Quart side ---------------------------------------------------------------------------
+async def _served_in_front(**parts: str) -> Response:
+    """The view of the hot rules in Quart's URL map. Never runs: `HotRoutes` answers them first."""
+    raise RuntimeError("a hot route reached Quart: HotRoutes must answer it in front")
 
 
-def _response(reply: ErrorReply) -> Response:
+async def _error_response(error: Exception) -> Response:
+    reply = error_reply(_misrouted_upload(error))
     response = Response(
         reply.body,
         status=reply.status,
@@ -170,14 +103,6 @@ def _response(reply: ErrorReply) -> Response:
     if reply.content_range is not None:
         response.headers["Content-Range"] = reply.content_range
     return response
-
-
-def error_response(status: int, title: str, detail: str, error_enum: str = "") -> Response:
-    return _response(_error(status, title, detail, error_enum))
-
-
-async def _error_response(error: Exception) -> Response:
-    return _response(error_reply(_misrouted_upload(error)))
 
 
 def _misrouted_upload(error: Exception) -> Exception:
@@ -194,52 +119,3 @@ def _misrouted_upload(error: Exception) -> Exception:
                 title="invalid name",
             )
     return error
-
-
-async def _start_request() -> None:
-    g.started = trio.current_time()
-    g.request_id = take_request_id(request.headers.get("X-Request-Id", ""))
-    g.caller = authorize(
-        services(),
-        request.method,
-        request.path,
-        request.args.get("model", ""),
-        request.args.getlist("reset"),
-        request.headers.get("Authorization", ""),
-        request.remote_addr or "",
-    )
-
-
-async def _finish_request(response: Response) -> Response:
-    started = getattr(g, "started", None)
-    if started is not None:
-        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        record_request(services(), route, request.method, response.status_code, started)
-    response.headers["X-Request-Id"] = getattr(g, "request_id", "")
-    return response
-
-
-def create_app(svc: Services) -> QuartTrio:
-    """The app serving every route over `svc`: the hot protocol routes as raw ASGI
-    (`azuld.http.hot.HotRoutes`, installed as Quart middleware), everything else through Quart."""
-    from azuld.http import hot, openapi, ops, streams, ui
-
-    app = QuartTrio("azuld")
-    app.config["AZULD_SERVICES"] = svc
-    app.config["MAX_CONTENT_LENGTH"] = svc.settings.server.max_event_body_bytes
-    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
-    app.register_blueprint(streams.blueprint)
-    app.register_blueprint(ops.blueprint)
-    app.register_blueprint(ui.blueprint)
-    app.register_blueprint(openapi.blueprint)
-    hot.register_rules(app)
-    app.before_request(_start_request)
-    app.after_request(_finish_request)
-    app.register_error_handler(AzuldError, _error_response)
-    app.register_error_handler(HTTPException, _error_response)
-    app.register_error_handler(Exception, _error_response)
-    # Quart's documented middleware pattern; its test client goes through `asgi_app` too.
-    app.asgi_app = hot.HotRoutes(  # type: ignore[method-assign]
-        svc, app.asgi_app, body_timeout_seconds=app.config["BODY_TIMEOUT"]
-    )
-    return app

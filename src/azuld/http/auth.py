@@ -1,27 +1,41 @@
 """Who may call what: bearer tokens with roles, checked once per request before the handler.
 
-Roles: `plugin` (fetch jobs, post statuses, heartbeats and registrations, upload and download
-blobs), `ingest` (publish sourced binaries and other events, upload and download blobs) and
-`admin` (everything, including `reset` and the introspection routes). With no tokens configured
-every request is allowed (the embedded default, as the Go dispatcher). With tokens, a request
-without a valid token is 401, one whose token lacks the role is 403; requests from
-`auth.open_networks` get `auth.open_roles` without a token (azul-runner sends no header).
-Tokens are compared in constant time and never logged.
+Roles: `plugin` (fetch jobs; post statuses, heartbeats and registrations), `ingest` (publish
+sourced binaries and the other models), both (upload and download blobs), and `admin`
+(everything, including `reset` and the introspection routes). Which route needs which is its
+`Access` in the route table (`azuld.http.routes`). With no tokens configured every request is
+allowed (the embedded default, as the Go dispatcher). With tokens, a request without a valid token
+is 401, one whose token lacks the role is 403; requests from `auth.open_networks` get
+`auth.open_roles` without a token (azul-runner sends no header). Tokens are compared in constant
+time and never logged.
 """
 
 from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 from azuld.errors import ClientError
 from azuld.settings import AuthSettings
 
-__all__ = ["Authorizer", "Forbidden", "Unauthorized", "required_roles"]
+__all__ = [
+    "ADMIN",
+    "ADMIN_ONLY",
+    "INGEST",
+    "PLUGIN",
+    "PUBLIC",
+    "Access",
+    "Authorizer",
+    "Forbidden",
+    "Unauthorized",
+    "allow",
+]
 
-PUBLIC = frozenset({"/", "/healthz", "/readyz", "/metrics", "/openapi.json"})
+ADMIN = "admin"
+PLUGIN = "plugin"
+INGEST = "ingest"
 
 
 class Unauthorized(ClientError):
@@ -34,23 +48,49 @@ class Forbidden(ClientError):
     default_title = "forbidden"
 
 
-def required_roles(method: str, path: str, model: str, reset: bool) -> frozenset[str] | None:
-    """Roles any one of which allows the request; `None` for public routes."""
-    if path in PUBLIC:
-        return None
-    if path.startswith("/api/v2/event/") and method == "GET":
-        return frozenset({"admin"}) if reset else frozenset({"plugin", "admin"})
-    if path == "/api/v2/event" and method == "POST":
-        if model in ("status", "plugin"):
-            return frozenset({"plugin", "admin"})
-        if model in ("binary", "download"):
-            return frozenset({"ingest", "plugin", "admin"})
-        return frozenset({"ingest", "admin"})
-    if path.startswith(("/api/v3/stream/", "/api/v1/data/")):
-        return frozenset({"plugin", "ingest", "admin"})
-    if path.startswith(("/api/v1/processing/", "/api/v1/events/plugin")):
-        return frozenset({"admin"}) if reset else frozenset({"plugin", "admin"})
-    return frozenset({"admin"})
+@dataclass(frozen=True, slots=True)
+class Access:
+    """Who may call a route: a caller with any one of `roles`; `None` for a public route (no
+    token needed). `by_model` replaces `roles` for the `?model=` values it names (what may be
+    published depends on the model); with `reset_needs_admin`, a true `reset` (forgetting a
+    plugin key's progress) needs `admin`. Build with `allow`, or use `PUBLIC` / `ADMIN_ONLY`."""
+
+    roles: frozenset[str] | None
+    by_model: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    reset_needs_admin: bool = False
+
+    @property
+    def public(self) -> bool:
+        return self.roles is None
+
+    def roles_for(self, model: str, reset: bool) -> frozenset[str] | None:
+        """The roles any one of which allows a request with this `model` and `reset`."""
+        if self.roles is None:
+            return None
+        if reset and self.reset_needs_admin:
+            return _ADMIN
+        return self.by_model.get(model, self.roles)
+
+
+_ADMIN = frozenset({ADMIN})
+
+
+def allow(
+    *roles: str,
+    by_model: Mapping[str, Iterable[str]] | None = None,
+    reset_needs_admin: bool = False,
+) -> Access:
+    """Access for callers with any of `roles` (`by_model`: per `?model=`) or `admin`, who may do
+    everything."""
+    return Access(
+        _ADMIN | frozenset(roles),
+        {model: _ADMIN | frozenset(named) for model, named in (by_model or {}).items()},
+        reset_needs_admin,
+    )
+
+
+PUBLIC = Access(None)
+ADMIN_ONLY = allow()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,26 +1,24 @@
-"""The hot protocol routes as raw ASGI, in front of Quart.
+"""The hot routes as raw ASGI, in front of Quart.
 
-Plugins call three things all the time: publish (`POST /api/v2/event`, and the seed's
-`POST /api/v1/events/plugin` and `POST /api/v1/processing/<entity_type>`), fetch
-(`GET /api/v2/event/<model>/<mode>`, `GET /api/v1/processing/<entity_type>`) and download
-(`GET`/`HEAD /api/v3/stream/<source>/<label>/<sha256>`). Through Quart and werkzeug each of those
-cost several times the dispatcher's own work in framework CPU. `HotRoutes` answers them straight
-from the ASGI scope and hands every other request to Quart untouched.
+Plugins call three things all the time: publish (`POST /api/v2/event` and the seed's names for
+it), fetch (`GET /api/v2/event/<model>/<mode>`, `GET /api/v1/processing/<entity_type>`) and
+download (`GET`/`HEAD /api/v3/stream/<source>/<label>/<sha256>`). Through Quart and werkzeug each
+of those cost several times the dispatcher's own work in framework CPU. `HotRoutes` answers the
+routes the table marks `hot` (`azuld.http.routes`) straight from the ASGI scope, with the handlers
+in `azuld.http.events` and `azuld.http.streams`, and hands every other request to Quart untouched.
 
 Same behaviour, by construction where it can be:
 
-- The per-request steps are the ones the Quart path runs (`azuld.http.app`): `take_request_id`,
-  `authorize`, `error_reply` and `record_request`, with the rule strings of Quart's URL map as the
-  metrics' route labels.
-- Routing is exact, as werkzeug's: the method upper-cased, leading slashes folded, `root_path`
-  stripped, and each `<part>` one or more characters other than `/`. Anything else (an empty
-  segment, a trailing slash, another method) goes to Quart, which answers 404, 308 or 405 as
-  before. `register_rules` puts the same rules in Quart's URL map, with a view that never runs,
-  so that Quart's 405s and `/openapi.json`'s route test see them.
-- The query string is parsed as werkzeug's `request.args` (`parse_qsl` on the UTF-8 query,
-  blank values kept, undecodable escapes left escaped); request bodies are capped at
-  `server.max_event_body_bytes` (413) and must arrive within Quart's `BODY_TIMEOUT` (408), with
-  werkzeug's own exceptions, so the error bodies are Quart's.
+- The per-request steps are the ones the Quart path runs (`azuld.http.steps`): `take_request_id`,
+  `authorize`, `error_reply` and `record_request`, with the table's rule strings (which are also
+  Quart's) as the metrics' route labels.
+- Routing is exact, as werkzeug's (`azuld.http.router.Router`): the method upper-cased, leading
+  slashes folded, `root_path` stripped. Anything else (an empty segment, a trailing slash, another
+  method) goes to Quart, which answers 404, 308 or 405 as before: `create_app` puts the hot rules
+  in Quart's URL map too, with a view that never runs.
+- The query string is parsed as werkzeug's `request.args` (`azuld.http.asgi.parse_qsl`); request
+  bodies are capped at `server.max_event_body_bytes` (413) and must arrive within Quart's
+  `BODY_TIMEOUT` (408), with werkzeug's own exceptions, so the error bodies are Quart's.
 
 Cancellation: quart-trio cancels a handler when its client disconnects, which takes a task per
 request reading `receive()`; here only the requests that take long get one. A task per fetch
@@ -40,23 +38,20 @@ shields each send, with a deadline. A client that goes away gets no reply and is
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Generic, TypeVar
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-import msgspec
 import trio
-import werkzeug.urls  # noqa: F401  (registers the "werkzeug.url_quote" codec error handler)
-from quart import Quart, Response
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
-from azuld.core.keys import validate_name
 from azuld.core.params import ConsumeParams, parse_consume_params
-from azuld.core.ranges import parse_range
-from azuld.core.validation import SHA256_PATTERN
-from azuld.dispatcher import Dispatcher, FetchResult
-from azuld.errors import BadRequest, NotFound
-from azuld.http.app import (
+from azuld.dispatch import Dispatcher, FetchResult
+from azuld.http.asgi import ClientGone, Message, Query, Receive, Reply, Request, Send
+from azuld.http.router import Router
+from azuld.http.routes import ROUTES, Route
+from azuld.http.server import SEND_TIMEOUT_SECONDS
+from azuld.http.steps import (
     ERROR_CONTENT_TYPE,
     Services,
     authorize,
@@ -64,23 +59,15 @@ from azuld.http.app import (
     record_request,
     take_request_id,
 )
-from azuld.http.events import multipart_body
-from azuld.http.server import SEND_TIMEOUT_SECONDS
 
-__all__ = ["RULES", "HotRoutes", "register_rules"]
+__all__ = ["HotRoutes"]
 
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
 # How often fetches in flight are given a task that watches for their client's disconnect.
 _WATCH_AFTER_SECONDS = 0.25
-# Bytes that are not UTF-8 after percent-decoding stay percent-encoded, as in `request.args`.
-_KEEP_ESCAPED = "werkzeug.url_quote"
-_TRUE_LITERAL = frozenset({"true", "1"})  # Go compares POST flags literally
 _WANTED_HEADERS = frozenset({b"authorization", b"content-length", b"range", b"x-request-id"})
 
 # Plugin workers send the same query string on every call (a fleet of them, thousands of times a
@@ -90,14 +77,7 @@ _WANTED_HEADERS = frozenset({b"authorization", b"content-length", b"range", b"x-
 _MEMO_ENTRIES = 256
 _MEMO_MAX_QUERY_BYTES = 2048
 
-_JSON = b"application/json"
-_OCTETS = b"application/octet-stream"
 _ERROR_CONTENT_TYPE = ERROR_CONTENT_TYPE.encode()
-
-
-class _ClientGone(Exception):
-    """The client disconnected before the reply: nothing is sent and nothing counted."""
-
 
 _Key = TypeVar("_Key")
 _Value = TypeVar("_Value")
@@ -125,87 +105,7 @@ class _Memo(Generic[_Key, _Value]):
         entries[key] = value
 
 
-class _Query:
-    """The query's pairs in order, read as werkzeug's `MultiDict`: `get` is the first value.
-    Immutable: one is shared by every request with the same query string (`HotRoutes.query`)."""
-
-    __slots__ = ("pairs", "raw")
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        # Strict UTF-8, as werkzeug: a query that is not is an unexpected error (a 500) on both
-        # paths. HTTP/1.1 servers only pass ASCII here.
-        self.pairs = tuple(_parse_qsl(raw.decode())) if raw else ()
-
-    def get(self, name: str, default: str = "") -> str:
-        for key, value in self.pairs:
-            if key == name:
-                return value
-        return default
-
-    def getlist(self, name: str) -> Iterator[str]:
-        return (value for key, value in self.pairs if key == name)
-
-
-def _parse_qsl(query: str) -> list[tuple[str, str]]:
-    """`urllib.parse.parse_qsl(query, keep_blank_values=True, errors=werkzeug's)`, what werkzeug's
-    `request.args` is made of, in a third of its time."""
-    pairs = []
-    for field in query.split("&"):
-        if field:
-            name, _, value = field.partition("=")
-            pairs.append((_unquote_plus(name), _unquote_plus(value)))
-    return pairs
-
-
-def _unquote_plus(text: str) -> str:
-    if "+" in text:
-        text = text.replace("+", " ")
-    if "%" in text:
-        text = unquote(text, errors=_KEEP_ESCAPED)
-    return text
-
-
-class _Request:
-    """What the handlers read of one request."""
-
-    __slots__ = ("headers", "method", "path", "query", "receive")
-
-    def __init__(
-        self, method: str, path: str, headers: dict[bytes, str], query: _Query, receive: Receive
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.query = query
-        self.receive = receive
-
-
-class _Reply:
-    """A reply: status and headers, then `body`, then `rest` streamed (a download)."""
-
-    __slots__ = ("body", "headers", "rest", "status")
-
-    def __init__(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        body: bytes,
-        rest: AsyncIterator[bytes] | None = None,
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.rest = rest
-
-
-def _bytes_reply(content_type: bytes, body: bytes) -> _Reply:
-    return _Reply(
-        200, [(b"content-type", content_type), (b"content-length", b"%d" % len(body))], body
-    )
-
-
-def _error(error: Exception) -> _Reply:
+def _error(error: Exception) -> Reply:
     reply = error_reply(error)
     headers = [
         (b"x-content-type-options", b"nosniff"),
@@ -214,101 +114,7 @@ def _error(error: Exception) -> _Reply:
     ]
     if reply.content_range is not None:
         headers.append((b"content-range", reply.content_range.encode()))
-    return _Reply(reply.status, headers, reply.body)
-
-
-# --- the routes -------------------------------------------------------------------------------
-
-Handler = Callable[["HotRoutes", _Request, list[str]], Awaitable["_Reply | None"]]
-
-
-async def _publish(hot: HotRoutes, request: _Request, model: str) -> _Reply:
-    body = await hot.read_body(request)
-    include_ok = request.query.get("include_ok") in _TRUE_LITERAL
-    result = await hot.svc.dispatcher.publish(model, body, include_ok=include_ok)
-    return _bytes_reply(_JSON, msgspec.json.encode(result))
-
-
-async def _post_events(hot: HotRoutes, request: _Request, parts: list[str]) -> _Reply:
-    return await _publish(hot, request, request.query.get("model"))
-
-
-async def _v1_register(hot: HotRoutes, request: _Request, parts: list[str]) -> _Reply:
-    """= `POST /api/v2/event?model=plugin`."""
-    return await _publish(hot, request, "plugin")
-
-
-async def _v1_post_status(hot: HotRoutes, request: _Request, parts: list[str]) -> _Reply:
-    """= `POST /api/v2/event?model=status` (results and heartbeats of `entity_type` jobs)."""
-    return await _publish(hot, request, "status")
-
-
-async def _fetch(hot: HotRoutes, request: _Request, model: str, mode: str) -> _Reply | None:
-    params = hot.consume_params(model, mode == "active", request.query)
-    result = await hot.fetch_unless_gone(request.receive, params)
-    if result is None:
-        return None  # the client went away: the long-poll was cancelled
-    body, content_type = multipart_body(result)
-    return _bytes_reply(content_type.encode(), body)
-
-
-async def _fetch_events(hot: HotRoutes, request: _Request, parts: list[str]) -> _Reply | None:
-    model, mode = parts
-    if mode not in ("active", "passive"):
-        raise NotFound(f"no fetch mode {mode!r}: use /api/v2/event/<model>/active or /passive")
-    return await _fetch(hot, request, model, mode)
-
-
-async def _v1_get_job(hot: HotRoutes, request: _Request, parts: list[str]) -> _Reply | None:
-    """= `GET /api/v2/event/<entity_type>/active`."""
-    return await _fetch(hot, request, parts[0], "active")
-
-
-async def _download(hot: HotRoutes, request: _Request, parts: list[str]) -> _Reply:
-    """A blob, or the `Range` of it asked for; `HEAD` says only whether it exists."""
-    source, label, sha256 = parts
-    validate_name("source", source)
-    validate_name("label", label)
-    if not SHA256_PATTERN.fullmatch(sha256):
-        raise BadRequest(f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
-    blobs = hot.svc.blobs
-    headers = [(b"accept-ranges", b"bytes")]
-    range_header = request.headers.get(b"range")
-    chunks: AsyncIterator[bytes]
-    if request.method == "GET" and range_header is None:
-        # The common download: found and opened in one request (one S3 GET, no HEAD).
-        whole = await blobs.read_whole(source, label, sha256)
-        if whole is None:
-            raise NotFound(f"no blob {sha256} under {source}/{label}")
-        size, chunks = whole
-        start, length, status = 0, size, 200
-    else:
-        found = await blobs.size(source, label, sha256)
-        if request.method == "HEAD":
-            reply = _bytes_reply(_OCTETS, b"")
-            reply.status = 200 if found is not None else 404
-            return reply
-        if found is None:
-            raise NotFound(f"no blob {sha256} under {source}/{label}")
-        size = found
-        if range_header is None:
-            start, length, status = 0, size, 200
-        else:
-            start, length = parse_range(range_header, size)
-            status = 206
-            headers.append(
-                (b"content-range", b"bytes %d-%d/%d" % (start, start + length - 1, size))
-            )
-        chunks = blobs.read(source, label, sha256, start, length)
-    headers += [(b"content-length", b"%d" % length), (b"content-type", _OCTETS)]
-    hot.svc.dispatcher.metrics.download_bytes.inc(length)
-    # The first read before the reply starts: a blob gone meanwhile is still a clean 404.
-    first = await anext(chunks, b"")
-    if len(first) < length:
-        return _Reply(status, headers, first, chunks)
-    # All of it at once (any small blob): one send. The reader ends (and closes its file).
-    await anext(chunks, b"")
-    return _Reply(status, headers, first)
+    return Reply(reply.status, headers, reply.body)
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:
@@ -316,59 +122,6 @@ async def _close(chunks: AsyncIterator[bytes]) -> None:
     if aclose is not None:
         with trio.CancelScope(shield=True):
             await aclose()
-
-
-# (rule, methods, handler) per method: the rules as Quart's URL map has them (and the metrics'
-# route labels); werkzeug also routes HEAD to a GET rule, and so does `HotRoutes`.
-RULES: tuple[tuple[str, str, Handler], ...] = (
-    ("/api/v2/event", "POST", _post_events),
-    ("/api/v2/event/<model>/<mode>", "GET", _fetch_events),
-    ("/api/v1/events/plugin", "POST", _v1_register),
-    ("/api/v1/processing/<entity_type>", "GET", _v1_get_job),
-    ("/api/v1/processing/<entity_type>", "POST", _v1_post_status),
-    ("/api/v3/stream/<source>/<label>/<sha256>", "GET", _download),
-)
-
-_Found = tuple[str, Handler]
-# Static rules by (method, path); rules with parts by (method, the 3 segments before the parts,
-# the number of segments).
-_STATIC: dict[tuple[str, str], _Found] = {}
-_WITH_PARTS: dict[tuple[str, str, str, str, int], _Found] = {}
-
-
-def _index_rules() -> None:
-    for rule, method, handler in RULES:
-        methods = (method, "HEAD") if method == "GET" else (method,)
-        segments = rule.split("/")
-        for name in methods:
-            if "<" not in rule:
-                _STATIC[(name, rule)] = (rule, handler)
-                continue
-            # The index assumes the parts follow three fixed segments (all the hot rules do).
-            assert all("<" not in s for s in segments[:4]), rule
-            assert all(s.startswith("<") for s in segments[4:]), rule
-            key = (name, segments[1], segments[2], segments[3], len(segments))
-            _WITH_PARTS[key] = (rule, handler)
-
-
-_index_rules()
-
-
-def _match(method: str, path: str) -> tuple[str, Handler, list[str]] | None:
-    """The rule, handler and path parts for a request, or `None` for Quart's routes."""
-    found = _STATIC.get((method, path))
-    if found is not None:
-        return found[0], found[1], []
-    segments = path.split("/")
-    if len(segments) < 5:
-        return None
-    found = _WITH_PARTS.get((method, segments[1], segments[2], segments[3], len(segments)))
-    if found is None:
-        return None
-    parts = segments[4:]
-    if not all(parts):
-        return None  # an empty part: werkzeug's rules do not match it either
-    return found[0], found[1], parts
 
 
 def _route_path(scope: Message) -> str | None:
@@ -403,26 +156,22 @@ async def _watch(receive: Receive, fetch: trio.CancelScope, watcher: trio.Cancel
             log.exception("cannot watch a long-poll for its client's disconnect")
 
 
-async def _served_in_front(**parts: str) -> Response:
-    """The view of the hot rules in Quart's URL map. Never runs: `HotRoutes` answers them first."""
-    raise RuntimeError("a hot route reached Quart: HotRoutes must answer it in front")
-
-
-def register_rules(app: Quart) -> None:
-    """Put the hot rules in `app`'s URL map (so other methods on them get Quart's 405)."""
-    for rule, method, handler in RULES:
-        app.add_url_rule(
-            rule, f"hot.{handler.__name__.lstrip('_')}", _served_in_front, methods=[method]
-        )
-
-
 class HotRoutes:
     """ASGI middleware: answers the hot routes, passes everything else to `fallback` (Quart's
-    `asgi_app`). Install with `app.asgi_app = HotRoutes(svc, app.asgi_app, ...)`."""
+    `asgi_app`). Install with `app.asgi_app = HotRoutes(svc, app.asgi_app, ...)`. Its handlers
+    are given it as their `Front` (`azuld.http.asgi`)."""
 
-    def __init__(self, svc: Services, fallback: ASGIApp, *, body_timeout_seconds: float) -> None:
+    def __init__(
+        self,
+        svc: Services,
+        fallback: ASGIApp,
+        *,
+        body_timeout_seconds: float,
+        routes: Iterable[Route] = ROUTES,
+    ) -> None:
         self.svc = svc
         self.fallback = fallback
+        self._router = Router(route for route in routes if route.hot is not None)
         self.max_body_bytes = svc.settings.server.max_event_body_bytes
         self.body_timeout_seconds = body_timeout_seconds
         # The lifespan's nursery, for the watchers of long-polls (`None` outside a lifespan).
@@ -431,19 +180,19 @@ class HotRoutes:
         # watched (with their watcher's scope).
         self._unwatched: dict[trio.CancelScope, Receive] = {}
         self._watched: dict[trio.CancelScope, trio.CancelScope] = {}
-        self._queries: _Memo[bytes, _Query] = _Memo(_MEMO_ENTRIES)
+        self._queries: _Memo[bytes, Query] = _Memo(_MEMO_ENTRIES)
         self._consume_params: _Memo[tuple[Any, ...], ConsumeParams] = _Memo(_MEMO_ENTRIES)
 
-    def query(self, raw: bytes) -> _Query:
+    def query(self, raw: bytes) -> Query:
         """The parsed query string, remembered (see `_MEMO_ENTRIES`)."""
         query = self._queries.get(raw)
         if query is None:
-            query = _Query(raw)
+            query = Query(raw)
             if len(raw) <= _MEMO_MAX_QUERY_BYTES:
                 self._queries.put(raw, query)
         return query
 
-    def consume_params(self, model: str, active: bool, query: _Query) -> ConsumeParams:
+    def consume_params(self, model: str, active: bool, query: Query) -> ConsumeParams:
         """`parse_consume_params` of a fetch, remembered per query (only the valid ones).
 
         Raises:
@@ -476,7 +225,7 @@ class HotRoutes:
             path = _route_path(scope)
             if path is not None:
                 method = scope["method"].upper()
-                found = _match(method, path)
+                found = self._router.match(method, path)
                 if found is not None:
                     await self._serve(scope, method, path, found, receive, send)
                     return
@@ -536,39 +285,40 @@ class HotRoutes:
         scope: Message,
         method: str,
         path: str,
-        found: tuple[str, Handler, list[str]],
+        found: tuple[Route, list[str]],
         receive: Receive,
         send: Send,
     ) -> None:
         started = trio.current_time()
-        rule, handler, parts = found
+        route, parts = found
+        handler = route.hot
+        assert handler is not None
         headers: dict[bytes, str] = {}
         for name, value in scope["headers"]:
             name = name.lower()
             if name in _WANTED_HEADERS and name not in headers:
                 headers[name] = value.decode("latin-1")
         request_id = take_request_id(headers.get(b"x-request-id", ""))
-        reply: _Reply | None
+        reply: Reply | None
         try:
             query = self.query(scope["query_string"])
             client = scope.get("client")
             authorize(
                 self.svc,
-                method,
-                path,
+                route.access,
                 query.get("model"),
                 query.getlist("reset"),
                 headers.get(b"authorization", ""),
                 client[0] if client else "<local>",
             )
-            reply = await handler(self, _Request(method, path, headers, query, receive), parts)
-        except _ClientGone:
+            reply = await handler(self, Request(method, path, headers, query, receive), parts)
+        except ClientGone:
             reply = None
         except Exception as error:
             reply = _error(error)
         if reply is None:
             return
-        record_request(self.svc, rule, method, reply.status, started)
+        record_request(self.svc, route.rule, method, reply.status, started)
         reply.headers.append((b"x-request-id", request_id.encode()))
         start = {"type": "http.response.start", "status": reply.status, "headers": reply.headers}
         if reply.rest is not None:
@@ -578,13 +328,13 @@ class HotRoutes:
         body = b"" if method == "HEAD" else reply.body
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def read_body(self, request: _Request) -> bytes:
+    async def read_body(self, request: Request) -> bytes:
         """The whole request body.
 
         Raises:
             RequestEntityTooLarge: more than `server.max_event_body_bytes` (413).
             RequestTimeout: it did not all arrive within the body timeout (408).
-            _ClientGone: the client disconnected.
+            ClientGone: the client disconnected.
         """
         limit = self.max_body_bytes
         declared = request.headers.get(b"content-length", "")
@@ -598,7 +348,7 @@ class HotRoutes:
             while True:
                 message = await request.receive()
                 if message["type"] == "http.disconnect":
-                    raise _ClientGone()
+                    raise ClientGone()
                 chunk = message.get("body", b"")
                 if chunk:
                     size += len(chunk)

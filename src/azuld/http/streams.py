@@ -1,29 +1,34 @@
-"""`/api/v3/stream`: upload blobs (hashed and identified on the way in). Downloads (with a single
-`Range`) and the HEAD that checks a blob exists are served as raw ASGI by `azuld.http.hot`."""
+"""`/api/v3/stream` and the seed's `/api/v1/data`: blobs by source, label and sha256, through the
+`BlobStore` port. Uploads go through Quart (streamed to a spool file, hashed and identified on the
+way in); downloads (whole or one `Range`) and the HEAD that checks a blob exists are hot routes
+(`azuld.http.hot`)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgspec
+import quart
 import trio
-from quart import Blueprint, Response, request
+from quart import Response
 
 from azuld.core.keys import validate_name
 from azuld.core.params import parse_bool
+from azuld.core.ranges import parse_range
 from azuld.core.validation import SHA256_PATTERN
-from azuld.errors import BadRequest, Unprocessable
-from azuld.http.app import services
+from azuld.errors import BadRequest, NotFound, Unprocessable, storage_error
+from azuld.http.asgi import Front, Reply, Request, bytes_reply
+from azuld.http.steps import Services
 from azuld.identify import FileHasher, identify_path, to_datastream
 from azuld.models.events import Datastream
 from azuld.models.responses import DataResponse
-from azuld.storage.local import storage_error
 
-__all__ = ["blueprint"]
+__all__ = ["download", "upload", "v1_upload"]
 
-blueprint = Blueprint("streams", __name__)
+_OCTETS = b"application/octet-stream"
 
 _SPOOL_FLUSH_BYTES = 1024 * 1024
 # Identification holds libmagic handles per thread (tens of MiB each): a few threads do it all.
@@ -31,7 +36,7 @@ _IDENTIFY_LIMITER = trio.CapacityLimiter(2)
 
 
 def _bool_arg(name: str) -> bool:
-    raw = request.args.get(name)
+    raw = quart.request.args.get(name)
     if raw is None:
         return False
     try:
@@ -56,7 +61,7 @@ async def _spool(spool_dir: Path, hasher: FileHasher) -> Path:
     try:
         pending: list[bytes] = []
         pending_bytes = 0
-        async for chunk in request.body:
+        async for chunk in quart.request.body:
             pending.append(chunk)
             pending_bytes += len(chunk)
             if pending_bytes >= _SPOOL_FLUSH_BYTES:
@@ -76,35 +81,31 @@ async def _spool(spool_dir: Path, hasher: FileHasher) -> Path:
     return path
 
 
-@blueprint.post("/api/v3/stream/<source>/<label>")
-async def upload(source: str, label: str) -> Response:
-    return await _upload(source, label, request.args.get("expected-sha256", ""))
+async def upload(svc: Services, source: str, label: str) -> Response:
+    return await _upload(svc, source, label, quart.request.args.get("expected-sha256", ""))
 
 
-@blueprint.post("/api/v1/data/<sha256>")
-async def v1_upload(sha256: str) -> Response:
+async def v1_upload(svc: Services, sha256: str) -> Response:
     """The seed's `POST api/v1/data/<hash>` = `POST /api/v3/stream/<source>/<label>` with
     `expected-sha256=<hash>`; `source` and `label` come from the query (`default`, `content`)."""
-    source = request.args.get("source", "default")
-    label = request.args.get("label", "content")
-    return await _upload(source, label, sha256)
+    source = quart.request.args.get("source", "default")
+    label = quart.request.args.get("label", "content")
+    return await _upload(svc, source, label, sha256)
 
 
-async def _upload(source: str, label: str, expected: str) -> Response:
+async def _upload(svc: Services, source: str, label: str, expected: str) -> Response:
     validate_name("source", source)
     validate_name("label", label)
-    svc = services()
     skip_identify = _bool_arg("skip-identify")
     if skip_identify and not expected:
         raise BadRequest("must supply sha256 when skipping identify")
     if expected and not SHA256_PATTERN.fullmatch(expected):
         raise BadRequest(f"expected-sha256 {expected!r} is not 64 lowercase hex characters")
-    request.max_content_length = svc.settings.server.max_upload_bytes
-    request.body_timeout = int(svc.settings.server.upload_body_timeout_seconds)
+    quart.request.max_content_length = svc.settings.server.max_upload_bytes
+    quart.request.body_timeout = int(svc.settings.server.upload_body_timeout_seconds)
 
-    spool_dir: Path = getattr(svc.blobs, "spool_dir", Path(tempfile.gettempdir()))
     hasher = FileHasher(sha256_only=skip_identify)
-    path = await _spool(spool_dir, hasher)
+    path = await _spool(svc.blobs.spool_dir, hasher)
     try:
         digests = hasher.digests()
         if digests.size == 0:
@@ -118,8 +119,55 @@ async def _upload(source: str, label: str, expected: str) -> Response:
             # As Go: "content" whatever the URL label; the runner sets its own.
             stream = to_datastream("content", digests, found)
         await svc.blobs.put_file(source, label, digests.sha256, path)
-        svc.dispatcher.metrics.upload_bytes.inc(digests.size)
+        svc.metrics.upload_bytes.inc(digests.size)
     finally:
         with trio.CancelScope(shield=True):
             await trio.Path(path).unlink(missing_ok=True)
     return Response(msgspec.json.encode(DataResponse(data=stream)), content_type="application/json")
+
+
+async def download(front: Front, request: Request, parts: list[str]) -> Reply:
+    """A blob, or the `Range` of it asked for; `HEAD` says only whether it exists."""
+    source, label, sha256 = parts
+    validate_name("source", source)
+    validate_name("label", label)
+    if not SHA256_PATTERN.fullmatch(sha256):
+        raise BadRequest(f"{sha256!r} is not a sha256 (64 lowercase hex characters)")
+    blobs = front.svc.blobs
+    headers = [(b"accept-ranges", b"bytes")]
+    range_header = request.headers.get(b"range")
+    chunks: AsyncIterator[bytes]
+    if request.method == "GET" and range_header is None:
+        # The common download: found and opened in one request (one S3 GET, no HEAD).
+        whole = await blobs.read_whole(source, label, sha256)
+        if whole is None:
+            raise NotFound(f"no blob {sha256} under {source}/{label}")
+        size, chunks = whole
+        start, length, status = 0, size, 200
+    else:
+        found = await blobs.size(source, label, sha256)
+        if request.method == "HEAD":
+            reply = bytes_reply(_OCTETS, b"")
+            reply.status = 200 if found is not None else 404
+            return reply
+        if found is None:
+            raise NotFound(f"no blob {sha256} under {source}/{label}")
+        size = found
+        if range_header is None:
+            start, length, status = 0, size, 200
+        else:
+            start, length = parse_range(range_header, size)
+            status = 206
+            headers.append(
+                (b"content-range", b"bytes %d-%d/%d" % (start, start + length - 1, size))
+            )
+        chunks = blobs.read(source, label, sha256, start, length)
+    headers += [(b"content-length", b"%d" % length), (b"content-type", _OCTETS)]
+    front.svc.metrics.download_bytes.inc(length)
+    # The first read before the reply starts: a blob gone meanwhile is still a clean 404.
+    first = await anext(chunks, b"")
+    if len(first) < length:
+        return Reply(status, headers, first, chunks)
+    # All of it at once (any small blob): one send. The reader ends (and closes its file).
+    await anext(chunks, b"")
+    return Reply(status, headers, first)

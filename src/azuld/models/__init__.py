@@ -2,8 +2,17 @@
 
 The JSON keys are exactly those of the Go dispatcher (reference section 3). Unknown keys in input
 are ignored, as Go does; output carries only the keys below, with empty optional fields left out.
+`azuld.models.admin` holds the replies of azuld's own admin API (`/api/azuld/v1/...`).
 """
 
+from azuld.models.admin import (
+    FailedJob,
+    PluginFailure,
+    PluginKeySummary,
+    Reoffer,
+    ReofferOutcome,
+    ReofferRecord,
+)
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
     MODELS,
@@ -44,14 +53,20 @@ __all__ = [
     "DataResponse",
     "Datastream",
     "ErrorBody",
+    "FailedJob",
     "Feature",
     "FetchInfo",
     "GenericEvent",
     "PathNode",
     "PluginEntity",
     "PluginEvent",
+    "PluginFailure",
+    "PluginKeySummary",
     "PostFailure",
     "PostResponse",
+    "Reoffer",
+    "ReofferOutcome",
+    "ReofferRecord",
     "Source",
     "StatusEntity",
     "StatusEvent",

@@ -7,7 +7,6 @@ that already exists is kept (same hash, same bytes).
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 import stat
@@ -17,16 +16,9 @@ from pathlib import Path
 
 import trio
 
-from azuld.errors import InsufficientStorage, NotFound, UpstreamError
+from azuld.errors import NotFound, storage_error
 
-__all__ = ["LocalBlobStore", "storage_error"]
-
-
-def storage_error(what: str, exc: OSError) -> UpstreamError:
-    """`InsufficientStorage` (507) for a full disk, `UpstreamError` (503) for other failures."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientStorage(f"{what}: no space left on the data folder ({exc.strerror})")
-    return UpstreamError(f"{what}: {exc.strerror or exc}")
+__all__ = ["LocalBlobStore"]
 
 
 _CHUNK_BYTES = 256 * 1024

@@ -24,6 +24,7 @@ from azuld.identify import (
     FileType,
     identify_bytes,
     identify_path,
+    signature_format,
 )
 
 # --------------------------------------------------------------------------- #
@@ -31,9 +32,9 @@ from azuld.identify import (
 # --------------------------------------------------------------------------- #
 
 
-def _zip(members: dict[str, bytes]) -> bytes:
+def _zip(members: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(buf, "w", compression) as zf:
         for name, data in members.items():
             zf.writestr(name, data)
     return buf.getvalue()
@@ -206,6 +207,21 @@ _HTML = (
 
 _TEXT = b"The quick brown fox jumps over the lazy dog.\nSecond line of plain prose.\n"
 
+
+def _cart(version: int = 1) -> bytes:
+    """A CaRT header: magic, version, reserved 0, then padding past the 38-byte minimum."""
+    return b"CART" + struct.pack("<hQ", version, 0) + b"\0" * 56
+
+
+def _v7_tar() -> bytes:
+    """A pre-POSIX tar: no "ustar" magic at 257 (the header checksum redone without it)."""
+    header = bytearray(_tar()[:512])
+    header[257:265] = b"\0" * 8
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header) + _tar()[512:]
+
+
 _SAMPLES: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "zip": (lambda: _zip({"a.txt": b"hello", "b/c.bin": bytes(range(256))}), "archive/zip", "zip"),
     "gzip": (lambda: gzip.compress(b"hello gzip" * 10), "archive/gzip", "gzip"),
@@ -257,6 +273,64 @@ _SAMPLES: dict[str, tuple[Callable[[], bytes], str, str]] = {
     "gif": (_gif, "image/gif", "gif"),
     "random": (lambda: random.Random(1234).randbytes(4096), "unknown", ""),
     "empty": (lambda: b"", "unknown", ""),
+    # Every signature and structure check in rules.toml, and the refinements behind them.
+    "bzip2-level-not-a-digit": (lambda: b"BZhx" + b"\0" * 100, "archive/bzip2", "bzip"),
+    "cart": (_cart, "archive/cart", "cart"),
+    "cart-version-2": (lambda: _cart(2), "unknown", ""),
+    "fat-mach-o": (lambda: b"\xca\xfe\xba\xbe\0\0\0\x02" + b"\0" * 100, "executable/mach-o", ""),
+    "java-class": (lambda: b"\xca\xfe\xba\xbe\0\0\0\x34" + b"\0" * 100, "code/class", "class"),
+    "zstd": (lambda: b"\x28\xb5\x2f\xfd" + b"\0" * 40, "archive/zstd", ""),
+    "cabinet": (lambda: b"MSCF\0\0\0\0" + b"\0" * 60, "archive/cabinet", "cab"),
+    "chm": (lambda: b"ITSF\x03\0\0\0" + b"\0" * 60, "archive/chm", "chm"),
+    "rtf": (lambda: b"{\\rtf1\\ansi hello}", "document/office/rtf", "rtf"),
+    "sqlite": (lambda: b"SQLite format 3\0" + b"\0" * 100, "db/sqlite", "sqlite"),
+    "gif87a": (lambda: b"GIF87a\x01\0\x01\0\0\0\0;", "image/gif", "gif"),
+    "gzip-reserved-method": (lambda: b"\x1f\x8b\0" + b"\0" * 40, "archive/gzip", "gzip"),
+    "lzma": (lambda: lzma.compress(b"hello" * 9, format=lzma.FORMAT_ALONE), "archive/lzma", "lzma"),
+    "tar-v7": (_v7_tar, "archive/tar", "tar"),
+    "dos": (lambda: b"MZ" + b"\0" * 0x3E + b"\0" * 200, "executable/windows/dos", "exe"),
+    "mz-before-ustar": (
+        lambda: b"MZ" + b"\0" * 255 + b"ustar\x0000" + b"\0" * 300,
+        "executable/windows/dos",
+        "exe",
+    ),
+    "ole-encrypted": (
+        lambda: _ole("EncryptedPackage"),
+        "document/office/passwordprotected",
+        "doc",
+    ),
+    "ole-msi": (lambda: _ole("\u4840\u3f3f"), "installer/windows", "msi"),
+    "ole-visio": (lambda: _ole("VisioDocument"), "document/office/visio", "vsd"),
+    "ole-outlook": (lambda: _ole("__substg1.0_0037001F"), "document/office/email", "eml"),
+    "ole-book": (lambda: _ole("Book"), "document/office/excel", "xls"),
+    "apk": (
+        lambda: _zip(
+            {"META-INF/MANIFEST.MF": b"x", "AndroidManifest.xml": b"x", "classes.dex": b"x"}
+        ),
+        "android/apk",
+        "apk",
+    ),
+    "ipa": (lambda: _zip({"Payload/App.app/Info.plist": b"<plist/>"}), "ios/ipa", "ipa"),
+    "jar-by-classes": (lambda: _zip({"a/A.class": b"x", "a/B.class": b"x"}), "java/jar", "jar"),
+    "odt": (
+        lambda: _zip(
+            {"mimetype": b"application/vnd.oasis.opendocument.text", "content.xml": b"<x/>"},
+            zipfile.ZIP_STORED,  # libmagic reads the stored mimetype member
+        ),
+        "document/odt/text",
+        "",
+    ),
+    "epub": (
+        lambda: _zip({"mimetype": b"application/epub+zip", "META-INF/container.xml": b"<c/>"}),
+        "archive/zip",
+        "zip",
+    ),
+    "python-versioned": (lambda: b"#!/usr/bin/python3.11\nprint(1)\n", "code/python", "py"),
+    "env-node": (lambda: b"#!/usr/bin/env node\nconsole.log(1)\n", "code/javascript", "js"),
+    "ruby": (lambda: b"#!/usr/bin/ruby\nputs 1\n", "code/ruby", "txt"),
+    "perl": (lambda: b"#!/usr/bin/perl\nprint 1;\n", "code/perl", "pl"),
+    "html-by-its-end": (lambda: b"some text\n" * 40 + b"<p>x</p>\n</html>\n", "code/html", "html"),
+    "xml": (lambda: b"<?xml version='1.0'?>\n<root><a>1</a></root>\n", "document/xml", "xml"),
 }
 
 
@@ -310,6 +384,37 @@ def test_mz_without_pe_header_is_not_pe() -> None:
 def test_zip_appended_to_junk_is_found() -> None:
     data = random.Random(3).randbytes(300) + _zip({"x.txt": b"x"})
     assert identify_bytes(data).file_format == "archive/zip"
+
+
+def test_powershell_utf16_big_endian() -> None:
+    data = b"\xfe\xff" + _PS1.decode().encode("utf-16-be")
+    assert identify_bytes(data).file_format == "code/ps1"
+
+
+def test_pe_with_unknown_machine_and_no_optional_header() -> None:
+    data = bytearray(_pe(pe64=False, dll=False))
+    struct.pack_into("<H", data, 0x44, 0x1234)  # machine
+    struct.pack_into("<H", data, 0x58, 0)  # optional header magic
+    assert identify_bytes(bytes(data)).file_format == "executable/windows/pe"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("zip", "archive/zip"),
+        ("docx", "archive/zip"),  # member names refine only in identify_bytes
+        ("pe64", "executable/windows/pe64"),
+        ("ole-doc", "document/office/word"),
+        ("ole-other", None),  # libmagic would decide
+        ("cart-version-2", None),
+        ("tar", "archive/tar"),
+        ("tar-v7", None),
+        ("text", None),
+        ("empty", None),
+    ],
+)
+def test_signature_format_is_the_magic_bytes_step_alone(name: str, expected: str | None) -> None:
+    assert signature_format(_SAMPLES[name][0]()) == expected
 
 
 def test_powershell_utf16_with_bom() -> None:
@@ -425,9 +530,9 @@ def test_truncated_zip_stays_zip() -> None:
 
 
 def test_zip_metadata_read_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    import azuld.identify as identify
+    from azuld.identify import structure
 
-    monkeypatch.setattr(identify, "_ZIP_MAX_READ", 64)
+    monkeypatch.setattr(structure, "_ZIP_MAX_READ", 64)
     # The central directory is larger than the cap, so members are not inspected.
     assert identify_bytes(_ooxml("word")).file_format == "archive/zip"
 

@@ -1,4 +1,5 @@
-"""The result replay cache: a plugin that already finished a binary is not run on it again.
+"""The result replay cache: a plugin that already finished a binary is not run on it again (pure:
+the cache, its entries and the status a cached answer stores; `azuld.dispatch.replay` does the I/O).
 
 When a plugin (name, version, registered config) completes a binary, its results are kept, keyed
 by the binary's sha256. When the same binary reaches that plugin again through another event (a
@@ -18,13 +19,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
 
 from azuld.models.events import (
+    COMPLETED_STATUSES,
     CURRENT_MODEL_VERSION,
     Author,
     BinaryEvent,
@@ -32,7 +34,7 @@ from azuld.models.events import (
     StatusEvent,
 )
 
-__all__ = ["CacheEntry", "ReplayCache", "config_digest", "replay_status"]
+__all__ = ["CacheEntry", "ReplayCache", "cache_entries", "config_digest", "replay_status"]
 
 
 def config_digest(config: Mapping[str, str]) -> str:
@@ -153,3 +155,40 @@ def replay_status(entry: CacheEntry, job: BinaryEvent, job_id: str, now: datetim
             results=results,
         ),
     )
+
+
+def cache_entries(
+    statuses: Iterable[StatusEvent],
+    configs: Mapping[tuple[str, str], str],
+    *,
+    min_runtime_seconds: float,
+) -> list[CacheEntry]:
+    """Entries for completed statuses, taken before their results split off. `configs` holds
+    the config digest each (plugin, version) registered with."""
+    entries = []
+    for status in statuses:
+        entity = status.entity
+        if entity.status not in COMPLETED_STATUSES or entity.message.startswith("replayed"):
+            continue
+        if entity.runtime < min_runtime_seconds:
+            continue  # cheaper to run again than to keep
+        job = entity.input
+        name, version = status.author.name, status.author.version
+        digest = configs.get((name, version), "")
+        entries.append(
+            CacheEntry(
+                key=ReplayCache.key(name, version, digest, job.entity.sha256),
+                plugin=name,
+                version=version,
+                sha256=job.entity.sha256,
+                status=entity.status,
+                runtime=entity.runtime,
+                input_depth=len(job.source.path),
+                input_source=job.source.name,
+                job_id=job.dequeued,
+                results=msgspec.json.decode(
+                    msgspec.json.encode(entity.results), type=list[BinaryEvent]
+                ),
+            )
+        )
+    return entries

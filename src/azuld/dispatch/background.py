@@ -1,0 +1,73 @@
+"""The background half of the dispatcher: what `Dispatcher.run` starts beside the requests.
+
+At start-up the replay cache is loaded; then, until cancelled: the log follower below wakes the
+long-polls the log's changes concern, the lease reaper (`leases.py`) expires leases, and on a log
+other instances share, the status and replay-cache followers (`statuses.py`, `replay.py`) apply
+what the other instances post.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from azuld.dispatch.keys import KeyRegistry
+from azuld.dispatch.leases import Leases
+from azuld.dispatch.replay import Replay
+from azuld.dispatch.statuses import Statuses
+from azuld.ports import EventLog
+
+__all__ = ["Background"]
+
+
+class Background:
+    """The dispatcher's background tasks, run in one nursery."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        registry: KeyRegistry,
+        replay: Replay,
+        statuses: Statuses,
+        leases: Leases,
+    ) -> None:
+        self.log = log
+        self.registry = registry
+        self.replay = replay
+        self.statuses = statuses
+        self.leases = leases
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Load the replay cache, then follow the log and reap leases until cancelled.
+
+        Raises:
+            UpstreamError: the replay cache could not be loaded (before `started`).
+        """
+        await self.replay.load()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._follow_log)
+            if self.log.shared:
+                # Statuses and replay entries other instances add. On a log only this process
+                # writes, they would all be our own, applied already: following them would
+                # decode and apply every status twice.
+                nursery.start_soon(self.statuses.follow)
+                nursery.start_soon(self.replay.follow)
+            nursery.start_soon(self.leases.reap)
+            task_status.started()
+
+    async def _follow_log(self) -> None:
+        """Wake the long-polls the log's changes concern: those of keys with something to read
+        now (most appends are statuses and results, which concern few keys: waking every
+        waiting poll for each of them would cost a task switch and a lap of
+        `Fetcher._take_until` apiece). New partitions, or partitions moving to or from this
+        instance, wake them all."""
+        topology = self.log.topology
+        while True:
+            generation = self.log.generation
+            await self.log.wait_for_change(generation)
+            if self.log.topology != topology:
+                topology = self.log.topology
+                self.registry.wake_all()
+                continue
+            for ks in self.registry.states.values():
+                if ks.polls and (ks.lanes.queued or self.registry.reads(ks)):
+                    ks.wake()

@@ -1,0 +1,297 @@
+"""The plugin-key registry: every plugin key this instance serves, its state and its commits.
+
+Theory of operation: each plugin key gets a `KeyState` holding a `core.delivery.PluginLanes` (what
+is queued, leased and committed) and the groups it commits to. The state is built once, on the
+key's first fetch (or, for a status that names a key this process has not seen, from the log's
+registry of consumers): expedite and live start at the end of the log, historic at its start and
+stops where live and expedite began, so no event is delivered twice. From then on the lanes
+follow this instance's share of the key's partitions, which a rebalance moves.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import msgspec
+import trio
+
+from azuld.core.delivery import (
+    Commit,
+    Job,
+    JobRef,
+    Lane,
+    PluginLanes,
+    ReadRequest,
+    Snapshot,
+    TopicPartition,
+)
+from azuld.core.keys import consumer_group, expedite_topic, system_topic
+from azuld.core.params import ConsumeParams
+from azuld.models.admin import PluginFailure
+from azuld.ports import EventLog
+from azuld.settings import DispatchSettings
+
+__all__ = ["History", "KeyRegistry", "KeyState"]
+
+# Failures kept per key for `azuld status` and the dashboard.
+RECENT_FAILURES = 50
+
+
+@dataclass(slots=True)
+class History:
+    """Per-minute counts over the last hour, for the dashboard: fetched, completed, failed."""
+
+    minutes: deque[tuple[int, Counter[str]]] = field(default_factory=lambda: deque(maxlen=60))
+
+    def add(self, what: str, count: int = 1) -> None:
+        minute = int(time.time() // 60)
+        if not self.minutes or self.minutes[-1][0] != minute:
+            self.minutes.append((minute, Counter()))
+        self.minutes[-1][1][what] += count
+
+    def series(self) -> list[dict[str, int]]:
+        return [{"minute": minute * 60, **counts} for minute, counts in self.minutes]
+
+
+@dataclass(slots=True)
+class KeyState:
+    """One plugin key on this instance: its lanes, its groups, its waiting polls and its counts."""
+
+    params: ConsumeParams
+    lanes: PluginLanes
+    groups: dict[str, str]  # lane -> consumer group
+    snapshot: Snapshot  # where the groups started when the key was created
+    lock: trio.Lock = field(default_factory=trio.Lock)  # held while the lanes read the log
+    polls: int = 0  # long-polls waiting right now
+    fetched: int = 0
+    finished: Counter[str] = field(default_factory=Counter)
+    last_seen: float = 0.0  # wall-clock seconds of the last fetch
+    topology_seen: int = -1  # the log's topology when partitions were last assigned
+    unsaved_failures: list[Job] = field(default_factory=list)  # error-timeouts not stored yet
+    replay_saved_seconds: float = 0.0
+    failures: deque[PluginFailure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+    history: History = field(default_factory=History)
+    wakeup: trio.Event = field(default_factory=trio.Event)  # set when waiting polls may take
+
+    def wake(self) -> None:
+        self.wakeup.set()
+        self.wakeup = trio.Event()
+
+
+class KeyRegistry:
+    """The plugin keys this instance serves, by key: built, loaded, assigned and committed here."""
+
+    def __init__(self, log: EventLog, settings: DispatchSettings, prefix: str) -> None:
+        self.log = log
+        self.settings = settings
+        self.prefix = prefix
+        self.states: dict[str, KeyState] = {}
+        self._creating: dict[str, trio.Lock] = {}  # plugin keys whose state is being built
+
+    def get(self, key: str) -> KeyState | None:
+        return self.states.get(key)
+
+    async def state_for_fetch(self, params: ConsumeParams, known: KeyState | None) -> KeyState:
+        """The state of the fetch's plugin key (`known`: what `states` holds for it, if any),
+        built on its first fetch and again on a `reset`.
+
+        Raises:
+            UpstreamError: the log failed.
+        """
+        if known is not None and not params.reset:
+            known.params = params
+            return known
+        key = params.key
+        # Concurrent first fetches of a key (a fleet of workers starting) must build one state:
+        # each would otherwise start the key's lanes from its own read of the log and hand out
+        # the same jobs again. Creation awaits the log, so it is serialised per key.
+        lock = self._creating.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                current = self.states.get(key)
+                if current is not None and not params.reset:
+                    current.params = params
+                    return current
+                groups = {lane: consumer_group(self.prefix, key, lane) for lane in _lanes(params)}
+                if params.reset:
+                    await self.log.forget_consumer(key, list(groups.values()))
+                    self.states.pop(key, None)
+                snapshot = await self._creation_snapshot(params, groups)
+                info = msgspec.json.encode(asdict(params))
+                snapshot = await self.log.register_consumer(key, info, snapshot)
+                return await self._load(params, groups, snapshot)
+        finally:
+            if not lock.locked():  # trio hands a released lock straight to the next waiter
+                self._creating.pop(key, None)
+
+    async def state_for_job(self, ref: JobRef) -> KeyState | None:
+        """The key a status refers to, loaded from the log's registry if this process has not
+        seen it; `None` if no instance ever registered it.
+
+        Raises:
+            UpstreamError: the log failed.
+        """
+        ks = self.states.get(ref.plugin_key)
+        if ks is not None:
+            return ks
+        info = (await self.log.consumers()).get(ref.plugin_key)
+        if info is None:
+            return None
+        raw = msgspec.json.decode(info)
+        params = ConsumeParams(**{k: _untuple(v) for k, v in raw.items()})
+        groups = {lane: consumer_group(self.prefix, params.key, lane) for lane in _lanes(params)}
+        snapshot = await self.log.register_consumer(params.key, info, {})
+        return await self._load(params, groups, snapshot)
+
+    async def _creation_snapshot(self, params: ConsumeParams, groups: dict[str, str]) -> Snapshot:
+        """Where a new key's lanes start: expedite and live at the end of the log, historic at the
+        start, stopping where live and expedite began (so no event is delivered twice). Covers
+        every partition, owned here or not: other instances start from the same snapshot."""
+        snapshot: Snapshot = {}
+        for lane, group in groups.items():
+            tps = await self.log.partitions(self._topic_filter(params, lane), owned=False)
+            offsets = await self.log.offsets(tps)
+            if lane == Lane.HISTORIC:
+                snapshot[group] = {
+                    tp: Commit(start, stop=end if self._lane_covering(tp) in params.lanes else None)
+                    for tp, (start, end) in offsets.items()
+                }
+            else:
+                snapshot[group] = {tp: Commit(end) for tp, (_, end) in offsets.items()}
+        return snapshot
+
+    async def _load(
+        self, params: ConsumeParams, groups: dict[str, str], snapshot: Snapshot
+    ) -> KeyState:
+        ks = KeyState(
+            params=params,
+            snapshot=snapshot,
+            lanes=PluginLanes(
+                params.key,
+                _lanes(params),
+                window=self.settings.window,
+                read_ahead=self.settings.read_ahead,
+            ),
+            groups=groups,
+        )
+        self.states[params.key] = ks
+        await self.assign_partitions(ks)
+        return ks
+
+    async def assign_partitions(self, ks: KeyState) -> None:
+        """Follow this instance's share of the key's partitions: start on partitions gained
+        (new topics, a rebalance), drop those lost to another instance.
+
+        Raises:
+            UpstreamError: the log failed.
+        """
+        for lane, group in ks.groups.items():
+            owned = set(await self.log.partitions(self._topic_filter(ks.params, lane)))
+            held = ks.lanes.cursors[lane]
+            for tp in held.keys() - owned:
+                # Another instance owns it now and starts from the commit: what was queued or
+                # leased here will be offered there.
+                ks.lanes.unassign(lane, tp)
+            new = sorted(owned - held.keys())
+            if not new:
+                continue
+            committed = await self.log.committed(group)
+            offsets = await self.log.offsets(new)
+            for tp in new:
+                commit = committed.get(tp) or ks.snapshot.get(group, {}).get(tp)
+                if commit is None:
+                    # A partition born after the key: live reads it from its start, and historic
+                    # has nothing to add (live covers it).
+                    start = offsets[tp][0]
+                    covered = lane == Lane.HISTORIC and self._lane_covering(tp) in ks.params.lanes
+                    commit = Commit(start, stop=start if covered else None)
+                ks.lanes.assign(lane, tp, commit)
+
+    def _topic_filter(self, params: ConsumeParams, lane: str) -> Callable[[str], bool]:
+        if lane == Lane.REOFFER:
+            return system_topic(self.prefix, "reoffer").__eq__
+        if params.model != "binary":
+            return system_topic(self.prefix, params.model).__eq__
+        expedite = expedite_topic(self.prefix)
+        if lane == Lane.EXPEDITE:
+            return expedite.__eq__
+        source_topics = _binary_topic_filter(self.prefix, params)
+        if lane == Lane.LIVE:
+            return source_topics
+        # Historic also replays the expedite topic: expedited events live only there, and a new
+        # plugin version must see them too (Go's historic misses them).
+        return lambda topic: topic == expedite or source_topics(topic)
+
+    def _lane_covering(self, tp: TopicPartition) -> str:
+        """The lane that reads `tp` from now on, for historic's stopping point."""
+        return Lane.EXPEDITE if tp.topic == expedite_topic(self.prefix) else Lane.LIVE
+
+    def reads(self, ks: KeyState, at_least: int = 0) -> list[ReadRequest]:
+        """The reads the key's lanes want, less those at the end of the log (which would
+        return nothing: a lane that has caught up costs no read)."""
+        end = self.log.known_end
+        return [want for want in ks.lanes.reads_wanted(at_least) if want.offset < end(want.tp)]
+
+    def wake_all(self) -> None:
+        """Wake every waiting long-poll (leases put back, partitions moved)."""
+        for ks in self.states.values():
+            ks.wake()
+
+    async def commit(self, ks: KeyState) -> None:
+        """Store the commits that moved. Raises `UpstreamError`; what failed is retried next."""
+        dirty = ks.lanes.dirty_commits()
+        if dirty:
+            await self.store_commits(ks, dirty)
+
+    async def store_commits(
+        self, ks: KeyState, dirty: dict[tuple[str, TopicPartition], Commit]
+    ) -> None:
+        """Store commits taken from `dirty_commits`; on failure (or cancellation) they are
+        marked dirty again, for the next commit to carry."""
+        by_group: dict[str, dict[TopicPartition, Commit]] = {}
+        for (lane, tp), commit in dirty.items():
+            by_group.setdefault(ks.groups[lane], {})[tp] = commit
+        # One call for every group: the log stores commits in the order they were taken.
+        try:
+            await self.log.commit(by_group)
+        except BaseException:
+            ks.lanes.redirty(dirty)
+            raise
+
+
+def _binary_topic_filter(prefix: str, params: ConsumeParams) -> Callable[[str], bool]:
+    sources = set(params.r_source)
+    actions = set(params.r_action)
+
+    def matches(topic: str) -> bool:
+        parts = topic.split(".")
+        return (
+            len(parts) == 5
+            and parts[0] == "azul"
+            and parts[1] == prefix
+            and parts[3] == "binary"
+            and parts[2] != "system"
+            and (not sources or parts[2] in sources)
+            and (not actions or parts[4] in actions)
+        )
+
+    return matches
+
+
+def _lanes(params: ConsumeParams) -> tuple[str, ...]:
+    """The lanes a key reads: those it asked for, and for active binary keys the re-offer lane
+    (jobs an admin put back), which the plugin key's flags do not show."""
+    if params.active and params.model == "binary":
+        return (Lane.REOFFER, *params.lanes)
+    return params.lanes
+
+
+def _untuple(value: Any) -> Any:
+    """JSON lists back to the tuples `ConsumeParams` holds."""
+    if isinstance(value, list):
+        return tuple(_untuple(v) for v in value)
+    return value

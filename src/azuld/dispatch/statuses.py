@@ -1,0 +1,212 @@
+"""Posted events and the statuses that finish jobs: `Dispatcher.publish` and what it does after.
+
+A post is decoded, checked and encoded by `core.posts` (no I/O), appended to the log, and then
+acted on. A posted status is appended to the log first and only then finishes its job and moves
+the commit, so an acknowledged result is always durable and an unacknowledged one is offered
+again. Heartbeats extend a lease; final statuses end the job, here or (following the status
+topic) on whichever instance holds it. The endings are counted per key, for `azuld status`, the
+dashboard and the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from contextlib import aclosing
+
+import msgspec
+import trio
+
+from azuld.core.delivery import Job, JobRef
+from azuld.core.jobs import JobState, ending_for_status
+from azuld.core.keys import system_topic
+from azuld.core.posts import DECODERS, StatusSummary, prepare_post
+from azuld.core.publish import prepare_status
+from azuld.dispatch.keys import KeyRegistry, KeyState
+from azuld.dispatch.replay import Replay
+from azuld.errors import UpstreamError
+from azuld.metrics import Metrics
+from azuld.models.admin import PluginFailure
+from azuld.models.events import StatusEvent
+from azuld.models.responses import PostResponse
+from azuld.ports import EventLog
+from azuld.settings import DispatchSettings
+
+__all__ = ["Statuses"]
+
+# Endings that count as failed (and are kept for `azuld status`).
+_FAILED_ENDINGS = (JobState.EXCEPTION, JobState.CRITICAL_FAILURE)
+
+# The logger name operators filter on, one for the whole dispatcher (as before the split).
+log = logging.getLogger("azuld.dispatcher")
+
+
+class Statuses:
+    """Stores posted events and applies the statuses among them to their jobs."""
+
+    def __init__(
+        self,
+        log: EventLog,
+        settings: DispatchSettings,
+        prefix: str,
+        metrics: Metrics,
+        registry: KeyRegistry,
+        replay: Replay,
+    ) -> None:
+        self.log = log
+        self.settings = settings
+        self.prefix = prefix
+        self.metrics = metrics
+        self.registry = registry
+        self.replay = replay
+
+    async def publish(self, model: str, body: bytes, *, include_ok: bool = False) -> PostResponse:
+        """Validate, store and act on posted events (reference 2.2).
+
+        Raises:
+            BadRequest: empty body or unknown model.
+            PayloadTooLarge: more than `dispatch.max_events_per_post` events.
+            Unprocessable: not JSON, an old `model_version`, or an event of the wrong shape.
+            AllFiltered: no event was valid.
+            UpstreamError: the log could not store them; nothing was acknowledged.
+        """
+        post = prepare_post(
+            model,
+            body,
+            prefix=self.prefix,
+            max_events=self.settings.max_events_per_post,
+            configs=self.replay.configs,
+            replay_min_runtime_seconds=(
+                self.settings.replay_min_runtime_seconds if self.replay.enabled else None
+            ),
+        )
+        self.replay.configs.update(post.configs)
+        records = post.records
+        await self.log.append(records)
+        self.replay.remember(post.replay_values)
+        for author, count in post.authors.items():
+            self.metrics.child(self.metrics.published, model, author).inc(count)
+        if post.statuses:
+            try:
+                await self.apply(post.statuses)
+            except UpstreamError as exc:
+                # The statuses are stored: the plugin gets its 200. The commit that failed is
+                # retried by the reaper's next tick (until then a restart re-offers the job).
+                log.warning("statuses stored, but their commits failed for now: %s", exc)
+        ok = [msgspec.json.decode(r.value) for r in records] if include_ok else []
+        return PostResponse(
+            total_ok=post.total_ok,
+            total_failures=len(post.failures),
+            failures=post.failures,
+            ok=ok,
+        )
+
+    async def follow(self) -> None:
+        """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
+        extend, final statuses finish). Statuses posted here were applied already; again is a
+        no-op. Runs until cancelled."""
+        decode = DECODERS["status"].decode
+        async with aclosing(self.log.follow(system_topic(self.prefix, "status"))) as values:
+            async for value in values:
+                try:
+                    status = decode(value)
+                except msgspec.DecodeError:
+                    continue
+                try:
+                    await self.apply([StatusSummary.of(status)], load_missing=False)
+                except UpstreamError as exc:
+                    log.warning("could not apply a followed status: %s", exc)
+
+    async def apply(self, statuses: Iterable[StatusSummary], *, load_missing: bool = True) -> None:
+        """Apply stored statuses to their jobs: heartbeats extend leases, final statuses finish
+        jobs; then store the commits that moved. `load_missing` loads a key this process has
+        not seen (a status posted here after a restart).
+
+        Raises:
+            UpstreamError: the log failed; what was finished stays finished, and the commits
+                are stored by the next commit of their keys.
+        """
+        now = trio.current_time()
+        touched: dict[str, KeyState] = {}
+        endings: dict[tuple[str, JobState], int] = {}  # counted once per post, not per job
+        try:
+            for status in statuses:
+                parsed = JobRef.parse(status.job_id)
+                if parsed is None:
+                    continue  # not one of ours (another dispatcher's id): stored, nothing to finish
+                ref, attempt = parsed
+                ending = ending_for_status(status.status)
+                if ending is None:
+                    ks = self.registry.get(ref.plugin_key)
+                    if ks is not None:
+                        # A heartbeat only ever moves a deadline later: the reaper need not know.
+                        ks.lanes.heartbeat(
+                            ref,
+                            attempt,
+                            now=now,
+                            lease_seconds=self.settings.lease_seconds,
+                            max_job_seconds=self.settings.max_job_seconds,
+                        )
+                    continue
+                ks = self.registry.get(ref.plugin_key)
+                if ks is not None and ks.lanes.finish_leased(ref, ending):
+                    finished = True  # the usual case: a job leased here
+                else:
+                    if ks is None and load_missing:
+                        ks = await self.registry.state_for_job(ref)
+                    if ks is None or ks.lanes.is_finished(ref):
+                        continue  # a key we do not know, or a status for a job already done
+                    if not ks.lanes.holds(ref):
+                        # Not handed out here: a late status after a restart, or a forged id. An
+                        # offset the log has not reached yet cannot have been handed out by anyone.
+                        end = (await self.log.offsets([ref.tp])).get(ref.tp, (0, 0))[1]
+                        if ref.offset >= end:
+                            log.warning("ignoring a status for a job that cannot exist: %s", ref)
+                            continue
+                    finished = ks.lanes.finish(ref, ending)
+                if finished:
+                    counted = (ref.plugin_key, ending)
+                    endings[counted] = endings.get(counted, 0) + 1
+                    self._record_failure(ks, ending, status)
+                touched[ref.plugin_key] = ks
+        finally:
+            for (key, ending), count in endings.items():
+                self._count_endings(touched[key], ending, count)
+        for ks in touched.values():
+            if ks.polls and self.registry.reads(ks):
+                ks.wake()  # the window moved: a poll that waited on a full window may read
+            await self.registry.commit(ks)
+
+    async def store_own_failure(self, ks: KeyState, job: Job, status: StatusEvent) -> None:
+        """Store a final status the dispatcher authors itself for a job (the `error-timeout` of
+        a job out of attempts) and finish the job with it.
+
+        Raises:
+            UpstreamError: the log failed; the job is not finished.
+        """
+        await self.log.append(prepare_status(self.prefix, status))
+        ks.lanes.store_failed(job)
+        summary = StatusSummary.of(status)
+        self._count_endings(ks, JobState.CRITICAL_FAILURE, 1)
+        self._record_failure(ks, JobState.CRITICAL_FAILURE, summary)
+
+    def _count_endings(self, ks: KeyState, ending: JobState, count: int) -> None:
+        """`count` jobs of `ks` ended in `ending`: the key's counts, history and metrics."""
+        ks.finished[ending.value] += count
+        failed = ending in _FAILED_ENDINGS
+        ks.history.add("failed" if failed else "done", count)
+        self.metrics.child(self.metrics.finished, ks.params.name, ending.value).inc(count)
+
+    def _record_failure(self, ks: KeyState, ending: JobState, status: StatusSummary) -> None:
+        """Keep a job that ended badly for `azuld status` and the dashboard."""
+        if ending in _FAILED_ENDINGS:
+            ks.failures.append(
+                PluginFailure(
+                    at=time.time(),
+                    sha256=status.sha256,
+                    status=status.status,
+                    error=status.error,
+                    message=status.message[-2000:],
+                )
+            )

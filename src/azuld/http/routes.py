@@ -1,0 +1,592 @@
+"""Every route azuld serves, each described once, in `ROUTES`.
+
+A `Route` is a method and a werkzeug rule; who may call it (`access`); who answers it: `hot`, a
+handler on the raw-ASGI path in front of Quart (`azuld.http.hot`), for the protocol's busy routes,
+or `quart`, a view Quart serves; and its OpenAPI description (`doc`). Everything else is made from
+this table: the hot router, Quart's URL map (`azuld.http.app`), the authorization
+(`azuld.http.steps.authorize` with the matched route's access) and `/openapi.json`
+(`azuld.http.openapi`).
+
+A `GET` route also answers `HEAD` (as werkzeug does); a `HEAD` route is listed only where its
+answer means more than the `GET`'s headers. A request that matches no route (404, 405, a
+redirect) needs the `admin` role when tokens are set (`NO_ROUTE`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from quart import Response
+
+from azuld.http import events, ops, streams, ui
+from azuld.http.asgi import HotHandler
+from azuld.http.auth import ADMIN_ONLY, INGEST, PLUGIN, PUBLIC, Access, allow
+from azuld.http.openapi import (
+    ACTION,
+    BOOL,
+    GO_BOOL,
+    MODEL,
+    NAME,
+    SHA256,
+    Doc,
+    Schema,
+    bare_reply,
+    document,
+    json_body,
+    json_reply,
+    param_ref,
+    path,
+    query,
+    ref,
+    text_reply,
+)
+from azuld.http.steps import Services
+from azuld.models.responses import DataResponse, PostResponse
+
+__all__ = [
+    "NO_ROUTE",
+    "OPENAPI",
+    "PLUGIN_PART_PATTERN",
+    "ROUTES",
+    "QuartView",
+    "Route",
+]
+
+QuartView = Callable[..., Awaitable[Response]]  # (svc, **the rule's parts) -> Response
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One route: `method` and `rule` (werkzeug syntax, `<part>` matching one path segment),
+    who may call it, who serves it (exactly one of `hot` and `quart`) and its description."""
+
+    method: str
+    rule: str
+    access: Access
+    doc: Doc
+    hot: HotHandler | None = None
+    quart: QuartView | None = None
+
+    def __post_init__(self) -> None:
+        assert (self.hot is None) != (self.quart is None), f"{self.rule}: hot or quart"
+
+
+NO_ROUTE = ADMIN_ONLY
+
+
+# --- the pieces several routes share --------------------------------------------------------
+
+# `azuld.core.keys._PLUGIN_PART`: plugin names and versions.
+PLUGIN_PART_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,99}$"
+
+_STREAM = "/api/v3/stream/<source>/<label>/<sha256>"
+_BLOBS = allow(PLUGIN, INGEST)
+
+_PUBLISH = allow(
+    INGEST,
+    by_model={
+        "status": (PLUGIN,),
+        "plugin": (PLUGIN,),
+        "binary": (INGEST, PLUGIN),
+        "download": (INGEST, PLUGIN),
+    },
+)
+_POST_EVENTS_BODY = json_body(
+    ref("EventOrEvents"), "One event, or a JSON array of events, of the model named by `model`."
+)
+_POST_EVENTS_REPLIES = {
+    "200": json_reply(
+        "Stored: every valid event is durable in the log. Invalid ones are in `failures`.",
+        PostResponse,
+    )
+}
+_POST_EVENTS_ERRORS = (400, 408, 413, 422, 425, 503, 507)
+_POST_QUERY = (
+    query(
+        "avro-format",
+        BOOL,
+        "Refused (422) when `true` or `1`: azuld takes JSON only (other values are false, as Go "
+        "compares POST flags).",
+    ),
+)
+
+_FETCH = allow(PLUGIN, reset_needs_admin=True)
+_FETCH_QUERY = (
+    query(
+        "name",
+        {"type": "string", "pattern": PLUGIN_PART_PATTERN},
+        "The plugin (consumer) name; part of the plugin key.",
+        required=True,
+    ),
+    query(
+        "version",
+        {"type": "string", "anyOf": [{"const": ""}, {"pattern": PLUGIN_PART_PATTERN}]},
+        "The plugin version; part of the plugin key (a new version replays history).",
+    ),
+    query("deployment_key", {"type": "string"}, "Accepted for compatibility; unused."),
+    query(
+        "count",
+        {"type": "integer", "default": 1},
+        "At most this many events; below 1 is 1, above `dispatch.max_count` is that.",
+    ),
+    query(
+        "deadline",
+        {"type": "number", "minimum": 0},
+        "Long-poll budget in seconds (fractions allowed); default "
+        "`dispatch.default_deadline_seconds`; 0 and anything above "
+        "`dispatch.max_deadline_seconds` mean that maximum.",
+    ),
+    query("avro-format", BOOL, "Refused (422) when true: azuld speaks JSON only." + GO_BOOL),
+    query("is-task", BOOL, "Ignored: the path says active or passive." + GO_BOOL),
+    query("r-expedite", BOOL, "Take the expedite lane (model binary only)." + GO_BOOL),
+    query(
+        "r-live", BOOL, "Take the live lane (events from when the key was first seen)." + GO_BOOL
+    ),
+    query("r-historic", BOOL, "Take the historic lane (from the start)." + GO_BOOL),
+    query(
+        "r-source",
+        {"type": "array", "items": {"type": "string", "pattern": "^[^.]+$"}},
+        "Only these sources (repeated); part of the plugin key.",
+    ),
+    query(
+        "r-action",
+        {"type": "array", "items": ACTION},
+        "Only these binary actions (repeated); part of the plugin key.",
+    ),
+    query("d-action", {"type": "array", "items": ACTION}, "Drop these binary actions (repeated)."),
+    query(
+        "r-content",
+        BOOL,
+        "Only sourced and extracted events with a content stream; not with r-action or d-action."
+        + GO_BOOL,
+    ),
+    query(
+        "r-under-content-size",
+        {"type": "integer", "minimum": 0},
+        "Drop events whose content is larger than this (0: no limit).",
+    ),
+    query(
+        "r-over-content-size",
+        {"type": "integer", "minimum": 0},
+        "Drop events whose content is smaller than this (0: no limit).",
+    ),
+    query(
+        "r-streams",
+        {"type": "array", "items": {"type": "string", "pattern": "^[^,]+(,.*)?$"}},
+        "`label,format-prefix,...` (repeated): require a stream with this label (or `*`) whose "
+        "file_format starts with one of the prefixes.",
+    ),
+    query("d-self", BOOL, "Drop events authored by this plugin." + GO_BOOL),
+    query("max-security", {"type": "string"}, "Accepted; not enforced yet."),
+    query("reset", BOOL, "Forget this key's progress first (admin role)." + GO_BOOL),
+    query("debug", BOOL, "A separate plugin key (flag `D`) for debugging." + GO_BOOL),
+)
+_FETCH_REPLIES: dict[str, Schema] = {
+    "200": {
+        **bare_reply(
+            "Up to `count` events, after waiting at most `deadline`. During a backend outage the "
+            "reply is still 200, with `info.ready` false."
+        ),
+        "content": {
+            "multipart/form-data": {
+                "schema": ref("FetchReply"),
+                "encoding": {
+                    "info": {"contentType": "application/octet-stream"},
+                    "events": {"contentType": "application/octet-stream"},
+                },
+            }
+        },
+    }
+}
+_FETCH_ERRORS = (404, 422, 429, 503)
+
+_UPLOAD_BODY = {
+    "required": True,
+    "description": "The blob, raw (any Content-Type); streamed to disk while it is hashed.",
+    "content": {"application/octet-stream": {"schema": {}}},
+}
+_UPLOAD_REPLIES = {
+    "200": json_reply(
+        "Stored under `<source>/<label>/<sha256>`: its hashes and file type (`label` is always "
+        "`content`, whatever the URL label).",
+        DataResponse,
+    )
+}
+_UPLOAD_ERRORS = (400, 408, 413, 503, 507)
+_OCTETS: Schema = {"application/octet-stream": {"schema": {}}}
+_ACCEPT_RANGES = {"Accept-Ranges": {"schema": {"const": "bytes"}}}
+_RANGE_HEADER = {
+    "name": "Range",
+    "in": "header",
+    "description": "One range: `bytes=<first>-<last>`, `bytes=<first>-` or `bytes=-<suffix>`.",
+    "schema": {"type": "string", "pattern": "^bytes=([0-9]+-[0-9]*|-[0-9]+)$"},
+}
+_STREAM_PARAMS = (param_ref("Source"), param_ref("Label"), param_ref("Sha256"))
+
+
+async def _dashboard(svc: Services) -> Response:
+    return await ui.dashboard()
+
+
+async def _openapi_json(svc: Services) -> Response:
+    return Response(_OPENAPI_JSON, content_type="application/json")
+
+
+# --- the table ------------------------------------------------------------------------------
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/api/v2/event",
+        _PUBLISH,
+        Doc(
+            "postEvents",
+            "Publish events",
+            "events",
+            _POST_EVENTS_REPLIES,
+            _POST_EVENTS_ERRORS,
+            parameters=(
+                query("model", MODEL, "The model of the posted events.", required=True),
+                query(
+                    "include_ok",
+                    BOOL,
+                    "Return the stored events in `ok` (only `true` and `1` count as true).",
+                ),
+                *_POST_QUERY,
+            ),
+            body=_POST_EVENTS_BODY,
+            description=(
+                "Registrations (`plugin`), heartbeats and results (`status`), sourced binaries "
+                "(`binary`) and the other models."
+            ),
+        ),
+        hot=events.post_events,
+    ),
+    Route(
+        "GET",
+        "/api/v2/event/<model>/<mode>",
+        _FETCH,
+        Doc(
+            "fetchEvents",
+            "Fetch events: jobs (active) or a feed (passive)",
+            "events",
+            _FETCH_REPLIES,
+            _FETCH_ERRORS,
+            parameters=(
+                path("model", MODEL, "The model to fetch."),
+                path(
+                    "mode",
+                    {"enum": ["active", "passive"]},
+                    "`active`: binary events carry `dequeued` and are leased; `passive`: "
+                    "no leases.",
+                ),
+                *_FETCH_QUERY,
+            ),
+        ),
+        hot=events.fetch_events,
+    ),
+    Route(
+        "POST",
+        "/api/v3/stream/<source>/<label>",
+        _BLOBS,
+        Doc(
+            "uploadStream",
+            "Upload a blob",
+            "streams",
+            _UPLOAD_REPLIES,
+            _UPLOAD_ERRORS,
+            parameters=(
+                param_ref("Source"),
+                param_ref("Label"),
+                query(
+                    "skip-identify",
+                    BOOL,
+                    "Only hash sha256 (needs `expected-sha256`)." + GO_BOOL,
+                ),
+                query("expected-sha256", SHA256, "400 unless the body has this sha256."),
+            ),
+            body=_UPLOAD_BODY,
+        ),
+        quart=streams.upload,
+    ),
+    Route(
+        "GET",
+        _STREAM,
+        _BLOBS,
+        Doc(
+            "downloadStream",
+            "Download a blob, whole or one range",
+            "streams",
+            {
+                "200": {
+                    **bare_reply(
+                        "The whole blob.",
+                        {
+                            **_ACCEPT_RANGES,
+                            "Content-Length": {"schema": {"type": "integer", "minimum": 0}},
+                        },
+                    ),
+                    "content": _OCTETS,
+                },
+                "206": {
+                    **bare_reply(
+                        "The requested range.",
+                        {
+                            **_ACCEPT_RANGES,
+                            "Content-Length": {"schema": {"type": "integer", "minimum": 1}},
+                            "Content-Range": {
+                                "required": True,
+                                "schema": {
+                                    "type": "string",
+                                    "pattern": "^bytes [0-9]+-[0-9]+/[0-9]+$",
+                                },
+                            },
+                        },
+                    ),
+                    "content": _OCTETS,
+                },
+            },
+            (400, 404, 416, 503),
+            parameters=(*_STREAM_PARAMS, _RANGE_HEADER),
+        ),
+        hot=streams.download,
+    ),
+    Route(
+        "HEAD",
+        _STREAM,
+        _BLOBS,
+        Doc(
+            "hasStream",
+            "Whether a blob exists",
+            "streams",
+            {
+                "200": bare_reply("It exists (empty body)."),
+                "404": bare_reply("It does not (empty body)."),
+            },
+            (400, 503),
+            parameters=_STREAM_PARAMS,
+        ),
+        hot=streams.download,
+    ),
+    # The seed document's names: aliases of the routes above (docs/protocol.md).
+    Route(
+        "POST",
+        "/api/v1/events/plugin",
+        allow(PLUGIN),
+        Doc(
+            "seedRegisterPlugin",
+            "Register a plugin (= POST /api/v2/event?model=plugin)",
+            "seed aliases",
+            _POST_EVENTS_REPLIES,
+            _POST_EVENTS_ERRORS,
+            parameters=_POST_QUERY,
+            body=_POST_EVENTS_BODY,
+        ),
+        hot=events.v1_register,
+    ),
+    Route(
+        "GET",
+        "/api/v1/processing/<entity_type>",
+        _FETCH,
+        Doc(
+            "seedGetJob",
+            "Get jobs (= GET /api/v2/event/{entity_type}/active)",
+            "seed aliases",
+            _FETCH_REPLIES,
+            _FETCH_ERRORS,
+            parameters=(path("entity_type", MODEL, "The model to fetch."), *_FETCH_QUERY),
+        ),
+        hot=events.v1_get_job,
+    ),
+    Route(
+        "POST",
+        "/api/v1/processing/<entity_type>",
+        allow(PLUGIN),
+        Doc(
+            "seedPostStatus",
+            "Post heartbeats and results (= POST /api/v2/event?model=status)",
+            "seed aliases",
+            _POST_EVENTS_REPLIES,
+            _POST_EVENTS_ERRORS,
+            parameters=(
+                path("entity_type", {"type": "string"}, "The jobs' model (not checked)."),
+                *_POST_QUERY,
+            ),
+            body=_POST_EVENTS_BODY,
+        ),
+        hot=events.v1_post_status,
+    ),
+    Route(
+        "POST",
+        "/api/v1/data/<sha256>",
+        _BLOBS,
+        Doc(
+            "seedUpload",
+            "Upload a blob (= POST /api/v3/stream/{source}/{label}?expected-sha256={sha256})",
+            "seed aliases",
+            _UPLOAD_REPLIES,
+            _UPLOAD_ERRORS,
+            parameters=(
+                path("sha256", SHA256, "The blob's sha256 (400 unless the body has it)."),
+                query("source", {**NAME, "default": "default"}, "The source name."),
+                query("label", {**NAME, "default": "content"}, "The stream label."),
+                query("skip-identify", BOOL, "Only hash sha256." + GO_BOOL),
+            ),
+            body=_UPLOAD_BODY,
+        ),
+        quart=streams.v1_upload,
+    ),
+    Route(
+        "GET",
+        "/",
+        PUBLIC,
+        Doc(
+            "root",
+            "Liveness, as Go answers it: `Azul Dispatcher`",
+            "operations",
+            {"200": text_reply("`Azul Dispatcher`")},
+        ),
+        quart=ops.root,
+    ),
+    Route(
+        "GET",
+        "/healthz",
+        PUBLIC,
+        Doc(
+            "healthz",
+            "Liveness",
+            "operations",
+            {"200": json_reply("The process answers.", ops.Health)},
+        ),
+        quart=ops.healthz,
+    ),
+    Route(
+        "GET",
+        "/readyz",
+        PUBLIC,
+        Doc(
+            "readyz",
+            "Readiness: the event log and the blob store are usable",
+            "operations",
+            {
+                "200": json_reply("Ready.", ops.Readiness),
+                "503": json_reply("Not ready; `reasons` say why.", ops.Readiness),
+            },
+        ),
+        quart=ops.readyz,
+    ),
+    Route(
+        "GET",
+        "/metrics",
+        PUBLIC,
+        Doc(
+            "metrics",
+            "Prometheus metrics (text exposition format)",
+            "operations",
+            {"200": text_reply("The metrics.")},
+            (503,),
+        ),
+        quart=ops.metrics,
+    ),
+    Route(
+        "GET",
+        "/api/azuld/v1/plugins",
+        ADMIN_ONLY,
+        Doc(
+            "plugins",
+            "Plugin keys on this instance: lanes, lag, in flight, done, failures",
+            "introspection",
+            {"200": json_reply("The plugin keys.", ref("Plugins"))},
+            (503,),
+        ),
+        quart=ops.plugins,
+    ),
+    Route(
+        "GET",
+        "/api/azuld/v1/sources/<source>",
+        ADMIN_ONLY,
+        Doc(
+            "sourceTree",
+            "A source's binaries as a tree, with the features plugins found",
+            "introspection",
+            {"200": json_reply("The tree.", ref("SourceTree"))},
+            (400, 503),
+            parameters=(param_ref("Source"),),
+        ),
+        quart=ops.source,
+    ),
+    Route(
+        "GET",
+        "/api/azuld/v1/failed",
+        ADMIN_ONLY,
+        Doc(
+            "failedJobs",
+            "Dead letters: jobs that ended in an error status, newest first",
+            "introspection",
+            {"200": json_reply("The failed jobs.", ref("FailedJobs"))},
+            (400, 503),
+            parameters=(
+                query("plugin", {"type": "string"}, "Only this plugin's (by name)."),
+                query("limit", {"type": "integer", "default": 200}, "At most this many."),
+            ),
+        ),
+        quart=ops.failed,
+    ),
+    Route(
+        "POST",
+        "/api/azuld/v1/reoffer",
+        ADMIN_ONLY,
+        Doc(
+            "reoffer",
+            "Put jobs back in front of their plugin key (recorded in `system.reoffer`)",
+            "introspection",
+            {"200": json_reply("What became of each job id.", ref("Reoffered"))},
+            (400, 408, 413, 503),
+            body=json_body(ops.ReoffersRequest),
+        ),
+        quart=ops.reoffer,
+    ),
+    Route(
+        "GET",
+        "/api/azuld/v1/reoffers",
+        ADMIN_ONLY,
+        Doc(
+            "reoffers",
+            "The audit trail of re-offered jobs, newest first",
+            "introspection",
+            {"200": json_reply("The re-offers.", ref("Reoffers"))},
+            (503,),
+        ),
+        quart=ops.reoffers,
+    ),
+    Route(
+        "GET",
+        "/ui",
+        ADMIN_ONLY,
+        Doc(
+            "dashboard",
+            "The dashboard (one self-contained HTML page)",
+            "introspection",
+            {"200": text_reply("The page.", "text/html")},
+        ),
+        quart=_dashboard,
+    ),
+    Route(
+        "GET",
+        "/openapi.json",
+        PUBLIC,
+        Doc(
+            "openapi",
+            "This document",
+            "operations",
+            {"200": json_reply("OpenAPI 3.1.", {"type": "object"})},
+        ),
+        quart=_openapi_json,
+    ),
+)
+
+OPENAPI: dict[str, Any] = document(ROUTES)
+_OPENAPI_JSON = msgspec.json.encode(OPENAPI)

@@ -1,0 +1,99 @@
+"""azuld's own admin API (`/api/azuld/v1/...`): what `plugins`, `failed`, `reoffer` and `reoffers`
+reply, and the re-offer record kept in `system.reoffer`.
+
+Field order is the order of the JSON keys; the CLI, the dashboard and the tests read these keys.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from azuld.models.events import BinaryEvent
+
+__all__ = [
+    "FailedJob",
+    "PluginFailure",
+    "PluginKeySummary",
+    "Reoffer",
+    "ReofferOutcome",
+    "ReofferRecord",
+]
+
+
+class Reoffer(msgspec.Struct, kw_only=True):
+    """A job put back in front of one plugin key by an admin (`system.reoffer`; the audit trail)."""
+
+    plugin_key: str
+    job_id: str
+    by: str
+    at: datetime
+    event: BinaryEvent
+
+
+class ReofferOutcome(msgspec.Struct, kw_only=True):
+    """What became of one job id of a re-offer request: `plugin_key` if it was re-offered, else
+    the `reason` why not."""
+
+    job_id: str
+    ok: bool
+    reason: str | msgspec.UnsetType = msgspec.UNSET
+    plugin_key: str | msgspec.UnsetType = msgspec.UNSET
+
+
+class ReofferRecord(msgspec.Struct, kw_only=True):
+    """One line of the re-offer audit trail: who re-offered which job to which key, and when."""
+
+    at: str  # ISO 8601, as `datetime.isoformat` writes it
+    by: str
+    plugin_key: str
+    job_id: str
+    sha256: str
+
+
+class FailedJob(msgspec.Struct, kw_only=True):
+    """A dead letter: a job that ended in an error status (the plugin's, or azuld's
+    `error-timeout` after the last attempt)."""
+
+    job_id: str
+    plugin: str
+    version: str
+    status: str
+    error: str
+    message: str  # the last line of the status's message
+    sha256: str
+    source: str
+    at: str  # the status's timestamp, ISO 8601 as `datetime.isoformat` writes it
+
+
+class PluginFailure(msgspec.Struct, frozen=True, kw_only=True):
+    """A job that ended badly, kept for `azuld status` and the dashboard."""
+
+    at: float  # wall-clock seconds
+    sha256: str
+    status: str
+    error: str
+    message: str
+
+
+class PluginKeySummary(msgspec.Struct, kw_only=True):
+    """One plugin key as this instance serves it: lanes, lag, in flight, done, recent failures."""
+
+    key: str
+    name: str
+    version: str
+    model: str
+    active: bool
+    lanes: list[str]
+    lag: dict[str, int]  # per lane: events not finished yet
+    queued: int
+    in_flight: int
+    fetched: int
+    finished: dict[str, int]  # per ending (and `cached`: answered from the replay cache)
+    errors_last_hour: int
+    replayed: int
+    replay_saved_seconds: float
+    last_seen: float  # wall-clock seconds of the last fetch; 0 if none
+    recent_failures: list[PluginFailure]  # the newest ten, oldest first
+    history: list[dict[str, int]]  # per minute of the last hour: `minute` and the counts

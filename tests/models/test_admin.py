@@ -1,0 +1,78 @@
+"""The admin API's replies as JSON: the keys, their order and their value formats are what the CLI,
+the dashboard and scripts read."""
+
+from __future__ import annotations
+
+import msgspec
+
+from azuld.models.admin import (
+    FailedJob,
+    PluginFailure,
+    PluginKeySummary,
+    ReofferOutcome,
+    ReofferRecord,
+)
+
+
+def test_a_reoffer_outcome_has_a_plugin_key_or_a_reason_never_both() -> None:
+    done = ReofferOutcome(job_id="j", ok=True, plugin_key="")
+    refused = ReofferOutcome(job_id="x", ok=False, reason="not an azuld job id")
+    assert msgspec.json.encode([done, refused]) == (
+        b'[{"job_id":"j","ok":true,"plugin_key":""},'
+        b'{"job_id":"x","ok":false,"reason":"not an azuld job id"}]'
+    )
+
+
+def test_failed_jobs_and_the_audit_trail_keep_their_keys_in_order() -> None:
+    failed = FailedJob(
+        job_id="j",
+        plugin="P",
+        version="1",
+        status="error-exception",
+        error="boom",
+        message="last line",
+        sha256="ab",
+        source="s",
+        at="2026-11-29T10:00:00+00:00",
+    )
+    assert msgspec.json.encode(failed) == (
+        b'{"job_id":"j","plugin":"P","version":"1","status":"error-exception","error":"boom",'
+        b'"message":"last line","sha256":"ab","source":"s","at":"2026-11-29T10:00:00+00:00"}'
+    )
+    audit = ReofferRecord(
+        at="2026-11-29T10:00:00+00:00", by="me", plugin_key="k", job_id="j", sha256="ab"
+    )
+    assert msgspec.json.encode(audit) == (
+        b'{"at":"2026-11-29T10:00:00+00:00","by":"me","plugin_key":"k","job_id":"j","sha256":"ab"}'
+    )
+
+
+def test_a_key_summary_as_the_dashboard_reads_it() -> None:
+    summary = PluginKeySummary(
+        key="P-1",
+        name="P",
+        version="1",
+        model="binary",
+        active=True,
+        lanes=["reoffer", "live"],
+        lag={"reoffer": 0, "live": 3},
+        queued=1,
+        in_flight=2,
+        fetched=7,
+        finished={"completed": 4},
+        errors_last_hour=1,
+        replayed=0,
+        replay_saved_seconds=1.5,
+        last_seen=0.0,
+        recent_failures=[
+            PluginFailure(at=1.25, sha256="ab", status="error-input", error="e", message="m")
+        ],
+        history=[{"minute": 60, "fetched": 7}],
+    )
+    assert msgspec.json.encode(summary) == (
+        b'{"key":"P-1","name":"P","version":"1","model":"binary","active":true,'
+        b'"lanes":["reoffer","live"],"lag":{"reoffer":0,"live":3},"queued":1,"in_flight":2,'
+        b'"fetched":7,"finished":{"completed":4},"errors_last_hour":1,"replayed":0,'
+        b'"replay_saved_seconds":1.5,"last_seen":0.0,"recent_failures":[{"at":1.25,"sha256":"ab",'
+        b'"status":"error-input","error":"e","message":"m"}],"history":[{"minute":60,"fetched":7}]}'
+    )
