@@ -338,13 +338,26 @@ class LabelModel:
                 f"{' and '.join(self.render(label) for label in labels)} have no releasability "
                 "group in common: nobody may see their combination"
             )
+        markings = frozenset().union(*(label.markings for label in labels))
         combined = Label(
             max(label.classification for label in labels),
             frozenset().union(*(label.caveats for label in labels)),
             groups,
-            frozenset().union(*(label.markings for label in labels)),
+            markings,
         )
-        return self._normalise(combined, self.render(combined))
+        combined = self._normalise(combined, self.render(combined))
+        # The most restrictive marking stands for the others, unless that drops an enforced one
+        # (a deployment may rank a descriptive marking above an enforced one: TLP:RED above an
+        # enforced TLP:AMBER+STRICT): a combination never loses what one of its parts enforces.
+        kept = markings & self.enforced
+        if not kept <= combined.markings:
+            combined = Label(
+                combined.classification,
+                combined.caveats,
+                combined.releasability,
+                combined.markings | kept,
+            )
+        return combined
 
     def render(self, label: Label | Clearance) -> str:
         """The canonical string: classification, caveats, `REL:A,B`, markings (config order)."""
@@ -361,15 +374,15 @@ class LabelModel:
     def can_access(self, clearance: Clearance, label: Label) -> bool:
         """Whether `clearance` may see `label`: the label's classification is at or below the
         clearance's, the clearance holds every caveat of the label, shares at least one of its
-        releasability groups (if it has any) and holds its enforced marking (if any)."""
+        releasability groups (if it has any) and holds its enforced markings (if any: one, but
+        a combination of labels may carry several)."""
         if label.classification > clearance.classification:
             return False
         if not label.caveats <= clearance.caveats:
             return False
         if label.releasability and label.releasability.isdisjoint(clearance.releasability):
             return False
-        enforced = label.markings & self.enforced
-        return not (enforced and enforced.isdisjoint(clearance.markings))
+        return label.markings & self.enforced <= clearance.markings
 
 
 class AccessDecisions:
