@@ -56,6 +56,27 @@ class Metrics:
             ["plugin", "state"],
             registry=r,
         )
+        self.not_stored = Counter(
+            "azuld_statuses_not_stored_total",
+            "Final statuses acknowledged but not stored: their job's was already (a plugin that "
+            "posted again, or a job offered again after its dispatcher died)",
+            ["plugin"],
+            registry=r,
+        )
+        self.multiplugin_statuses = Counter(
+            "azuld_multiplugin_statuses_total",
+            "Final statuses of a runner plugin's multiplugins (they do not end the job), by the "
+            "plugin key's plugin and state",
+            ["plugin", "state"],
+            registry=r,
+        )
+        self.handed_over = Counter(
+            "azuld_leases_handed_over_total",
+            "Leases handed over with their partitions to another instance (given) or taken over "
+            "from one (taken)",
+            ["direction"],
+            registry=r,
+        )
         self.leases_expired = Counter(
             "azuld_leases_expired_total",
             "Leases that ran out without a heartbeat or status",

@@ -153,6 +153,9 @@ class DispatchSettings:
     historic_share: float = setting(0.0, check=checks.between(0, 1), reload=True)
     max_events_per_post: int = setting(1000, check=checks.at_least(1), reload=True)
     max_polls_per_key: int = setting(200, check=checks.at_least(1), reload=True)
+    # How long every instance remembers the final statuses stored anywhere (so that a job is
+    # neither offered nor stored twice when its partition moves). Sized when the daemon starts.
+    finished_memory_seconds: float = setting(600.0, check=checks.at_least(0))
 
 
 @dataclass(frozen=True, slots=True)

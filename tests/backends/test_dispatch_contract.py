@@ -12,6 +12,8 @@ import msgspec
 import pytest
 import trio
 
+from azuld.core.delivery import JobRef
+from azuld.core.finished import MAIN
 from azuld.core.params import parse_consume_params
 from azuld.dispatch import Dispatcher
 from azuld.models.events import Author, BinaryEvent, StatusEntity, StatusEvent
@@ -100,9 +102,11 @@ async def test_expired_lease_is_offered_again(dispatcher: Dispatcher) -> None:
     assert again.dequeued.endswith("|1")
 
 
-async def test_restart_reoffers_exactly_the_unfinished(
+async def test_restart_reoffers_exactly_the_unfinished_as_new_attempts(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path, topic_prefix: str
 ) -> None:
+    # A dispatcher that stops is gone: its leased jobs are offered again when it starts (as new
+    # attempts: their first plugins may still report), finished jobs never.
     path = tmp_path / "events.sqlite3"
     settings = DispatchSettings(lease_seconds=60.0, read_ahead=16)
     async with open_log(backend, request, path, topic_prefix) as log:
@@ -122,5 +126,12 @@ async def test_restart_reoffers_exactly_the_unfinished(
             await nursery.start(dispatcher.run)
             again = await fetch_n(dispatcher, 3, count="6")
             assert await fetch(dispatcher, count="6") == []
+            # A first plugin reports after the restart: answered, not stored again.
+            await complete(dispatcher, jobs[1])
+            assert dispatcher.statuses.registry.finished.seen(
+                JobRef.parse(jobs[1].dequeued)[0],
+                MAIN,  # type: ignore[index]
+            )
             nursery.cancel_scope.cancel()
     assert {j.entity.sha256 for j in again} == unfinished
+    assert {j.dequeued.rsplit("|", 1)[1] for j in again} == {"1"}  # a new attempt

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from azuld.core.delivery import JobRef, TopicPartition
-from azuld.core.finished import RecentlyFinished
+from azuld.core.finished import MAIN, RecentlyFinished
 
 TP = TopicPartition("azul.t.s.binary.sourced", 1)
 
@@ -29,10 +29,10 @@ def test_a_final_status_is_known_once_per_author() -> None:
 def test_a_new_owner_finds_what_the_main_plugin_finished_above_the_commit() -> None:
     index = RecentlyFinished(keep_seconds=60)
     for offset in (3, 7, 9):
-        index.add(ref(offset), "Unbox", now=0)
+        index.add(ref(offset), MAIN, now=0)
     index.add(ref(8), "Unbox-sevenzip", now=0)  # a multiplugin alone does not finish the job
-    assert index.finished_in("Unbox-1", "live", TP, "Unbox", at_or_above=5) == [7, 9]
-    assert index.finished_in("Unbox-1", "historic", TP, "Unbox", at_or_above=0) == []
+    assert index.finished_in("Unbox-1", "live", TP, at_or_above=5) == [7, 9]
+    assert index.finished_in("Unbox-1", "historic", TP, at_or_above=0) == []
 
 
 def test_entries_are_forgotten_after_keep_seconds_and_past_the_bound() -> None:
@@ -49,4 +49,4 @@ def test_entries_are_forgotten_after_keep_seconds_and_past_the_bound() -> None:
     assert all(index.seen(ref(o), "P") for o in (3, 4, 5))
     index.prune(now=100)
     assert len(index) == 0
-    assert index.finished_in("Unbox-1", "live", TP, "P", 0) == []
+    assert index.finished_in("Unbox-1", "live", TP, 0) == []

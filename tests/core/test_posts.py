@@ -36,7 +36,12 @@ def test_status_summary_takes_what_applying_a_status_needs() -> None:
         entity=StatusEntity(input=job, status="error-input", error="e", message="m"),
     )
     assert StatusSummary.of(event) == StatusSummary(
-        job_id="azd1|k|live|t|0|5|1", status="error-input", sha256=sha("a"), error="e", message="m"
+        job_id="azd1|k|live|t|0|5|1",
+        status="error-input",
+        sha256=sha("a"),
+        error="e",
+        message="m",
+        author="P",
     )
 
 
@@ -61,7 +66,13 @@ def test_a_completed_status_brings_its_results_and_then_its_replay_entry() -> No
     assert [result.entity.sha256 for result in entry.results] == [sha("c")]
     assert post.statuses == [
         StatusSummary(
-            job_id="azd1|k|live|t|0|5|1", status="completed", sha256=sha("a"), error="", message=""
+            job_id="azd1|k|live|t|0|5|1",
+            status="completed",
+            sha256=sha("a"),
+            error="",
+            message="",
+            author="P",
+            version="1",
         )
     ]
     assert (post.total_ok, post.failures, dict(post.authors)) == (1, [], {"P": 1})

@@ -72,7 +72,8 @@ def test_a_key_summary_as_the_dashboard_reads_it() -> None:
     assert msgspec.json.encode(summary) == (
         b'{"key":"P-1","name":"P","version":"1","model":"binary","active":true,'
         b'"lanes":["reoffer","live"],"lag":{"reoffer":0,"live":3},"queued":1,"in_flight":2,'
-        b'"fetched":7,"finished":{"completed":4},"errors_last_hour":1,"replayed":0,'
+        b'"fetched":7,"finished":{"completed":4},"multiplugins":{},"errors_last_hour":1,'
+        b'"replayed":0,'
         b'"replay_saved_seconds":1.5,"last_seen":0.0,"recent_failures":[{"at":1.25,"sha256":"ab",'
         b'"status":"error-input","error":"e","message":"m"}],"history":[{"minute":60,"fetched":7}]}'
     )

@@ -474,6 +474,22 @@ class PluginLanes:
             if note.offset >= cursor.position and note.offset not in cursor._finished_above:
                 cursor.expected[note.offset] = note
 
+    def finished_elsewhere(self, lane: str, tp: TopicPartition, offsets: Iterable[int]) -> None:
+        """Offsets another instance finished (their statuses are stored) that the commit this
+        partition was assigned from does not show yet: they are skipped when read."""
+        cursor = self.cursors[lane][tp]
+        for offset in offsets:
+            cursor.finish(offset)
+
+    def renew_leases(self, jobs: Iterable[Job], *, now: float, lease_seconds: float) -> None:
+        """Count the leases of `jobs` from `now`: when the answer carrying them is sent, not when
+        they were taken (a fetch that waits for more jobs holds the first ones meanwhile, and a
+        plugin must get its whole lease). Jobs no longer leased as handed out are left alone."""
+        for job in jobs:
+            if self._leased.get(job.ref) is job and job.state is JobState.LEASED:
+                job.leased_at = now
+                self._lease(job, now + lease_seconds)
+
     def leases_on(self, lane: str, tp: TopicPartition) -> list[LeaseNote]:
         """The leases of one partition, to hand over: those held here, and those handed over
         to this instance whose offsets it has not read yet."""
@@ -707,6 +723,15 @@ class PluginLanes:
             cursor = self.cursors.get(lane, {}).get(tp)
             if cursor is not None:
                 cursor.dirty = True
+
+    def all_commits(self) -> dict[tuple[str, TopicPartition], Commit]:
+        """Every partition's commit as it stands (stopping: hand-outs move no commit)."""
+        out: dict[tuple[str, TopicPartition], Commit] = {}
+        for lane, cursors in self.cursors.items():
+            for tp, cursor in cursors.items():
+                cursor.dirty = False
+                out[(lane, tp)] = cursor.commit()
+        return out
 
     def dirty_commits(self) -> dict[tuple[str, TopicPartition], Commit]:
         """Commits that moved since the last call, by (lane, partition)."""

@@ -22,7 +22,11 @@ from collections import deque
 
 from azuld.core.delivery import JobRef, TopicPartition
 
-__all__ = ["RecentlyFinished"]
+__all__ = ["MAIN", "RecentlyFinished"]
+
+MAIN = ""
+"""The author recorded for a job's main status (the plugin key's own plugin): the one that
+finishes the job. A multiplugin's status is recorded under its own name."""
 
 _Partition = tuple[str, str, TopicPartition]  # plugin key, lane, partition
 
@@ -41,7 +45,8 @@ class RecentlyFinished:
         return len(self._order)
 
     def add(self, ref: JobRef, author: str, now: float) -> bool:
-        """Remember that `author`'s final status for `ref` is stored; `False` if it was known."""
+        """Remember that `author`'s final status for `ref` is stored (`MAIN` for the key's own
+        plugin); `False` if it was known."""
         part = (ref.plugin_key, ref.lane, ref.tp)
         offsets = self._by_partition.setdefault(part, {})
         authors = offsets.get(ref.offset, ())
@@ -58,12 +63,12 @@ class RecentlyFinished:
         return offsets is not None and author in offsets.get(ref.offset, ())
 
     def finished_in(
-        self, plugin_key: str, lane: str, tp: TopicPartition, author: str, at_or_above: int
+        self, plugin_key: str, lane: str, tp: TopicPartition, at_or_above: int
     ) -> list[int]:
-        """Offsets of one partition at or above `at_or_above` that `author` (the key's plugin)
-        finished: a new owner marks them finished before it reads the partition."""
+        """Offsets of one partition at or above `at_or_above` whose main status is stored: a new
+        owner marks them finished before it reads the partition."""
         offsets = self._by_partition.get((plugin_key, lane, tp), {})
-        return sorted(o for o, authors in offsets.items() if o >= at_or_above and author in authors)
+        return sorted(o for o, authors in offsets.items() if o >= at_or_above and MAIN in authors)
 
     def prune(self, now: float) -> None:
         """Forget what is older than `keep_seconds`, and the oldest past `max_entries`."""

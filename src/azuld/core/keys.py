@@ -22,6 +22,7 @@ __all__ = [
     "binary_topic",
     "consumer_group",
     "expedite_topic",
+    "is_main_status",
     "is_valid_plugin_part",
     "plugin_kafka_key",
     "random_kafka_key",
@@ -47,6 +48,17 @@ def validate_name(kind: str, value: str) -> str:
             title="invalid name",
         )
     return value
+
+
+def is_main_status(plugin_key: str, author_name: str, plugin_name: str | None = None) -> bool:
+    """Whether a status for a job of `plugin_key` is the key's own plugin's, not one of a runner
+    plugin's multiplugins (`Unbox-sevenzip`), which post their results under their own names
+    before the plugin's status ends the job. `plugin_name`: the key's plugin, when known; else
+    the key's `<name>-` prefix tells (versions are not compared: a plugin may fetch as `1` and
+    sign its statuses `1.0`)."""
+    if plugin_name is not None:
+        return author_name == plugin_name
+    return plugin_key.startswith(f"{author_name}-")
 
 
 def is_valid_plugin_part(value: str) -> bool:

@@ -10,7 +10,7 @@ goes to which topic).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,14 @@ from azuld.models.events import (
 )
 from azuld.models.responses import PostFailure
 
-__all__ = ["DECODERS", "PreparedPost", "StatusSummary", "decode_events", "prepare_post"]
+__all__ = [
+    "DECODERS",
+    "PreparedPost",
+    "StatusSummary",
+    "decode_events",
+    "decode_status_summary",
+    "prepare_post",
+]
 
 _encode = msgspec.json.Encoder().encode
 # The models azuld decodes into typed events; the others are stored as posted (`GenericEvent`).
@@ -62,12 +69,73 @@ class StatusSummary(msgspec.Struct, frozen=True, gc=False):
     sha256: str  # of the job's binary, and what a failure says
     error: str
     message: str
+    author: str = ""  # the posting plugin's name and version
+    version: str = ""
 
     @classmethod
     def of(cls, event: StatusEvent) -> StatusSummary:
         entity = event.entity
         job = entity.input
-        return cls(job.dequeued, entity.status, job.entity.sha256, entity.error, entity.message)
+        author = event.author
+        return cls(
+            job.dequeued,
+            entity.status,
+            job.entity.sha256,
+            entity.error,
+            entity.message,
+            author.name,
+            author.version,
+        )
+
+
+class _Sha(msgspec.Struct, frozen=True, gc=False):
+    sha256: str = ""
+
+
+class _Input(msgspec.Struct, gc=False):
+    dequeued: str = ""
+    entity: _Sha = _Sha()
+
+
+class _Ending(msgspec.Struct, gc=False):
+    input: _Input
+    status: str
+    error: str = ""
+    message: str = ""
+
+
+class _Who(msgspec.Struct, gc=False):
+    name: str
+    version: str = ""
+
+
+class _StatusHead(msgspec.Struct, gc=False):
+    """What a followed status is read for: its results, features and the rest are skipped."""
+
+    author: _Who
+    entity: _Ending
+
+
+_decode_head = msgspec.json.Decoder(_StatusHead).decode
+
+
+def decode_status_summary(value: bytes) -> StatusSummary | None:
+    """The summary of a stored status (another instance's, followed from the log), without
+    decoding its results; `None` for a value that is not a status."""
+    try:
+        head = _decode_head(value)
+    except msgspec.DecodeError:
+        return None
+    entity = head.entity
+    return StatusSummary(
+        entity.input.dequeued,
+        entity.status,
+        entity.input.entity.sha256,
+        entity.error,
+        entity.message,
+        head.author.name,
+        head.author.version,
+    )
 
 
 @dataclass(slots=True)
@@ -81,6 +149,7 @@ class PreparedPost:
     authors: Counter[str]  # valid events per author name
     statuses: list[StatusSummary]  # for model `status`: one per valid status
     configs: dict[tuple[str, str], str]  # for model `plugin`: (name, version) -> config digest
+    duplicates: int = 0  # valid statuses not stored: their job's final status already was
 
 
 def prepare_post(
@@ -91,6 +160,7 @@ def prepare_post(
     max_events: int,
     configs: Mapping[tuple[str, str], str],
     replay_min_runtime_seconds: float | None,
+    store: Callable[[StatusEvent], bool] | None = None,
 ) -> PreparedPost:
     """Decode, check and encode a posted body.
 
@@ -98,6 +168,9 @@ def prepare_post(
         configs: the config digest each (plugin, version) registered with (replay cache keys).
         replay_min_runtime_seconds: completed statuses of runs at least this long become replay
             cache entries; `None` when the cache is off.
+        store: for statuses, whether to store each valid one; one it refuses is acknowledged
+            (counted in `total_ok`, a post is idempotent) but neither stored nor acted on: the
+            final status of its job is stored already.
 
     Raises:
         BadRequest: empty body or unknown model.
@@ -131,6 +204,9 @@ def prepare_post(
             f"the following filters [], with {len(failures)} response failures which are: "
             f"[{'; '.join(f.error for f in failures)}]"
         )
+    total_ok = len(valid)
+    if store is not None and model == "status":
+        valid = [event for event in valid if store(event)]
     registered = (
         {(e.entity.name, e.entity.version): config_digest(e.entity.config) for e in valid}
         if model == "plugin"
@@ -151,7 +227,8 @@ def prepare_post(
         records=records,
         replay_values=replay_values,
         failures=failures,
-        total_ok=len(valid),
+        total_ok=total_ok,
+        duplicates=total_ok - len(valid),
         authors=Counter(
             event["author"]["name"] if isinstance(event, dict) else event.author.name
             for event in valid

@@ -176,6 +176,7 @@ class Admin:
                     errors_last_hour=sum(1 for f in ks.failures if f.at >= hour_ago),
                     replayed=ks.finished.get("cached", 0),
                     replay_saved_seconds=round(ks.replay_saved_seconds, 3),
+                    multiplugins=dict(ks.multiplugins),
                     last_seen=ks.last_seen,
                     recent_failures=list(ks.failures)[-10:],
                     history=ks.history.series(),

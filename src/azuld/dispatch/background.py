@@ -4,9 +4,20 @@ At start-up the replay cache is loaded; then, until cancelled: the log follower 
 long-polls the log's changes concern, the lease reaper (`leases.py`) expires leases, and on a log
 other instances share, the status and replay-cache followers (`statuses.py`, `replay.py`) apply
 what the other instances post.
+
+On a shared log (Kafka), partitions move between live instances. Before they do, the log calls
+`KeyRegistry.hand_over` (their leases are noted for the next owner, so plugins at work keep their
+jobs). At start-up an instance remembers the final statuses stored in the last
+`dispatch.finished_memory_seconds`, so that a partition it takes over from an instance that is
+gone offers nothing that was finished. An instance that stops is gone: its leased jobs are
+offered again at once by whoever holds their partitions next (itself, started again), as new
+attempts; a plugin that still reports one is answered, and the first final status is the one
+stored. Its commits are stored on the way out, so that they show how far its hand-outs got.
 """
 
 from __future__ import annotations
+
+import logging
 
 import trio
 
@@ -14,9 +25,15 @@ from azuld.dispatch.keys import KeyRegistry
 from azuld.dispatch.leases import Leases
 from azuld.dispatch.replay import Replay
 from azuld.dispatch.statuses import Statuses
+from azuld.errors import UpstreamError
 from azuld.ports import EventLog
 
 __all__ = ["Background"]
+
+# How long a stopping instance spends storing its commits.
+COMMIT_ON_STOP_SECONDS = 5.0
+
+log = logging.getLogger("azuld.dispatcher")
 
 
 class Background:
@@ -43,16 +60,35 @@ class Background:
             UpstreamError: the replay cache could not be loaded (before `started`).
         """
         await self.replay.load()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._follow_log)
-            if self.log.shared:
-                # Statuses and replay entries other instances add. On a log only this process
-                # writes, they would all be our own, applied already: following them would
-                # decode and apply every status twice.
-                nursery.start_soon(self.statuses.follow)
-                nursery.start_soon(self.replay.follow)
-            nursery.start_soon(self.leases.reap)
-            task_status.started()
+        shared = self.log.shared
+        if shared:
+            await self.statuses.remember_recent()
+            self.log.on_revoke(self.registry.hand_over)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._follow_log)
+                if shared:
+                    # Statuses and replay entries other instances add. On a log only this
+                    # process writes, they would all be our own, applied already: following them
+                    # would decode and apply every status twice.
+                    nursery.start_soon(self.statuses.follow)
+                    nursery.start_soon(self.replay.follow)
+                nursery.start_soon(self.leases.reap)
+                task_status.started()
+        finally:
+            if shared:
+                self.log.on_revoke(None)
+            with trio.CancelScope(shield=True), trio.move_on_after(COMMIT_ON_STOP_SECONDS):
+                await self._commit_everything()
+
+    async def _commit_everything(self) -> None:
+        """Store every key's position as it stands, hand-outs included: the next owner offers
+        what this instance leased as new attempts."""
+        for ks in list(self.registry.states.values()):
+            try:
+                await self.registry.store_commits(ks, ks.lanes.all_commits())
+            except UpstreamError as exc:
+                log.warning("could not store the commits of %s on stopping: %s", ks.params.key, exc)
 
     async def _follow_log(self) -> None:
         """Wake the long-polls the log's changes concern: those of keys with something to read

@@ -45,7 +45,7 @@ class Dispatcher:
         self.prefix = topic_prefix
         self.metrics = metrics or Metrics()
         self.blobs = blobs
-        self.registry = KeyRegistry(log, settings, topic_prefix)
+        self.registry = KeyRegistry(log, settings, topic_prefix, self.metrics)
         self.replay = Replay(
             log, topic_prefix, self.metrics, blobs, max_bytes=settings.replay_cache_bytes
         )

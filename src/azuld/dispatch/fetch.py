@@ -124,14 +124,20 @@ class Fetcher:
         # check) were not counted when they were first checked.
         self._admit(ks)
         ks.polls += 1
+        leased: list[Job] = []
         try:
             not_ready = await self._take_until(
-                ks, params, deadline, lease, skipped, events, not_ready
+                ks, params, deadline, lease, skipped, events, not_ready, leased
             )
         finally:
             ks.polls -= 1
             if ks.polls and ks.lanes.queued:
                 ks.wake()  # jobs this poll read but did not take: for those still waiting
+        if leased and lease is not None:
+            # The leases start now, as the answer goes out (taken, they lasted past the deadline).
+            now = trio.current_time()
+            ks.lanes.renew_leases(leased, now=now, lease_seconds=lease)
+            self.leases.added(now + lease)
         ks.fetched += len(events)
         if events:
             ks.history.add("fetched", len(events))
@@ -179,8 +185,11 @@ class Fetcher:
         skipped: Counter[str],
         events: list[bytes],
         not_ready: str,
+        leased: list[Job],
     ) -> str:
-        """Top up, take and commit until `count` jobs or the deadline; returns `not_ready`."""
+        """Top up, take and commit until `count` jobs or the deadline; returns `not_ready`.
+        Jobs handed out are leased until `lease` past the deadline (the caller counts their
+        leases from when it answers) and collected in `leased`."""
         cached: list[tuple[Job, CacheEntry]] = []
         judge = self._judge(params, cached)
         while True:
@@ -202,11 +211,13 @@ class Fetcher:
             handout = ks.lanes.take(
                 params.count - len(events),
                 now=now,
-                lease_seconds=lease,
+                lease_seconds=None if lease is None else max(deadline - now, 0.0) + lease,
                 skip_reason=judge,
                 historic_share=self.settings.historic_share if share is None else share,
             )
             events.extend(self._render(params, job) for job in handout.jobs)
+            if lease is not None:
+                leased += handout.jobs
             if handout.skipped:
                 skipped.update(handout.skipped)
             if cached:
@@ -218,8 +229,6 @@ class Fetcher:
                     not_ready = ",".join(params.lanes)
                     return not_ready
                 cached.clear()
-            if handout.jobs and lease is not None:
-                self.leases.added(now + lease)
             try:
                 dirty = ks.lanes.dirty_commits()  # skips and passive handouts move commits
                 if dirty:

@@ -10,6 +10,9 @@ follow this instance's share of the key's partitions, which a rebalance moves.
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -24,21 +27,32 @@ from azuld.core.delivery import (
     Job,
     JobRef,
     Lane,
+    LeaseNote,
     PluginLanes,
     ReadRequest,
     Snapshot,
     TopicPartition,
 )
+from azuld.core.finished import RecentlyFinished
+from azuld.core.handover import Handover, handover_key
 from azuld.core.keys import consumer_group, expedite_topic, system_topic
 from azuld.core.params import ConsumeParams
+from azuld.core.publish import Outgoing
+from azuld.metrics import Metrics
 from azuld.models.admin import PluginFailure
 from azuld.ports import EventLog
 from azuld.settings import DispatchSettings
+from azuld.topics import HANDOVER_TOPIC
 
 __all__ = ["History", "KeyRegistry", "KeyState"]
 
 # Failures kept per key for `azuld status` and the dashboard.
 RECENT_FAILURES = 50
+# Distinct multiplugin outcomes ("<author>: <status>") counted per key.
+MULTIPLUGIN_OUTCOMES = 100
+
+# The logger name operators filter on, one for the whole dispatcher (as before the split).
+log = logging.getLogger("azuld.dispatcher")
 
 
 @dataclass(slots=True)
@@ -74,6 +88,7 @@ class KeyState:
     unsaved_failures: list[Job] = field(default_factory=list)  # error-timeouts not stored yet
     replay_saved_seconds: float = 0.0
     failures: deque[PluginFailure] = field(default_factory=lambda: deque(maxlen=RECENT_FAILURES))
+    multiplugins: Counter[str] = field(default_factory=Counter)  # "<author>: <status>"
     history: History = field(default_factory=History)
     wakeup: trio.Event = field(default_factory=trio.Event)  # set when waiting polls may take
 
@@ -81,16 +96,33 @@ class KeyState:
         self.wakeup.set()
         self.wakeup = trio.Event()
 
+    def count_multiplugin(self, author: str, status: str) -> None:
+        outcome = f"{author}: {status}"
+        if outcome in self.multiplugins or len(self.multiplugins) < MULTIPLUGIN_OUTCOMES:
+            self.multiplugins[outcome] += 1
+
 
 class KeyRegistry:
     """The plugin keys this instance serves, by key: built, loaded, assigned and committed here."""
 
-    def __init__(self, log: EventLog, settings: DispatchSettings, prefix: str) -> None:
+    def __init__(
+        self,
+        log: EventLog,
+        settings: DispatchSettings,
+        prefix: str,
+        metrics: Metrics | None = None,
+    ) -> None:
         self.log = log
         self.settings = settings
         self.prefix = prefix
+        self.metrics = metrics or Metrics()
         self.states: dict[str, KeyState] = {}
         self._creating: dict[str, trio.Lock] = {}  # plugin keys whose state is being built
+        # Final statuses stored by any instance, for a while (`core.finished`).
+        self.finished = RecentlyFinished(settings.finished_memory_seconds)
+        self.instance = f"{socket.gethostname()}-{os.getpid()}"
+        self._handover_topic = system_topic(prefix, HANDOVER_TOPIC)
+        self._notes: tuple[int, dict[str, bytes]] = (-1, {})  # (topology, hand-over table)
 
     def get(self, key: str) -> KeyState | None:
         return self.states.get(key)
@@ -201,6 +233,7 @@ class KeyRegistry:
                 continue
             committed = await self.log.committed(group)
             offsets = await self.log.offsets(new)
+            notes = await self._handovers()
             for tp in new:
                 commit = committed.get(tp) or ks.snapshot.get(group, {}).get(tp)
                 if commit is None:
@@ -210,6 +243,85 @@ class KeyRegistry:
                     covered = lane == Lane.HISTORIC and self._lane_covering(tp) in ks.params.lanes
                     commit = Commit(start, stop=start if covered else None)
                 ks.lanes.assign(lane, tp, commit)
+                self._take_over(ks, lane, group, tp, commit, notes)
+
+    def _take_over(
+        self,
+        ks: KeyState,
+        lane: str,
+        group: str,
+        tp: TopicPartition,
+        commit: Commit,
+        notes: dict[str, bytes],
+    ) -> None:
+        """What the commit does not show yet, on a partition just assigned: jobs whose final
+        status another instance stored (its owner died before committing them) are finished,
+        and leases the previous owner handed over run on here until they end."""
+        done = self.finished.finished_in(ks.params.key, lane, tp, commit.offset)
+        if done:
+            ks.lanes.finished_elsewhere(lane, tp, done)
+        value = notes.get(handover_key(group, tp))
+        note = Handover.decode(value) if value is not None else None
+        if note is None or not note.leases:
+            return
+        leases = note.clocked(time.time(), trio.current_time())
+        if leases:
+            ks.lanes.expect_leases(lane, tp, leases)
+            self.metrics.handed_over.labels("taken").inc(len(leases))
+            log.info(
+                "took over %d leases of %s %s from %s", len(leases), ks.params.key, tp, note.by
+            )
+
+    async def _handovers(self) -> dict[str, bytes]:
+        """The hand-over table, read once per change of partition ownership (notes are written
+        before partitions move, and when an instance stops)."""
+        topology = self.log.topology
+        if self._notes[0] != topology:
+            self._notes = (topology, await self.log.latest_values(self._handover_topic))
+        return self._notes[1]
+
+    async def hand_over(self, lost: frozenset[TopicPartition]) -> None:
+        """Give up `lost` partitions (they move to another instance): their jobs are no longer
+        offered here, their commits are stored, and their leases are noted for the next owner
+        (a plugin at work keeps its job). Called by the log before the partitions move.
+
+        Raises:
+            UpstreamError: the log failed; the next owner re-offers the leased jobs.
+        """
+        wall, clock = time.time(), trio.current_time()
+        commits: list[tuple[KeyState, dict[tuple[str, TopicPartition], Commit]]] = []
+        notes: list[Outgoing] = []
+        leases = 0
+        # First every key lets go at once (no await: nothing more is handed out from them),
+        # then the commits and notes are stored.
+        for ks in self.states.values():
+            dirty: dict[tuple[str, TopicPartition], Commit] = {}
+            for lane, group in ks.groups.items():
+                for tp in sorted(lost & ks.lanes.cursors[lane].keys()):
+                    held = [
+                        LeaseNote(
+                            note.offset,
+                            note.attempt,
+                            note.deadline - clock + wall,
+                            note.leased_at - clock + wall,
+                        )
+                        for note in ks.lanes.leases_on(lane, tp)
+                    ]
+                    leases += len(held)
+                    dirty[(lane, tp)] = ks.lanes.cursors[lane][tp].commit()
+                    note = Handover(group=group, tp=tp, at=wall, by=self.instance, leases=held)
+                    notes.append(
+                        Outgoing(self._handover_topic, handover_key(group, tp), note.encode())
+                    )
+                    ks.lanes.unassign(lane, tp)
+            if dirty:
+                commits.append((ks, dirty))
+        for ks, dirty in commits:
+            await self.store_commits(ks, dirty)
+        await self.log.append(notes)
+        if leases:
+            self.metrics.handed_over.labels("given").inc(leases)
+        log.info("handed over %d partitions with %d leases", len(lost), leases)
 
     def _topic_filter(self, params: ConsumeParams, lane: str) -> Callable[[str], bool]:
         if lane == Lane.REOFFER:

@@ -18,12 +18,14 @@ async def scan(
     topic_filter: Callable[[str], bool],
     *,
     newest: int | None = None,
+    since: float | None = None,
     owned: bool = False,
 ) -> AsyncGenerator[bytes, None]:
     """The values in every partition of the topics `topic_filter` passes, partition by partition
-    and oldest first in each: from the partition's start, or only its `newest` records, up to
-    the end it had when the scan began. `owned=True` reads only this instance's share of the
-    partitions (`EventLog.partitions`).
+    and oldest first in each: from the partition's start, or only its `newest` records, or those
+    appended since the wall-clock time `since` (and maybe a few before), up to the end it had
+    when the scan began. `owned=True` reads only this instance's share of the partitions
+    (`EventLog.partitions`).
 
     Close it with `contextlib.aclosing` when stopping early.
 
@@ -31,8 +33,10 @@ async def scan(
         UpstreamError: the log failed.
     """
     tps = await log.partitions(topic_filter, owned=owned)
+    firsts = await log.offsets_at(tps, since) if since is not None else {}
     for tp, (start, end) in (await log.offsets(tps)).items():
         offset = start if newest is None else max(start, end - newest)
+        offset = max(offset, firsts.get(tp, offset))
         while offset < end:
             batch = await log.read(tp, offset, BATCH_RECORDS)
             if not batch:

@@ -6,6 +6,15 @@ the commit, so an acknowledged result is always durable and an unacknowledged on
 again. Heartbeats extend a lease; final statuses end the job, here or (following the status
 topic) on whichever instance holds it. The endings are counted per key, for `azuld status`, the
 dashboard and the metrics.
+
+A job's final status is stored once: the first one wins. One posted again (a plugin that retried
+a post whose answer it lost, or whose job was offered again after its dispatcher died) is
+answered like the first but not stored, so its results (children, features) are not published
+twice. What was stored is known from the job's lanes here and, for jobs other instances hold,
+from the index of final statuses every instance builds from the status topic
+(`KeyRegistry.finished`). A runner plugin's multiplugins (`Unbox-sevenzip`) post their own
+final statuses, with results, before the plugin's own: each is stored once too, and only the
+plugin's own status ends the job (and its lease).
 """
 
 from __future__ import annotations
@@ -19,12 +28,14 @@ import msgspec
 import trio
 
 from azuld.core.delivery import Job, JobRef
+from azuld.core.finished import MAIN
 from azuld.core.jobs import JobState, ending_for_status
-from azuld.core.keys import system_topic
-from azuld.core.posts import DECODERS, StatusSummary, prepare_post
+from azuld.core.keys import is_main_status, system_topic
+from azuld.core.posts import PreparedPost, StatusSummary, decode_status_summary, prepare_post
 from azuld.core.publish import prepare_status
 from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.replay import Replay
+from azuld.dispatch.scan import scan
 from azuld.errors import UpstreamError
 from azuld.metrics import Metrics
 from azuld.models.admin import PluginFailure
@@ -60,6 +71,9 @@ class Statuses:
         self.metrics = metrics
         self.registry = registry
         self.replay = replay
+        # Final statuses being stored by a post right now, by (job, author): a second post of
+        # the same waits for the first, then finds it stored.
+        self._storing: dict[tuple[JobRef, str], trio.Event] = {}
 
     async def publish(self, model: str, body: bytes, *, include_ok: bool = False) -> PostResponse:
         """Validate, store and act on posted events (reference 2.2).
@@ -71,19 +85,31 @@ class Statuses:
             AllFiltered: no event was valid.
             UpstreamError: the log could not store them; nothing was acknowledged.
         """
-        post = prepare_post(
-            model,
-            body,
-            prefix=self.prefix,
-            max_events=self.settings.max_events_per_post,
-            configs=self.replay.configs,
-            replay_min_runtime_seconds=(
-                self.settings.replay_min_runtime_seconds if self.replay.enabled else None
-            ),
-        )
+        post = self._prepare(model, body)
+        busy = [self._storing[k] for k in self._finals(post) if k in self._storing]
+        if busy:
+            for storing in busy:
+                await storing.wait()
+            post = self._prepare(model, body)  # decide again, knowing what those stored
+        finals = self._finals(post)
+        stored = trio.Event()
+        for final in finals:
+            self._storing[final] = stored
+        try:
+            await self.log.append(post.records)
+        finally:
+            for final in finals:
+                del self._storing[final]
+            stored.set()
+        now = trio.current_time()
+        for ref, author in finals:
+            self.registry.finished.add(ref, author, now)
+        if post.duplicates:
+            plugin = post.statuses[0].author if post.statuses else ""
+            self.metrics.not_stored.labels(plugin or "unknown").inc(post.duplicates)
+            log.info("%d final statuses not stored: their jobs' were already", post.duplicates)
         self.replay.configs.update(post.configs)
         records = post.records
-        await self.log.append(records)
         self.replay.remember(post.replay_values)
         for author, count in post.authors.items():
             self.metrics.child(self.metrics.published, model, author).inc(count)
@@ -102,21 +128,96 @@ class Statuses:
             ok=ok,
         )
 
+    def _prepare(self, model: str, body: bytes) -> PreparedPost:
+        return prepare_post(
+            model,
+            body,
+            prefix=self.prefix,
+            max_events=self.settings.max_events_per_post,
+            configs=self.replay.configs,
+            replay_min_runtime_seconds=(
+                self.settings.replay_min_runtime_seconds if self.replay.enabled else None
+            ),
+            store=self._not_stored_yet if model == "status" else None,
+        )
+
+    def _not_stored_yet(self, status: StatusEvent) -> bool:
+        """Whether to store a posted status: any but a final status whose job already has its
+        final status from this author, or has ended (a multiplugin's status after the job's)."""
+        entity = status.entity
+        final = self._final(entity.input.dequeued, entity.status, status.author.name)
+        if final is None:
+            return True
+        ref, author = final
+        finished = self.registry.finished
+        if finished.seen(ref, author) or finished.seen(ref, MAIN):
+            return False
+        ks = self.registry.get(ref.plugin_key)
+        return ks is None or not ks.lanes.is_finished(ref)
+
+    def _final(self, job_id: str, status: str, author: str) -> tuple[JobRef, str] | None:
+        """(job, author) of a final status for an azuld job: `MAIN` for the plugin key's own
+        plugin, else the multiplugin's name; `None` for a heartbeat or another dispatcher's id."""
+        if ending_for_status(status) is None:
+            return None
+        parsed = JobRef.parse(job_id)
+        if parsed is None:
+            return None
+        ref = parsed[0]
+        ks = self.registry.get(ref.plugin_key)
+        main = is_main_status(ref.plugin_key, author, ks.params.name if ks is not None else None)
+        return ref, MAIN if main else author
+
+    def _finals(self, post: PreparedPost) -> list[tuple[JobRef, str]]:
+        """The (job, author) of each final status the post stores."""
+        finals = []
+        for summary in post.statuses:
+            final = self._final(summary.job_id, summary.status, summary.author)
+            if final is not None:
+                finals.append(final)
+        return finals
+
     async def follow(self) -> None:
         """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
-        extend, final statuses finish). Statuses posted here were applied already; again is a
-        no-op. Runs until cancelled."""
-        decode = DECODERS["status"].decode
+        extend, final statuses finish) and remember every final status (`KeyRegistry.finished`).
+        Statuses posted here were applied already; again is a no-op. Runs until cancelled."""
         async with aclosing(self.log.follow(system_topic(self.prefix, "status"))) as values:
             async for value in values:
-                try:
-                    status = decode(value)
-                except msgspec.DecodeError:
+                summary = decode_status_summary(value)
+                if summary is None:
                     continue
+                final = self._final(summary.job_id, summary.status, summary.author)
+                if final is not None:
+                    self.registry.finished.add(*final, trio.current_time())
                 try:
-                    await self.apply([StatusSummary.of(status)], load_missing=False)
+                    await self.apply([summary], load_missing=False)
                 except UpstreamError as exc:
                     log.warning("could not apply a followed status: %s", exc)
+
+    async def remember_recent(self) -> None:
+        """At start-up on a shared log: the final statuses stored in the last
+        `finished_memory_seconds`, into `KeyRegistry.finished` (a partition this instance takes
+        over from one that died must not offer them again).
+
+        Raises:
+            UpstreamError: the log failed.
+        """
+        keep = self.settings.finished_memory_seconds
+        if keep <= 0:
+            return
+        topic = system_topic(self.prefix, "status")
+        remembered = 0
+        now = trio.current_time()
+        async with aclosing(scan(self.log, topic.__eq__, since=time.time() - keep)) as values:
+            async for value in values:
+                summary = decode_status_summary(value)
+                if summary is None:
+                    continue
+                final = self._final(summary.job_id, summary.status, summary.author)
+                if final is not None and self.registry.finished.add(*final, now):
+                    remembered += 1
+        if remembered:
+            log.info("remembered %d final statuses of the last %g s", remembered, keep)
 
     async def apply(self, statuses: Iterable[StatusSummary], *, load_missing: bool = True) -> None:
         """Apply stored statuses to their jobs: heartbeats extend leases, final statuses finish
@@ -150,6 +251,16 @@ class Statuses:
                         )
                     continue
                 ks = self.registry.get(ref.plugin_key)
+                if not is_main_status(
+                    ref.plugin_key, status.author, ks.params.name if ks is not None else None
+                ):
+                    # A multiplugin's: results of the job, which its plugin's own status ends.
+                    if ks is not None:
+                        ks.count_multiplugin(status.author, status.status)
+                        self.metrics.child(
+                            self.metrics.multiplugin_statuses, ks.params.name, ending.value
+                        ).inc()
+                    continue
                 if ks is not None and ks.lanes.finish_leased(ref, ending):
                     finished = True  # the usual case: a job leased here
                 else:
@@ -185,7 +296,13 @@ class Statuses:
         Raises:
             UpstreamError: the log failed; the job is not finished.
         """
+        finished = self.registry.finished
+        if finished.seen(job.ref, MAIN):
+            # Its plugin's status was stored elsewhere (posted to another instance) meanwhile.
+            ks.lanes.store_failed(job)
+            return
         await self.log.append(prepare_status(self.prefix, status))
+        finished.add(job.ref, MAIN, trio.current_time())
         ks.lanes.store_failed(job)
         summary = StatusSummary.of(status)
         self._count_endings(ks, JobState.CRITICAL_FAILURE, 1)

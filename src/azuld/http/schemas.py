@@ -87,6 +87,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
                 "additionalProperties": {"type": "integer", "minimum": 0},
                 "description": "Finished jobs per final status.",
             },
+            "multiplugins": {
+                "type": "object",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+                "description": (
+                    "Final statuses of a runner plugin's multiplugins, per `<author>: <status>` "
+                    "(they carry results; the plugin's own status ends the job)."
+                ),
+            },
             "errors_last_hour": {"type": "integer", "minimum": 0},
             "replayed": {
                 "type": "integer",

@@ -91,6 +91,9 @@ class PluginKeySummary(msgspec.Struct, kw_only=True):
     in_flight: int
     fetched: int
     finished: dict[str, int]  # per ending (and `cached`: answered from the replay cache)
+    # Final statuses of a runner plugin's multiplugins, per "<author>: <status>" (they carry
+    # results but do not end the job: the plugin's own status does).
+    multiplugins: dict[str, int] = {}
     errors_last_hour: int
     replayed: int
     replay_saved_seconds: float
