@@ -74,6 +74,7 @@ class Statuses:
         # Final statuses being stored by a post right now, by (job, author): a second post of
         # the same waits for the first, then finds it stored.
         self._storing: dict[tuple[JobRef, str], trio.Event] = {}
+        self._not_stored: list[str] = []  # the plugins whose statuses the last post did not store
 
     async def publish(self, model: str, body: bytes, *, include_ok: bool = False) -> PostResponse:
         """Validate, store and act on posted events (reference 2.2).
@@ -104,10 +105,13 @@ class Statuses:
         now = trio.current_time()
         for ref, author in finals:
             self.registry.finished.add(ref, author, now)
-        if post.duplicates:
-            plugin = post.statuses[0].author if post.statuses else ""
-            self.metrics.not_stored.labels(plugin or "unknown").inc(post.duplicates)
-            log.info("%d final statuses not stored: their jobs' were already", post.duplicates)
+        if self._not_stored:
+            for plugin in self._not_stored:
+                self.metrics.child(self.metrics.not_stored, plugin).inc()
+            log.info(
+                "%d final statuses answered, not stored: their jobs' were already",
+                len(self._not_stored),
+            )
         self.replay.configs.update(post.configs)
         records = post.records
         self.replay.remember(post.replay_values)
@@ -129,6 +133,7 @@ class Statuses:
         )
 
     def _prepare(self, model: str, body: bytes) -> PreparedPost:
+        self._not_stored = []
         return prepare_post(
             model,
             body,
@@ -150,10 +155,15 @@ class Statuses:
             return True
         ref, author = final
         finished = self.registry.finished
-        if finished.seen(ref, author) or finished.seen(ref, MAIN):
-            return False
         ks = self.registry.get(ref.plugin_key)
-        return ks is None or not ks.lanes.is_finished(ref)
+        if (
+            finished.seen(ref, author)
+            or finished.seen(ref, MAIN)
+            or (ks is not None and ks.lanes.is_finished(ref))
+        ):
+            self._not_stored.append(ks.params.name if ks is not None else "unknown")
+            return False
+        return True
 
     def _final(self, job_id: str, status: str, author: str) -> tuple[JobRef, str] | None:
         """(job, author) of a final status for an azuld job: `MAIN` for the plugin key's own
