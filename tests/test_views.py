@@ -16,8 +16,8 @@ from azuld.backends.embedded import open_embedded_log
 from azuld.cli.client import AzuldClient
 from azuld.cli.replies import SourceNode
 from azuld.core.publish import prepare_binary
-from azuld.models.events import Author, Feature, PathNode
-from azuld.views import source_tree
+from azuld.models.events import Author, BinaryEvent, Feature, PathNode
+from azuld.views import forest, source_tree
 from tests.conftest import NOW, make_binary, sha
 from tests.daemon import running_daemon
 
@@ -117,3 +117,22 @@ async def test_each_position_is_shown_and_each_value_once(tmp_path: Path) -> Non
         lines[lines.index(line) + 1].strip() for line in lines if "code/shell" in line
     )
     assert tool == loose_line
+
+
+def test_positions_whose_parents_were_not_read_never_nest_in_a_loop() -> None:
+    """Y extracted from X and X extracted from Y (two archives holding each other), with
+    neither submission read: each is a root, not under the other (that would be a loop)."""
+
+    def extracted(name: str, parent: str) -> BinaryEvent:
+        event = make_binary(name, action="extracted")
+        node = PathNode(
+            author=Author(name="Unbox"), action="sourced", sha256=sha(parent), timestamp=NOW
+        )
+        event.source.path = [node, *event.source.path]
+        return event
+
+    roots = forest([extracted("y", "x"), extracted("x", "y")])
+    assert [(root["sha256"], len(root["children"])) for root in roots] == [
+        (sha("y"), 0),
+        (sha("x"), 0),
+    ]

@@ -37,13 +37,12 @@ async def source_tree(
 
 def forest(events: list[BinaryEvent]) -> list[dict[str, Any]]:
     """The tree of `events` (in time order). A node is a position: a binary where it was
-    submitted or extracted, so a binary submitted and also extracted from an archive is a node
-    in both places, each with its own filename. Features belong to the binary: every position
-    of it shows them, each value once."""
+    submitted or extracted, told by the path of sha256s in an event's `source.path`. So a binary
+    submitted and also extracted from an archive is a node in both places, each with its own
+    filename. Features belong to the binary: every position of it shows them, each value once."""
     info: dict[str, dict[str, Any]] = {}  # sha256 -> file_format, size
     found: dict[str, dict[str, dict[str, dict[str, None]]]] = {}  # sha256 -> plugin -> feature
     positions: dict[tuple[str, ...], dict[str, Any]] = {}  # the path's sha256s -> node
-    roots: list[dict[str, Any]] = []
     for event in events:
         entity = event.entity
         known = info.setdefault(entity.sha256, {"file_format": "", "size": 0})
@@ -53,24 +52,23 @@ def forest(events: list[BinaryEvent]) -> list[dict[str, Any]]:
             features = found.setdefault(entity.sha256, {}).setdefault(event.author.name, {})
             for feature in entity.features:
                 features.setdefault(feature.name, {})[feature.value] = None
-        if event.action not in ("sourced", "extracted"):
-            continue
-        path = tuple(node.sha256 for node in event.source.path)
-        if path[-1:] != (entity.sha256,):
-            path = (*path, entity.sha256)
-        node = positions.get(path)
-        if node is not None:
-            node["filename"] = node["filename"] or event.source.path[-1].filename
-            continue
-        node = positions[path] = {
-            "sha256": entity.sha256,
-            "filename": event.source.path[-1].filename,
-            "children": [],
-        }
+        path, filename = _position(event)
+        node = positions.setdefault(path, {"sha256": entity.sha256, "filename": "", "children": []})
+        node["filename"] = node["filename"] or filename
+    # Linked once every position is known: the topics are read one after another, so a child's
+    # event may come before its parent's.
+    shortest: dict[str, tuple[str, ...]] = {}
+    for path in positions:
+        if path[-1] not in shortest or len(path) < len(shortest[path[-1]]):
+            shortest[path[-1]] = path
+    roots: list[dict[str, Any]] = []
+    for path, node in positions.items():
         parent = positions.get(path[:-1]) if len(path) > 1 else None
         if parent is None and len(path) > 1:
-            # The parent's own event was not read (past `limit`): any position of it will do.
-            parent = next((n for k, n in positions.items() if k[-1] == path[-2]), None)
+            # The parent's own events were not read (past `limit`): its shortest position will
+            # do, if shorter than this one (so that no position ends up under itself).
+            elsewhere = shortest.get(path[-2], path)
+            parent = positions[elsewhere] if len(elsewhere) < len(path) else None
         (parent["children"] if parent is not None else roots).append(node)
     for path, node in positions.items():
         node.update(info[path[-1]])
@@ -79,6 +77,23 @@ def forest(events: list[BinaryEvent]) -> list[dict[str, Any]]:
             for plugin, features in found.get(path[-1], {}).items()
         }
     return [_ordered(root) for root in roots]
+
+
+def _position(event: BinaryEvent) -> tuple[tuple[str, ...], str]:
+    """Where `event`'s binary is (the sha256s of its path; a node that keeps the binary, as an
+    enrichment's does, is no step) and the filename it has there."""
+    path: list[str] = []
+    filename = ""
+    for node in event.source.path:
+        if path and path[-1] == node.sha256:
+            filename = filename or node.filename
+        else:
+            path.append(node.sha256)
+            filename = node.filename
+    if not path or path[-1] != event.entity.sha256:
+        path.append(event.entity.sha256)
+        filename = ""
+    return tuple(path), filename
 
 
 def _ordered(node: dict[str, Any]) -> dict[str, Any]:
