@@ -135,6 +135,7 @@ def log_first_start_errors() -> None:
     fetcher = logging.getLogger("aiokafka.consumer.fetcher")
     coordinator.error("Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError())
     fetcher.error("Failed fetch offsets from %s: %s", 1, NotLeaderForPartitionError())
+    coordinator.warning("Marking the coordinator dead (node %s)for group %s.", 1, "g")
     coordinator.error("Group Coordinator Request failed: %s", GroupAuthorizationFailedError())
     coordinator.error("Heartbeat session expired - marking coordinator dead")
 
@@ -152,7 +153,7 @@ def test_aiokafkas_errors_of_a_normal_start_are_debug_and_real_ones_kept(
     ]
     set_level("debug")  # as a reload does
     log_first_start_errors()
-    assert [line.split(" ", 2)[1] for line in lines(logs)] == ["DEBUG", "DEBUG", "ERROR", "ERROR"]
+    assert [line.split(" ", 2)[1] for line in lines(logs)] == ["DEBUG"] * 3 + ["ERROR"] * 2
 
 
 def json_log(text: str) -> list[dict[str, Any]]:

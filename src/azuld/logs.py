@@ -86,6 +86,12 @@ BENIGN_THIRD_PARTY: tuple[Benign, ...] = (
     Benign(
         "aiokafka.cluster", "Topic %s is not available during auto-create initialization", ("",)
     ),
+    # Said after each of those (and after real errors, which aiokafka logs as ERROR first).
+    Benign(
+        "aiokafka.consumer.group_coordinator",
+        "Marking the coordinator dead (node %s)for group %s.",
+        ("",),
+    ),
     # Another instance joined or left: commits wait for the rebalance (azuld hands work over).
     Benign(
         "aiokafka.consumer.group_coordinator",
