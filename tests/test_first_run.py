@@ -20,14 +20,14 @@ pytestmark = pytest.mark.slow
 
 # README.md, "The whole loop" (keep the two the same).
 WHOLE_LOOP = """\
-scripts/serve &                                          # the daemon (the first run sets it up)
-python3 -m zipfile -c sample.zip README.md scripts/serve # a sample archive: any zip will do
-scripts/azuld submit sample.zip --source demo            # waits for the daemon, uploads, publishes
-scripts/azuld plugin run unbox --max-jobs 1              # extracts the zip's members
-scripts/azuld plugin run entropy --max-jobs 3            # entropy of the zip and its two members
-scripts/azuld show --source demo                         # the tree and what the plugins found
-kill %1                                                  # stops the daemon (it drains first)
-"""
+scripts/serve &                                                    # the daemon (a first run sets it up)
+python3 -m zipfile -c sample.zip config.example.toml scripts/serve # a sample: any zip will do
+scripts/azuld submit sample.zip --source demo                      # waits for the daemon; uploads, publishes
+scripts/azuld plugin run unbox --max-jobs 1                        # extracts the zip's members
+scripts/azuld plugin run entropy --max-jobs 3                      # entropy of the zip and of its members
+scripts/azuld show --source demo                                   # the tree and what the plugins found
+kill %1                                                            # stops the daemon (it drains first)
+"""  # noqa: E501 - the README's lines, verbatim
 
 # Around the loop: stop at the first failing command, and never leave the daemon behind.
 HARNESS = "set -e\ntrap 'kill %1 2>/dev/null || true; wait' EXIT\n{loop}wait\n"
@@ -36,7 +36,8 @@ HARNESS = "set -e\ntrap 'kill %1 2>/dev/null || true; wait' EXIT\n{loop}wait\n"
 async def test_the_readme_loop_works_verbatim(tmp_path: Path) -> None:
     # A folder like the checkout's root, as far as the loop can tell.
     (tmp_path / "scripts").symlink_to(REPO / "scripts")
-    (tmp_path / "README.md").write_bytes((REPO / "README.md").read_bytes())
+    sample = (REPO / "config.example.toml").read_bytes()
+    (tmp_path / "config.example.toml").write_bytes(sample)
     port = free_port()
     env = {
         **os.environ,
@@ -68,7 +69,7 @@ async def test_the_readme_loop_works_verbatim(tmp_path: Path) -> None:
     tree = lines[lines.index(next(line for line in lines if line.startswith("sample.zip"))) :]
     assert tree[0].startswith("sample.zip  archive/zip")
     assert "Unbox: archive_member_count=2" in out
-    assert any(line.startswith("└── README.md  ") for line in tree), out
+    assert any(line.startswith("└── config.example.toml  text/plain") for line in tree), out
     assert any(line.startswith("└── serve  code/shell") for line in tree), out
     assert out.count("Entropy: entropy=") == 3
 

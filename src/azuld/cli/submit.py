@@ -23,7 +23,7 @@ from pathlib import Path
 
 from azuld.cli.admin import valid_source
 from azuld.cli.client import AsyncAzuldClient
-from azuld.cli.errors import UsageError
+from azuld.cli.errors import Unreachable, UsageError
 from azuld.cli.ledger import Item, Ledger
 from azuld.cli.uploads import Pacing, Reporter, Submission
 from azuld.core.publish import sourced_event
@@ -127,24 +127,38 @@ def submit(args: argparse.Namespace) -> int:
             await submission.run()
             return submission
 
-    submission = trio.run(run)
+    try:
+        submission = trio.run(run)
+    except Unreachable:
+        raise  # nothing was uploaded: one line says so (azuld.cli.main)
+    except BaseException as exc:
+        # A Ctrl-C before any upload began, or a bug: still say what became of every file.
+        progress.end_line()
+        _report(ledger, source, f"stopped by {type(exc).__name__}", started, len(empty))
+        raise
     progress.end_line()
-    seconds = time.monotonic() - started
-    left = ledger.unpublished(submission.stop_reason)
-    for item, reason in left:
-        print(f"azuld submit: not published: {item.path}: {reason}", file=sys.stderr)
-    skipped = f"; {len(empty)} empty skipped" if empty else ""
-    if left:
-        print(
-            f"submitted {ledger.published} of {len(items)} file(s) to source {source!r}; "
-            f"{len(left)} not published (listed above){skipped}"
-        )
-    else:
-        rate = f" ({ledger.published / seconds:.0f} files/s)" if ledger.published >= 10 else ""
-        print(
-            f"submitted {ledger.published} file(s) to source {source!r} in {seconds:.1f} s"
-            f"{rate}{skipped}"
-        )
+    left = _report(ledger, source, submission.stop_reason, started, len(empty))
     if left and submission.signal is not None:
         return 128 + submission.signal
     return 1 if left or empty else 0
+
+
+def _report(ledger: Ledger, source: str, stop_reason: str, started: float, empty: int) -> int:
+    """Name every file not published (stderr), then the summary (stdout); how many were not."""
+    seconds = time.monotonic() - started
+    left = ledger.unpublished(stop_reason)
+    for item, reason in left:
+        print(f"azuld submit: not published: {item.path}: {reason}", file=sys.stderr)
+    skipped = f"; {empty} empty skipped" if empty else ""
+    total, published = len(ledger.items), ledger.published
+    if left:
+        print(
+            f"submitted {published} of {total} file(s) to source {source!r}; "
+            f"{len(left)} not published (listed above){skipped}"
+        )
+    else:
+        rate = f" ({published / seconds:.0f} files/s)" if published >= 10 else ""
+        print(
+            f"submitted {published} file(s) to source {source!r} in {seconds:.1f} s{rate}{skipped}"
+        )
+    return len(left)

@@ -64,14 +64,12 @@ class Pacing:
     retry_seconds: float = 60.0
 
 
-class Reporter:
+class Reporter(Protocol):
     """Where the engine reports: each published file, and notices (one line each)."""
 
-    def published(self, item: Item, stream: Datastream, count: int) -> None:
-        raise NotImplementedError
+    def published(self, item: Item, stream: Datastream, count: int) -> None: ...
 
-    def say(self, message: str) -> None:
-        raise NotImplementedError
+    def say(self, message: str) -> None: ...
 
 
 class _RefusedEntity(msgspec.Struct):
