@@ -78,9 +78,9 @@ async def start_daemon(
 
 @asynccontextmanager
 async def running_daemon(
-    data_dir: Path, *, env: dict[str, str] | None = None
+    data_dir: Path, *, env: dict[str, str] | None = None, extra_args: list[str] | None = None
 ) -> AsyncIterator[Daemon]:
-    daemon = await start_daemon(data_dir, env=env)
+    daemon = await start_daemon(data_dir, env=env, extra_args=extra_args)
     try:
         yield daemon
     finally:

@@ -186,6 +186,7 @@ class _Daemon:
         self.overrides = overrides
         self.services = services
         self.shutdown = trio.Event()
+        self.stop_reason = "cancelled"  # what `serve` returns: the signal that stopped it
 
     def reload(self) -> None:
         """Re-read the config; apply the reloadable part; log what needs a restart."""
@@ -224,11 +225,13 @@ class _Daemon:
                     self.reload()
                 elif self.shutdown.is_set():
                     log.warning("second %s: stopping now", name)
+                    self.stop_reason = f"{self.stop_reason}, then {name}: stopped at once"
                     root.cancel()
                     return
                 else:
                     log.info("%s: draining (a second signal stops at once)", name)
                     notify("STOPPING=1")
+                    self.stop_reason = name
                     self.shutdown.set()
 
     def status_line(self) -> str:
@@ -260,8 +263,8 @@ async def serve(
     overrides: Mapping[str, Any] | None = None,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """Run azuld until a signal (or cancellation) stops it.
+) -> str:
+    """Run azuld until a signal (or cancellation) stops it; return why it stopped (the signal).
 
     Reports the bound URLs through `task_status` once it serves requests. `config_path` and
     the command line's `overrides` are what `settings` were loaded from: SIGHUP loads them again.
@@ -286,6 +289,7 @@ async def serve(
             notify(f"READY=1\nSTATUS=serving on {' '.join(binds)}\nMAINPID={os.getpid()}")
             nursery.start_soon(daemon.watchdog)
             task_status.started(binds)
+    return daemon.stop_reason
 
 
 class _ShieldedSend:

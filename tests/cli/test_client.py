@@ -17,10 +17,12 @@ import trio
 
 from azuld.cli.client import AzuldClient
 from azuld.cli.errors import ConnectionLost, DaemonError, Refused, Unreachable
+from azuld.cli.replies import KeySummary
 from azuld.core.publish import sourced_event
 from azuld.models.events import Author, BinaryEvent, StatusEntity, StatusEvent
 from tests.daemon import running_daemon
 from tests.http.conftest import parse_multipart
+from tests.services import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +155,31 @@ def test_a_reply_azuld_would_not_send(unused_url: str) -> None:
         pytest.raises(Refused, match=r"^502 bad gateway$"),
     ):
         client.failed()
+
+
+async def test_a_client_waits_for_a_daemon_that_is_starting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+
+    def ask() -> list[KeySummary]:
+        with AzuldClient(url, wait_seconds=60) as client:
+            return client.plugins()
+
+    async with trio.open_nursery() as nursery:
+        asked: list[list[KeySummary]] = []
+
+        async def ask_in_a_thread() -> None:
+            asked.append(await trio.to_thread.run_sync(ask))
+
+        nursery.start_soon(ask_in_a_thread)
+        # The client is refused first, then the daemon comes up at its URL.
+        while "waiting for azuld" not in capsys.readouterr().err:
+            await trio.sleep(0.05)
+        extra = ["--listen", url.removeprefix("http://")]
+        async with running_daemon(tmp_path / "data", extra_args=extra):
+            with trio.fail_after(60):
+                while not asked:
+                    await trio.sleep(0.05)
+    assert asked == [[]]
+    assert capsys.readouterr().err == ""  # said once, before

@@ -24,7 +24,7 @@ def valid_source(name: str) -> str:
 
 
 def plugins(args: argparse.Namespace) -> int:
-    with AzuldClient(args.server, timeout_seconds=10.0) as client:
+    with AzuldClient(args.server, wait_seconds=args.wait, timeout_seconds=10.0) as client:
         rows = client.plugins()
     if not rows:
         print("no plugin has fetched from this daemon yet")
@@ -40,7 +40,7 @@ def plugins(args: argparse.Namespace) -> int:
 
 def show(args: argparse.Namespace) -> int:
     source = valid_source(args.source)
-    with AzuldClient(args.server, timeout_seconds=30.0) as client:
+    with AzuldClient(args.server, wait_seconds=args.wait, timeout_seconds=30.0) as client:
         binaries = client.source(source)
     if not binaries:
         print(f"source {source!r} has no binaries yet")
@@ -85,7 +85,7 @@ def status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    with AzuldClient(args.server, timeout_seconds=10.0) as client:
+    with AzuldClient(args.server, wait_seconds=args.wait, timeout_seconds=10.0) as client:
         rows = client.plugins()
     console = Console()
     if not rows:
@@ -152,7 +152,7 @@ def _status_plain(rows: list[KeySummary]) -> int:
 
 
 def failed(args: argparse.Namespace) -> int:
-    with AzuldClient(args.server) as client:
+    with AzuldClient(args.server, wait_seconds=args.wait) as client:
         rows = client.failed(args.plugin, args.limit)
     if not rows:
         print("no failed jobs")
@@ -167,7 +167,7 @@ def failed(args: argparse.Namespace) -> int:
 
 def reoffer(args: argparse.Namespace) -> int:
     job_ids = list(args.job_ids)
-    with AzuldClient(args.server) as client:
+    with AzuldClient(args.server, wait_seconds=args.wait) as client:
         if args.failed_of:
             job_ids += [row.job_id for row in client.failed(args.failed_of, 1000)]
         if not job_ids:

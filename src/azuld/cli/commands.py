@@ -55,6 +55,18 @@ def _repeated(help: str) -> dict[str, Any]:
     return {"action": "append", "default": [], "metavar": "KEY=VALUE", "help": help}
 
 
+# How long a command waits for a daemon that is starting (not listening yet) before it says it
+# cannot reach it: `scripts/serve &` followed at once by a command works.
+WAIT_SECONDS = 30.0
+_WAIT = arg(
+    "--wait",
+    type=float,
+    default=WAIT_SECONDS,
+    metavar="SECONDS",
+    help=f"wait this long for a daemon that is starting (default {WAIT_SECONDS:g}; 0: do not)",
+)
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         "serve",
@@ -75,27 +87,47 @@ COMMANDS: tuple[Command, ...] = (
         "upload files and publish them as sourced events",
         submit.submit,
         (
-            arg("files", nargs="+", type=Path),
+            arg("files", nargs="+", type=Path, help="files, and folders (every file below)"),
             arg("--source", required=True, help="source name, e.g. 'samples'"),
             arg("--expedite", action="store_true", help="put them in the expedite lane"),
             arg("--reference", **_repeated("a source reference (repeatable)")),
+            arg(
+                "--setting",
+                **_repeated("a source setting for plugins, e.g. passwords=a,b (repeatable)"),
+            ),
             arg("--user", default=None, help="author name (default: your login)"),
+            arg(
+                "--retry-seconds",
+                type=float,
+                default=60.0,
+                metavar="SECONDS",
+                help="how long to keep retrying while the daemon does not answer (default 60)",
+            ),
+            _WAIT,
         ),
         daemon=True,
     ),
-    Command("plugins", "list the plugin keys the daemon serves", admin.plugins, daemon=True),
+    Command(
+        "plugins", "list the plugin keys the daemon serves", admin.plugins, (_WAIT,), daemon=True
+    ),
     Command(
         "config check",
         "validate a config file (and AZULD_* variables) and print the result",
         daemon.config_check,
         (arg("file", type=Path, nargs="?", help="default: $AZULD_CONFIG"),),
     ),
-    Command("status", "per plugin key: lanes, lag, in flight, errors", admin.status, daemon=True),
+    Command(
+        "status",
+        "per plugin key: lanes, lag, in flight, errors",
+        admin.status,
+        (_WAIT,),
+        daemon=True,
+    ),
     Command(
         "watch",
         "follow job statuses as they are stored",
         watch.watch,
-        (arg("--plugin", help="only this plugin's statuses"),),
+        (arg("--plugin", help="only this plugin's statuses"), _WAIT),
         daemon=True,
     ),
     Command(
@@ -106,6 +138,7 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("--plugin", default="", help="only this plugin's"),
             arg("--limit", type=int, default=50),
+            _WAIT,
         ),
         daemon=True,
     ),
@@ -117,6 +150,7 @@ COMMANDS: tuple[Command, ...] = (
             arg("job_ids", nargs="*", help="job ids, as `azuld failed` lists them"),
             arg("--failed-of", metavar="PLUGIN", help="every listed failure of PLUGIN"),
             arg("--by", default=None, help="who asks (default: your login)"),
+            _WAIT,
         ),
         daemon=True,
     ),
@@ -127,6 +161,7 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("--source", required=True),
             arg("--all-values", action="store_true", help="print every feature value"),
+            _WAIT,
         ),
         daemon=True,
     ),

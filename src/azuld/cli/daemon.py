@@ -16,7 +16,8 @@ __all__ = ["config_check", "serve"]
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM/SIGINT. Exit 1 when it cannot start (named on stderr)."""
+    """Run the daemon until SIGTERM/SIGINT. Exit 1 when it cannot start (named on stderr) or
+    fails. The last log line says it stopped, and why: the signal, or the error."""
     import trio
 
     from azuld.logs import configure_logging
@@ -31,17 +32,33 @@ def serve(args: argparse.Namespace) -> int:
     config = config_file(args.config)
     settings = load_settings(config, overrides=overrides)
     configure_logging(settings.log_level, settings.log_format)
-    logging.getLogger(__name__).info("azuld %s starting", __version__)
+    log = logging.getLogger(__name__)
+    log.info("azuld %s starting", __version__)
     try:
-        trio.run(functools.partial(serve_daemon, settings, config_path=config, overrides=overrides))
+        reason = trio.run(
+            functools.partial(serve_daemon, settings, config_path=config, overrides=overrides)
+        )
+    except KeyboardInterrupt:
+        # SIGINT before the signal handlers were installed (while the backends opened).
+        log.info("azuld stopped: SIGINT while starting")
+        return 130
     except BaseException as exc:
         # Exceptions through trio-asyncio's loop arrive wrapped in groups (stack.md P3).
         failure = _find_error(exc, (UpstreamError, ConfigError, OSError))
         if failure is None:
-            raise
+            log.critical("azuld stopped: error: %s", _describe(exc), exc_info=exc)
+            return 1
+        log.error("azuld stopped: cannot start: %s", failure)
         print(f"azuld: cannot start: {failure}", file=sys.stderr)
         return 1
+    log.info("azuld stopped: %s", reason)
     return 0
+
+
+def _describe(exc: BaseException) -> str:
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _find_error(exc: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:

@@ -17,7 +17,7 @@ __all__ = ["main"]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Exit codes: 0 done, 1 the daemon failed or said no (or a handler's own failure),
-    2 a wrong argument or setting."""
+    2 a wrong argument or setting, 130 interrupted (Ctrl-C) where the handler does not say more."""
     args = build_parser().parse_args(argv)
     command: Command = args.command_spec
     try:
@@ -36,3 +36,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DaemonError as exc:
         print(f"azuld {command.name}: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"azuld {command.name}: interrupted", file=sys.stderr)
+        return 130

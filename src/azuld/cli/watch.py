@@ -21,7 +21,7 @@ def watch(args: argparse.Namespace) -> int:
         ("deadline", "10"),
     ]
     print(f"following statuses on {args.server} (Ctrl-C to stop)", file=sys.stderr)
-    with AzuldClient(args.server, timeout_seconds=30.0) as client:
+    with AzuldClient(args.server, wait_seconds=args.wait, timeout_seconds=30.0) as client:
         try:
             while True:
                 for event in client.statuses(query):

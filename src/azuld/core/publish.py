@@ -146,9 +146,11 @@ def sourced_event(
     author: Author,
     now: datetime,
     references: dict[str, str] | None = None,
+    settings: dict[str, str] | None = None,
     expedite: bool = False,
 ) -> BinaryEvent:
-    """A `sourced` event for an uploaded file, described by its `content` datastream."""
+    """A `sourced` event for an uploaded file, described by its `content` datastream.
+    `settings` are the source's settings for plugins (e.g. archive passwords)."""
     return BinaryEvent(
         model_version=CURRENT_MODEL_VERSION,
         timestamp=now,
@@ -158,6 +160,7 @@ def sourced_event(
             name=source,
             timestamp=now,
             references=references or {},
+            settings=settings or {},
             path=[
                 PathNode(
                     author=author,
