@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/run.py --million   # adds a 10^6-event point (about 5 more minutes)
     .venv/bin/python benchmarks/run.py --profile 20    # also py-spy the daemon for 20 s
     .venv/bin/python benchmarks/run.py --backend kafka # on Kafka + S3 (moto), into results/kafka/
+    .venv/bin/python benchmarks/run.py --backend kafka --storage local  # Kafka, local blobs
 
 Starts `azuld serve` (embedded backend, or `--backend kafka`) on a fresh data dir, uploads a few small blobs, preloads
 `sourced` events that share them, and drives it with simulated plugin workers (benchmarks/loadgen.py,
@@ -161,6 +162,10 @@ class KafkaBackend:
     setting is at its default (one partition per topic; azuld creates each source's topic when
     it is first published to).
 
+    `storage="local"` keeps the blobs in the daemon's data dir instead (no moto): moto serves
+    about 275 requests/s on these machines and its signing and connection costs dominate a
+    count=1 job, which hides what the Kafka path itself costs.
+
     The default plan is smaller than the embedded one (10^3 and 10^4 events, no client
     comparison, which does not depend on the backend): it is about the latencies and the
     count=1/count=100 and 1/10/50-key throughput on Kafka, in under 5 minutes; the quick plan
@@ -169,7 +174,10 @@ class KafkaBackend:
 
     name = "kafka"
 
-    def __init__(self) -> None:
+    def __init__(self, storage: str = "s3") -> None:
+        if storage not in STORAGES:
+            raise ValueError(f"storage {storage!r}: expected one of {', '.join(STORAGES)}")
+        self.storage = storage
         self.broker: KafkaBroker | None = None
         self.s3: S3Server | None = None
         self.daemon: Daemon | None = None
@@ -197,25 +205,31 @@ class KafkaBackend:
         self.broker = KafkaBroker(
             work / "kafka", home=home, port=port, controller_port=free_port(frozenset({port}))
         )
-        self.s3 = S3Server(work / "moto", port=free_port())
+        if self.storage == "s3":
+            self.s3 = S3Server(work / "moto", port=free_port())
         # Spawned from this (the main) thread, so they die with the harness if it is killed.
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self.broker.astart)
-            nursery.start_soon(self.s3.astart)
+            if self.s3 is not None:
+                nursery.start_soon(self.s3.astart)
         config = work / "azuld.toml"
-        config.write_text(
+        text = (
             "[events]\n"
             'backend = "kafka"\n'
             f'topic_prefix = "{self.prefix}"\n'
             f'kafka_bootstrap = "{self.broker.bootstrap}"\n'
-            "[storage]\n"
-            'backend = "s3"\n'
-            f's3_endpoint = "{self.s3.endpoint}"\n'
-            f's3_bucket = "{self.prefix}"\n'
-            f's3_access_key = "{self.s3.access_key}"\n'
-            f's3_secret_key = "{self.s3.secret_key}"\n'
-            f's3_region = "{self.s3.region}"\n'
         )
+        if self.s3 is not None:
+            text += (
+                "[storage]\n"
+                'backend = "s3"\n'
+                f's3_endpoint = "{self.s3.endpoint}"\n'
+                f's3_bucket = "{self.prefix}"\n'
+                f's3_access_key = "{self.s3.access_key}"\n'
+                f's3_secret_key = "{self.s3.secret_key}"\n'
+                f's3_region = "{self.s3.region}"\n'
+            )
+        config.write_text(text)  # without [storage]: the local folder in the data dir
         self.daemon = await start_daemon(work / "data", extra_args=["--config", str(config)])
         await self._ready(self.daemon)
         return self.daemon
@@ -250,16 +264,18 @@ class KafkaBackend:
             await service.astop()
 
     def describe(self) -> dict[str, Any]:
+        blobs = "on S3 (moto_server on loopback)" if self.s3 else "in a local folder"
         return {
-            "events": f"Kafka {self.kafka_version}, one KRaft node on loopback; blobs on S3 "
-            "(moto_server on loopback)",
-            "storage": "s3 (moto)",
-            "config": "defaults, but events.backend = kafka, storage.backend = s3",
+            "events": f"Kafka {self.kafka_version}, one KRaft node on loopback; blobs {blobs}",
+            "storage": "s3 (moto)" if self.s3 else "local folder",
+            "config": f"defaults, but events.backend = kafka, storage.backend = {self.storage}",
             "services_whole_run": self.services,
         }
 
 
-BACKENDS: dict[str, Callable[[], Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
+BACKENDS: dict[str, Callable[..., Backend]] = {"embedded": EmbeddedBackend, "kafka": KafkaBackend}
+# The blob stores `--backend kafka` can run with (the embedded backend always uses the folder).
+STORAGES = ("s3", "local")
 
 
 # -- measuring helpers -------------------------------------------------------------------------
@@ -1299,10 +1315,17 @@ def main(argv: list[str] | None = None) -> int:
         "started for the run)",
     )
     parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        help="with --backend kafka: the blob store, s3 (moto, started for the run; the default) "
+        "or local (a folder in the data dir, as the embedded backend); results then go to "
+        "benchmarks/results/kafka-local/",
+    )
+    parser.add_argument(
         "--output",
         type=Path,
         help="results folder (default benchmarks/results/, benchmarks/results/<backend>/ for "
-        "another backend than embedded)",
+        "another backend than embedded, benchmarks/results/kafka-local/ for --storage local)",
     )
     parser.add_argument(
         "--client",
@@ -1331,7 +1354,11 @@ def main(argv: list[str] | None = None) -> int:
 
     # The daemon inherits the environment (tests/daemon.py): AZULD_* variables are settings.
     os.environ["AZULD_SERVER__HTTP_SERVER"] = args.http_server
-    backend = BACKENDS[args.backend]()
+    if args.storage and args.backend != "kafka":
+        parser.error("--storage is for --backend kafka (the embedded backend uses the folder)")
+    backend = (
+        KafkaBackend(args.storage or "s3") if args.backend == "kafka" else BACKENDS[args.backend]()
+    )
     plan = backend.plan(quick=args.quick)
     if args.million:
         plan.sizes.append(1_000_000)
@@ -1340,8 +1367,9 @@ def main(argv: list[str] | None = None) -> int:
         plan.processes = args.processes
     if args.duration:
         plan.duration = args.duration
+    variant = backend.name + ("-local" if args.storage == "local" else "")
     out: Path = args.output or (
-        HERE / "results" if backend.name == "embedded" else HERE / "results" / backend.name
+        HERE / "results" if backend.name == "embedded" else HERE / "results" / variant
     )
     out.mkdir(parents=True, exist_ok=True)
     work = args.work or Path(tempfile.mkdtemp(prefix="azuld-bench-"))
@@ -1370,12 +1398,17 @@ def main(argv: list[str] | None = None) -> int:
     if previous_path.exists():
         try:
             previous = json.loads(previous_path.read_text())
-            was = previous.get("backend", {}).get("name", backend.name)
-            if was == backend.name:
+            # Only runs of the same backend and blob store compare (a run without a storage
+            # entry had its backend's usual one).
+            now_on = data["backend"]
+            was = previous.get("backend", {})
+            was_on = (was.get("name", now_on["name"]), was.get("storage", now_on["storage"]))
+            if was_on == (now_on["name"], now_on["storage"]):
                 data["previous"] = previous.get("started")
                 data["comparison"] = compare(data, previous)
             else:
-                print(f"not comparing with {previous_path}: backend {was}", file=sys.stderr)
+                other = f"backend {was_on[0]}, storage {was_on[1]}"
+                print(f"not comparing with {previous_path}: {other}", file=sys.stderr)
         except (ValueError, KeyError) as exc:
             print(f"cannot compare with {previous_path}: {exc}", file=sys.stderr)
     data["plots"] = plots(data, out)
