@@ -158,6 +158,10 @@ def test_quick_kafka_run_writes_results(tmp_path: Path, storage: str) -> None:
     for scenario in latency:
         assert scenario["samples"] > 0, scenario["errors"]
         assert scenario["end_to_end_ms"]["p50"] >= scenario["handout_ms"]["p50"] > 0
+    # Issue #13's Kafka targets (CPU per job and per event, empty batch fetches, idle handout).
+    kafka_targets = [t for t in data["targets"] if t["target"].startswith("Kafka, ")]
+    assert len(kafka_targets) == 4, data["targets"]
+    assert all(isinstance(t["measured"], int | float) for t in kafka_targets)
     assert "Backend **kafka**" in (out / "latest.md").read_text()
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
