@@ -115,6 +115,7 @@ async def scenario(
             "completed": s["completed_total"],
             "fetches": s["fetches"],
             "empty_fetches": s["empty_fetches"],
+            "empty_fetches_before_last_jobs": s["empty_fetches_before_last_jobs"],
             "drained": s["drained"],
             "errors": s["errors"],
             "first_error": s["first_error"],

@@ -610,6 +610,13 @@ class Run:
             "throughput_eps": round(eps, 1),
             "fetches": sum(r["fetches"] for r in results),
             "empty_fetches": sum(r["empty_fetches"] for r in results),
+            # Empty answers that came back before some fetch still found jobs: the log (these
+            # scenarios append no new sourced events) still held events for the key.
+            "empty_fetches_before_last_jobs": sum(
+                end < max(r["last_jobs_fetched"] for r in results)
+                for r in results
+                for end in r["empty_fetch_ends"]
+            ),
             "errors": sum(r["errors"] for r in results),
             "first_error": next((r["first_error"] for r in results if r["first_error"]), ""),
             "daemon_cpu_s": round(cpu, 3),
@@ -991,15 +998,17 @@ def kafka_targets(
                 "scenario": batch["id"],
             }
         )
-        # Once every event was handed out (drained), empty answers are expected: not measured.
+        # Once every event was handed out (drained), empty answers are expected: counted are
+        # those that came back before another fetch still found jobs.
+        early = batch["empty_fetches_before_last_jobs"]
         out.append(
             {
                 "target": f"Kafka, count={batch['count']}: empty fetches while events remain",
                 "required": "0",
-                "measured": batch["empty_fetches"],
-                "met": None if batch["drained"] else batch["empty_fetches"] == 0,
+                "measured": early,
+                "met": early == 0,
                 "scenario": f"{batch['id']} ({batch['empty_fetches']} of {batch['fetches']} "
-                "fetches empty" + ("; drained: run a larger log" if batch["drained"] else "") + ")",
+                f"fetches empty, {early} of them before the last fetch that found jobs)",
             }
         )
     if latency and latency["handout_ms"]:
@@ -1051,6 +1060,11 @@ def dig(data: dict[str, Any], path: str) -> Any:
     return data
 
 
+def digits(value: Any) -> int:
+    """Decimals that show a measured figure against its target (CPU ms per event need three)."""
+    return 3 if isinstance(value, float) and abs(value) < 2 else 1
+
+
 def fmt(value: Any, digits: int = 0) -> str:
     if value is None:
         return "-"
@@ -1084,7 +1098,8 @@ def markdown(data: dict[str, Any]) -> str:
     for t in data["targets"]:
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(
-            f"| {t['target']} | {t['required']} | {fmt(t['measured'], 1)} | {met} | "
+            f"| {t['target']} | {t['required']} | {fmt(t['measured'], digits(t['measured']))} | "
+            f"{met} | "
             f"{t['scenario']} |"
         )
     lines += [
