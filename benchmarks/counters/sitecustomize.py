@@ -11,7 +11,7 @@ for the daemon only, with BENCH_COUNTERS_FILE naming a file. Then it wraps, in t
 * `KafkaLog` (where its methods are found): calls through `_call` by operation, with their wall
   time; reads answered from the tail cache, by the reader consumer, or empty; records each
   consumer handed back by topic kind; records followed; appends and commits;
-* `Dispatcher.fetch`: fetches that came back empty or short, and for those, per lane, whether a
+* `Fetcher.fetch` (azuld.dispatch): fetches that came back empty or short, and for those, per lane, whether a
   partition still had records but the lane's window was full (`window_full`) or not yet read.
 
 On SIGUSR2 it writes `{"counts": {...}, "wall_seconds": {...}}` to that file. It only counts;
@@ -179,10 +179,10 @@ if os.environ.get("BENCH_COUNTERS_FILE"):
 
     # -- the dispatcher's fetches ------------------------------------------------------------
     try:
-        from azuld.dispatcher import Dispatcher as _Dispatcher
-    except ImportError:  # restructured: fetch counts are skipped
-        _Dispatcher = None
-        _missing("azuld.dispatcher.Dispatcher")
+        from azuld.dispatch.fetch import Fetcher as _Fetcher
+    except ImportError:  # moved: fetch counts are skipped
+        _Fetcher = None
+        _missing("azuld.dispatch.fetch.Fetcher")
 
     def _fetched(result: Any, self: Any, params: Any) -> None:
         got = len(result.events)
@@ -191,7 +191,7 @@ if os.environ.get("BENCH_COUNTERS_FILE"):
         if got >= params.count:
             return
         COUNTS["fetch.empty" if not got else "fetch.short"] += 1
-        state = getattr(self, "_keys", {}).get(params.key)
+        state = self.registry.get(params.key) if hasattr(self, "registry") else None
         lanes = getattr(state, "lanes", None)
         for lane, cursors in getattr(lanes, "cursors", {}).items():
             for tp, cursor in cursors.items():
@@ -202,5 +202,5 @@ if os.environ.get("BENCH_COUNTERS_FILE"):
                     full = cursor.readable(lanes.window) == 0
                     COUNTS[f"fetch.unfilled.{lane}.{'window_full' if full else 'not_read'}"] += 1
 
-    if _Dispatcher is not None:
-        _wrap_async(_Dispatcher, "fetch", after=_fetched)
+    if _Fetcher is not None:
+        _wrap_async(_Fetcher, "fetch", after=_fetched)
