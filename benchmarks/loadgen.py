@@ -400,6 +400,8 @@ class WorkerStats:
     completed_total: int = 0
     fetches: int = 0
     empty_fetches: int = 0
+    empty_fetch_ends: list[float] = field(default_factory=list)  # when each empty one returned
+    last_jobs_fetched: float = 0.0  # when the last fetch that brought jobs returned
     errors: int = 0
     first_error: str = ""
     first_completion: float = 0.0  # in the window
@@ -452,7 +454,10 @@ async def worker(
         stats.fetches += 1
         if not jobs:
             stats.empty_fetches += 1
+            if len(stats.empty_fetch_ends) < SAMPLE_CAP:
+                stats.empty_fetch_ends.append(fetched)
             continue
+        stats.last_jobs_fetched = fetched
         stats.sample("fetch", fetched - started, fetched)
         try:
             if do_download:
@@ -514,6 +519,8 @@ async def run_workers(spec: dict[str, Any], start_at: float) -> dict[str, Any]:
         "completed_total": stats.completed_total,
         "fetches": stats.fetches,
         "empty_fetches": stats.empty_fetches,
+        "empty_fetch_ends": stats.empty_fetch_ends,
+        "last_jobs_fetched": stats.last_jobs_fetched,
         "errors": stats.errors,
         "first_error": stats.first_error,
         "first_completion": stats.first_completion,

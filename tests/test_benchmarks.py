@@ -117,24 +117,32 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_quick_kafka_run_writes_results(tmp_path: Path) -> None:
-    """`--backend kafka`: the harness starts its own broker and moto, runs the same scenarios on
-    azuld with `events.backend = "kafka"`, `storage.backend = "s3"`, and stops them."""
+@pytest.mark.parametrize("storage", ["s3", "local"])
+def test_quick_kafka_run_writes_results(tmp_path: Path, storage: str) -> None:
+    """`--backend kafka`: the harness starts its own broker (and moto, for S3), runs the same
+    scenarios on azuld with `events.backend = "kafka"` and the asked blob store (S3 by default,
+    a local folder with `--storage local`), and stops them."""
     out = tmp_path / "results"
     out.mkdir()
     # An embedded run's latest.json in the same folder: not a previous run of this backend.
     embedded = {"started": "embedded-run", "backend": {"name": "embedded"}, "scenarios": []}
     (out / "latest.json").write_text(json.dumps(embedded))
 
-    done = run_quick(out, "--backend", "kafka")
+    done = run_quick(
+        out, "--backend", "kafka", *(["--storage", "local"] if storage == "local" else [])
+    )
 
     data = json.loads((out / "latest.json").read_text())
     assert data["mode"] == "quick"
     backend = data["backend"]
     assert backend["name"] == "kafka"
     assert "Kafka" in backend["events"]
-    assert backend["storage"].startswith("s3")
-    assert {"kafka", "moto"} <= backend["services_whole_run"].keys()
+    if storage == "s3":
+        assert backend["storage"].startswith("s3")
+        assert {"kafka", "moto"} <= backend["services_whole_run"].keys()
+    else:
+        assert backend["storage"] == "local folder"
+        assert backend["services_whole_run"].keys() == {"kafka"}  # no moto started
     assert "previous" not in data
     assert "comparison" not in data
     assert "not comparing" in done.stderr
@@ -150,6 +158,10 @@ def test_quick_kafka_run_writes_results(tmp_path: Path) -> None:
     for scenario in latency:
         assert scenario["samples"] > 0, scenario["errors"]
         assert scenario["end_to_end_ms"]["p50"] >= scenario["handout_ms"]["p50"] > 0
+    # Issue #13's Kafka targets (CPU per job and per event, empty batch fetches, idle handout).
+    kafka_targets = [t for t in data["targets"] if t["target"].startswith("Kafka, ")]
+    assert len(kafka_targets) == 4, data["targets"]
+    assert all(isinstance(t["measured"], int | float) for t in kafka_targets)
     assert "Backend **kafka**" in (out / "latest.md").read_text()
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
