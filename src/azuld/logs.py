@@ -18,10 +18,16 @@ LogFormat = Literal["auto", "text", "json", "keyvalue"]
 
 
 class _RequestIdFilter(logging.Filter):
+    def __init__(self, worker: str | None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def filter(self, record: logging.LogRecord) -> bool:
         from azuld.http.steps import REQUEST_ID
 
         record.request_id = REQUEST_ID.get()
+        if self.worker is not None:
+            record.worker = self.worker
         return True
 
 
@@ -34,6 +40,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
+        if worker := getattr(record, "worker", None):
+            entry["worker"] = worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -46,25 +54,33 @@ class KeyValueFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
+        worker = getattr(record, "worker", None)
         return (
-            f"level={record.levelname.lower()} logger={record.name} "
+            f"level={record.levelname.lower()} {f'worker={worker} ' if worker else ''}"
+            f"logger={record.name} "
             f"request_id={getattr(record, 'request_id', '-')} msg={json.dumps(message)}"
         )
 
 
-def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
-    """Log to stderr. `auto` is key=value under journald (`JOURNAL_STREAM` set), else text."""
+def configure_logging(
+    level: str, log_format: LogFormat = "auto", worker: str | None = None
+) -> None:
+    """Log to stderr. `auto` is key=value under journald (`JOURNAL_STREAM` set), else text.
+    `worker` (`w0`, `w1`… of `azuld serve --processes N`) goes on every line."""
     if log_format == "auto":
         log_format = "keyvalue" if os.environ.get("JOURNAL_STREAM") else "text"
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(_RequestIdFilter(worker))
     if log_format == "json":
         handler.setFormatter(JsonFormatter())
     elif log_format == "keyvalue":
         handler.setFormatter(KeyValueFormatter())
     else:
+        tag = f"{worker} " if worker else ""
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s {tag}%(name)s [%(request_id)s] %(message)s"
+            )
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -6,6 +6,7 @@ import argparse
 import functools
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from azuld import __version__
@@ -16,11 +17,15 @@ __all__ = ["config_check", "serve"]
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Run the daemon until SIGTERM/SIGINT. Exit 1 when it cannot start (named on stderr)."""
+    """Run the daemon until SIGTERM/SIGINT. Exit 1 when it cannot start (named on stderr).
+
+    With `server.processes` (`--processes`) above 1, run a supervisor of that many worker
+    processes instead (`azuld.supervisor`); `--worker` & co. are how it starts each of them.
+    """
     import trio
 
     from azuld.logs import configure_logging
-    from azuld.service import serve as serve_daemon
+    from azuld.process import WorkerRole
     from azuld.settings import load_settings
 
     overrides: dict[str, object] = {}
@@ -28,12 +33,34 @@ def serve(args: argparse.Namespace) -> int:
         overrides["server.listen"] = args.listen
     if args.data_dir:
         overrides["data_dir"] = args.data_dir.expanduser()
+    worker = None
+    if args.worker is not None:
+        worker = WorkerRole.parse(args.worker, args.listen_fds or "", args.lifeline_fd)
+    elif args.processes is not None:
+        overrides["server.processes"] = args.processes
     config = config_file(args.config)
     settings = load_settings(config, overrides=overrides)
-    configure_logging(settings.log_level, settings.log_format)
-    logging.getLogger(__name__).info("azuld %s starting", __version__)
+    configure_logging(settings.log_level, settings.log_format, worker.name if worker else None)
+    log = logging.getLogger(__name__)
+    if worker is None and settings.server.processes > 1:
+        from azuld.supervisor import Supervisor, worker_command
+
+        log.info("azuld %s starting %d processes", __version__, settings.server.processes)
+        command = worker_command(config, args.listen, settings.data_dir)
+        supervisor = Supervisor(settings, command, config_path=config, overrides=overrides)
+        run: Callable[[], Awaitable[int | None]] = supervisor.run
+    else:
+        from azuld.service import serve as serve_daemon
+
+        if worker is None:
+            log.info("azuld %s starting", __version__)
+        else:
+            log.info("azuld %s starting: worker %d of %d", __version__, worker.index, worker.count)
+        run = functools.partial(
+            serve_daemon, settings, config_path=config, overrides=overrides, worker=worker
+        )
     try:
-        trio.run(functools.partial(serve_daemon, settings, config_path=config, overrides=overrides))
+        status = trio.run(run)
     except BaseException as exc:
         # Exceptions through trio-asyncio's loop arrive wrapped in groups (stack.md P3).
         failure = _find_error(exc, (UpstreamError, ConfigError, OSError))
@@ -41,7 +68,7 @@ def serve(args: argparse.Namespace) -> int:
             raise
         print(f"azuld: cannot start: {failure}", file=sys.stderr)
         return 1
-    return 0
+    return status or 0
 
 
 def _find_error(exc: BaseException, kinds: tuple[type[Exception], ...]) -> BaseException | None:
