@@ -164,6 +164,43 @@ async def test_several_processes_are_refused_on_the_embedded_backend(tmp_path: P
     )
 
 
+@pytest.mark.parametrize("which", ["server.listen", "server.worker_port_base"])
+async def test_a_port_in_use_stops_the_start(tmp_path: Path, which: str) -> None:
+    # No broker is needed: the ports are bound before any worker reaches Kafka (a worker that
+    # started meanwhile is stopped).
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # Worker 1's own port is the taken one, or the shared port is.
+        listen, base = ("127.0.0.1:0", port - 1)
+        if which == "server.listen":
+            listen, base = f"127.0.0.1:{port}", 0
+        config = tmp_path / "azuld.toml"
+        config.write_text(
+            f'[server]\nworker_port_base = {base}\n[events]\nbackend = "kafka"\n'
+            f'kafka_bootstrap = "127.0.0.1:1"\nkafka_connect_timeout_seconds = 5\n'
+        )
+        done = await trio.run_process(
+            [
+                *(sys.executable, "-m", "azuld", "serve", "--config", str(config)),
+                *("--processes", "2", "--listen", listen, "--data-dir", str(tmp_path / "data")),
+            ],
+            capture_stderr=True,
+            check=False,
+        )
+    advice = (
+        "choose another address with --listen or server.listen"
+        if which == "server.listen"
+        else "choose another server.worker_port_base"
+    )
+    assert done.returncode == 1
+    assert done.stderr.decode().splitlines()[-1] == (
+        f"azuld: cannot start: {which}: cannot listen on 127.0.0.1:{port}: the address is "
+        f"already in use (by another azuld, or another program); {advice}"
+    )
+
+
 @pytest.mark.slow
 async def test_two_workers_share_the_port_survive_a_sigkill_and_drain(
     tmp_path: Path, kafka_broker: KafkaBroker, notify_socket: socket.socket

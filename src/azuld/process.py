@@ -106,14 +106,18 @@ def cannot_listen(
     return ConfigError(f"{setting}: cannot listen on {listen}: {reason}; {advice}")
 
 
-def bind_sockets(listen: str, *, share: bool, port: int | None = None) -> list[socket.socket]:
+def bind_sockets(
+    listen: str, *, share: bool, port: int | None = None, setting: str = "server.listen"
+) -> list[socket.socket]:
     """TCP sockets bound, not listening, to every address of `listen`'s host (an empty host:
     every interface, IPv4 and IPv6), on `port` (default: `listen`'s). Port 0 picks one free port
     for all of them. `share`: SO_REUSEPORT, so other sockets of this user may bind the port.
 
     Raises:
-        ConfigError: an address cannot be bound (in use, not this machine's), naming it.
+        ConfigError: an address cannot be bound (in use, not this machine's), naming it and
+            `setting`, the one to change.
     """
+    advice = {} if setting == "server.listen" else {"advice": f"choose another {setting}"}
     # `listen` passed the settings' check; azuld.http.server.parse_listen would import the app.
     host_text, _, port_text = listen.rpartition(":")
     host = host_text.removeprefix("[").removesuffix("]") or None
@@ -121,7 +125,7 @@ def bind_sockets(listen: str, *, share: bool, port: int | None = None) -> list[s
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
-        raise cannot_listen(listen, exc) from None
+        raise cannot_listen(listen, exc, setting, **advice) from None
     sockets: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
     try:
@@ -141,7 +145,9 @@ def bind_sockets(listen: str, *, share: bool, port: int | None = None) -> list[s
     except OSError as exc:
         for sock in sockets:
             sock.close()
-        raise cannot_listen(f"{host_text}:{port}" if port else listen, exc) from None
+        raise cannot_listen(
+            f"{host_text}:{port}" if port else listen, exc, setting, **advice
+        ) from None
     return sockets
 
 

@@ -107,6 +107,7 @@ class Supervisor:
         self.port = 0
         self.lifeline = -1  # the read end of the lifeline pipe, while running
         self.inherited: tuple[int, ...] = ()  # descriptors every worker gets
+        self.start_error: ConfigError | None = None  # a worker's port could not be bound
 
     async def run(
         self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
@@ -116,7 +117,8 @@ class Supervisor:
         Reports the shared URLs through `task_status` once every worker is ready.
 
         Raises:
-            ConfigError: the data folder is taken, or an address cannot be bound.
+            ConfigError: the data folder is taken, or an address cannot be bound (the shared
+                port, or at start a worker's own).
         """
         server = self.settings.server
         with lock_data_dir(self.settings.data_dir) as lock:
@@ -132,6 +134,8 @@ class Supervisor:
                 os.close(lifeline_write)
                 for sock in reserved:
                     sock.close()
+        if self.start_error is not None:
+            raise self.start_error
         codes = [self.last_exit.get(index, 1) for index in range(self.count)]
         if self.failed or any(code not in _CLEAN_EXITS for code in codes):
             log.error("stopped: workers %s", ", ".join(map(_describe, codes)))
@@ -218,11 +222,13 @@ class Supervisor:
         try:
             sockets = bind_sockets(server.listen, share=True, port=self.port)
             if server.worker_port_base:
-                sockets += bind_sockets(
-                    server.listen, share=False, port=server.worker_port_base + index
-                )
+                port = server.worker_port_base + index
+                setting = "server.worker_port_base"
+                sockets += bind_sockets(server.listen, share=False, port=port, setting=setting)
         except ConfigError as exc:
             log.error("worker %d: %s", index, exc)
+            if not self.fleet.ever_ready:
+                self.start_error = exc
             return 1
         role = WorkerRole(
             index, self.count, tuple(sock.fileno() for sock in sockets), self.lifeline
@@ -243,6 +249,8 @@ class Supervisor:
             self.processes[index] = process
             self.fleet.started(index, process.pid, trio.current_time())
             log.info("worker %d started (pid %d)", index, process.pid)
+            if self.fleet.stopping:  # told to stop while it was being started
+                process.send_signal(signal.SIGTERM)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._listen, index, inbox)
                 returncode = await process.wait()
