@@ -13,8 +13,9 @@ folder (every worker shares it; moto's ~275 requests/s would cap both counts ali
 worker answers /readyz on its own port (the benchmark's source topic is declared in the config,
 so it exists from the start: created by the first publish, it would rebalance the workers' group
 in the middle of a measurement). Then, with `run.py`'s machinery (`Run`): 256 blobs, the
-events, count=1 with 16 workers (fetch, download, completed status) and count=100 with 16 workers
-(no download). Daemon CPU is the supervisor's and every worker's together.
+events, the daemon's idle CPU over 3 s, count=1 with 16 workers (`--workers`; fetch, download,
+completed status) and count=100 with 16 workers (no download). Daemon CPU is the supervisor's and
+every worker's together.
 
 Writes `benchmarks/results/processes/<stamp>.json`, `latest.json` and `latest.md` (the medians
 per process count and the ratios against one process); benchmarks/README.md explains the figures.
@@ -122,6 +123,14 @@ async def wait_ready(urls: list[str], within_seconds: float = 120) -> None:
     raise RuntimeError(f"not ready in {within_seconds:g} s: {urls}")
 
 
+async def idle_cpu(tree: ProcessTree, seconds: float = 3.0) -> float:
+    """The daemon's CPU (cores) with nothing to do: what its Kafka clients and timers cost."""
+    await trio.sleep(1.0)  # the preload's last writes settle
+    before = harness.cpu_seconds(tree)
+    await trio.sleep(seconds)
+    return round((harness.cpu_seconds(tree) - before) / seconds, 3)
+
+
 def free_ports(count: int) -> int:
     """P such that P to P + count - 1 are free on 127.0.0.1 right now (the workers' own)."""
     for _ in range(50):
@@ -173,12 +182,13 @@ async def one_config(
         run.say(f"{processes} process(es) at {daemon.url}, prefix {prefix}")
         await run.upload_blobs()
         await run.preload(events)
+        idle = await idle_cpu(run.process)
+        run.say(f"  idle: daemon {idle:.1%} of a core")
         for name, count, download in SCENARIOS:
             scenario = await run.throughput(
                 dimensions=[], keys=1, workers=plan.base_workers, count=count, download=download
             )
-            scenario["processes"] = processes
-            scenario["scenario"] = name
+            scenario.update(processes=processes, scenario=name, idle_cpu_util=idle)
         return run.scenarios
     except BaseException:
         print(f"--- daemon log tail:\n{daemon.log()[-3000:]}", file=sys.stderr)
@@ -211,6 +221,7 @@ def summarise(results: list[dict[str, Any]], counts: list[int]) -> list[dict[str
                 "throughput_eps_each": [r["throughput_eps"] for r in mine],
                 "daemon_cpu_util": median("daemon_cpu_util"),
                 "daemon_cpu_s_per_1000": median("daemon_cpu_s_per_1000"),
+                "idle_cpu_util": median("idle_cpu_util"),
                 "busy_cores": round(
                     statistics.median(r["machine_cpu"]["busy_cores"] for r in mine), 2
                 ),
@@ -244,7 +255,7 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"Kafka {data['kafka']}, one KRaft node on loopback; blobs in the local folder; "
         f"{data['partitions']} partitions per topic; {data['events']:,} events in the log; "
-        f"16 load-generator workers in {data['load_processes']} processes; {data['rounds']} "
+        f"{data['workers']} load-generator workers in {data['load_processes']} processes; {data['rounds']} "
         f"interleaved rounds of {data['duration']:g} s windows; run took {data['seconds']:.0f} s.",
         "",
         f"Machine: {m['cpu_model']}, {m['logical_cores']} logical cores, {m['ram_gb']} GB RAM, "
@@ -253,15 +264,16 @@ def markdown(data: dict[str, Any]) -> str:
         "daemon and the load generator share these cores.",
         "",
         "| scenario | processes | events/s (median; each round) | ratio | daemon CPU (cores) | "
-        "daemon CPU s/1000 | machine busy cores | other cores | load gen cores | empty fetches |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "daemon CPU s/1000 | daemon idle (cores) | machine busy cores | other cores | "
+        "load gen cores | empty fetches |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["summary"]:
         each = ", ".join(f"{v:,.0f}" for v in r["throughput_eps_each"])
         lines.append(
             f"| {r['scenario']} | {r['processes']} | {r['throughput_eps']:,.0f} ({each}) | "
             f"{r['eps_ratio']} | {r['daemon_cpu_util']:.2f} | {r['daemon_cpu_s_per_1000']:.3f} | "
-            f"{r['busy_cores']} | {r['other_cores']} | {r['loadgen_cpu_util']} | "
+            f"{r['idle_cpu_util']:.3f} | {r['busy_cores']} | {r['other_cores']} | {r['loadgen_cpu_util']} | "
             f"{r['empty_fetches']}/{r['fetches']}{' (drained)' if r['drained'] else ''} |"
         )
     return "\n".join(lines) + "\n"
@@ -304,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, help="events in the log (default 10000)")
     parser.add_argument("--duration", type=float, help="seconds measured per scenario (6)")
     parser.add_argument("--partitions", type=int, default=4, help="partitions per topic (4)")
+    parser.add_argument("--workers", type=int, default=16, help="load-generator workers (16)")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "processes")
     args = parser.parse_args(argv)
     base = harness.Plan.quick() if args.quick else harness.Plan.default()
@@ -319,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         blobs=base.blobs,
         compare_clients=(),
         no_download_variant=False,
+        base_workers=args.workers,
     )
     args.output.mkdir(parents=True, exist_ok=True)
     started = dt.datetime.now(dt.UTC)
@@ -340,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds,
         "duration": plan.duration,
         "load_processes": plan.processes,
+        "workers": plan.base_workers,
         "process_counts": args.processes,
         "summary": summarise(measured["results"], args.processes),
         "scenarios": measured["results"],
