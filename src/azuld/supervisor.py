@@ -152,6 +152,11 @@ class Supervisor:
                     workers.start_soon(self._keep_running, index)
                 await self.settled.wait()
                 if self.fleet.ever_ready and not self.fleet.stopping:
+                    # systemd first, then the log: what reads the log may expect both.
+                    notify(
+                        f"READY=1\nSTATUS=serving on {' '.join(urls)} with {self.count} "
+                        f"processes\nMAINPID={os.getpid()}"
+                    )
                     own = self._worker_urls()
                     log.info(
                         "azuld serving on %s with %d processes%s; data in %s",
@@ -159,10 +164,6 @@ class Supervisor:
                         self.count,
                         f", each also on its own port ({', '.join(own)})" if own else "",
                         self.settings.data_dir,
-                    )
-                    notify(
-                        f"READY=1\nSTATUS=serving on {' '.join(urls)} with {self.count} "
-                        f"processes\nMAINPID={os.getpid()}"
                     )
                     if self.watchdog_seconds is not None:
                         outer.start_soon(self._watchdog, self.watchdog_seconds)
@@ -274,8 +275,8 @@ class Supervisor:
             if self.fleet.ever_ready:
                 self.settled.set()
             if self.fleet.reload_done():
-                log.info("reloaded: every worker answered")
                 notify(f"READY=1\nSTATUS={self.fleet.summary()}")
+                log.info("reloaded: every worker answered")
 
     # --- signals and systemd -------------------------------------------------------------
 
