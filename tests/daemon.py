@@ -38,12 +38,18 @@ class Daemon:
 
 
 async def start_daemon(
-    data_dir: Path, *, env: dict[str, str] | None = None, extra_args: list[str] | None = None
+    data_dir: Path,
+    *,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+    ready: re.Pattern[str] = _SERVING,
+    within_seconds: float = 30,
 ) -> Daemon:
-    """Start `azuld serve` and wait until it reports its URL.
+    """Start `azuld serve` and wait until it reports its URL (the first group of `ready`).
 
     Raises:
-        RuntimeError: it exited or did not report readiness within 30 s (with its log).
+        RuntimeError: it exited or did not report readiness within `within_seconds` (with its
+            log).
     """
     await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
     log_path = trio.Path(data_dir.parent / f"{data_dir.name}-daemon.log")
@@ -65,10 +71,10 @@ async def start_daemon(
             stderr=log_file,
             env={**os.environ, **(env or {})},
         )
-    with trio.move_on_after(30):
+    with trio.move_on_after(within_seconds):
         while process.returncode is None:
             text = (await log_path.read_text(errors="replace"))[start:]
-            if match := _SERVING.search(text):
+            if match := ready.search(text):
                 return Daemon(process, match.group(1), Path(log_path))
             await trio.sleep(0.05)
     process.kill()

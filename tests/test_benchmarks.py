@@ -165,3 +165,37 @@ def test_quick_kafka_run_writes_results(tmp_path: Path, storage: str) -> None:
     assert "Backend **kafka**" in (out / "latest.md").read_text()
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_quick_processes_run_writes_results(tmp_path: Path) -> None:
+    """`benchmarks/processes.py`: `azuld serve --processes 1` and `--processes 2` on a broker of
+    its own, both scenarios each, the medians and the ratio to one process."""
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "processes.py"),
+            "--quick",
+            "--output",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    data = json.loads((out / "latest.json").read_text())
+    assert data["process_counts"] == [1, 2]
+    assert {(s["scenario"], s["processes"]) for s in data["scenarios"]} == {
+        (name, processes) for name in ("count=1", "count=100") for processes in (1, 2)
+    }
+    for scenario in data["scenarios"]:
+        assert scenario["errors"] == 0, scenario["first_error"]
+        assert scenario["throughput_eps"] > 0, scenario["id"]
+        assert scenario["daemon_cpu_s_per_1000"] > 0
+    rows = {(row["scenario"], row["processes"]): row for row in data["summary"]}
+    assert rows["count=1", 1]["eps_ratio"] == 1.0
+    assert rows["count=1", 2]["eps_ratio"] > 0
+    assert "| count=100 | 2 |" in (out / "latest.md").read_text()

@@ -96,6 +96,8 @@ WRONG = {
     "server.tls_certfile": ("/no/such/cert.pem", "expected empty, or a readable file"),
     "server.tls_keyfile": ("/no/such/key.pem", "expected empty, or a readable file"),
     "server.keep_alive_timeout_seconds": (0, "expected a number > 0"),
+    "server.processes": (0, "expected an integer from 1 to 64"),
+    "server.worker_port_base": (65500, "expected an integer from 0 to 65472"),
     "events.topic_prefix": ("a.b", "expected 1-100 letters, digits, '_' or '-'"),
     "events.default_partitions": (0, "expected an integer from 1 to 10000"),
     "events.kafka_bootstrap": ("kafka1", "expected host:port, or several separated by commas"),
@@ -286,6 +288,18 @@ def test_settings_that_do_not_go_together(tmp_path: Path, text: str, message: st
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_settings(path, environ={})
+
+
+def test_several_processes_need_kafka(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={}, overrides={"server.processes": 2})
+    assert str(info.value) == (
+        'command line: server.processes: 2 processes need events.backend = "kafka": the '
+        "embedded event log (SQLite in the data folder) belongs to one process; run one "
+        "process, or keep the events on Kafka"
+    )
+    path = write(tmp_path, '[server]\nprocesses = 4\n[events]\nbackend = "kafka"\n')
+    assert load_settings(path, environ={}).server.processes == 4
 
 
 def test_a_wrong_secret_is_not_shown(tmp_path: Path) -> None:

@@ -44,6 +44,8 @@ __all__ = [
 ]
 
 MAX_PARTITIONS = 10_000
+# `server.processes`: more than a host has cores only adds memory and Kafka clients.
+MAX_PROCESSES = 64
 _ROLE_NAMES = ("plugin", "ingest", "admin")
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"

@@ -112,10 +112,16 @@ def _own(name: str) -> bool:
 
 
 class _RequestIdFilter(logging.Filter):
+    def __init__(self, worker: str | None) -> None:
+        super().__init__()
+        self.worker = worker
+
     def filter(self, record: logging.LogRecord) -> bool:
         from azuld.http.steps import REQUEST_ID
 
         record.request_id = REQUEST_ID.get()
+        if self.worker is not None:
+            record.worker = self.worker
         return True
 
 
@@ -154,6 +160,8 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": getattr(record, "request_id", "-"),
         }
+        if worker := getattr(record, "worker", None):
+            entry["worker"] = worker
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, ensure_ascii=False)
@@ -167,29 +175,36 @@ class KeyValueFormatter(logging.Formatter):
         message = record.getMessage()
         if record.exc_info:
             message += "\n" + self.formatException(record.exc_info)
+        worker = getattr(record, "worker", None)
         return (
             f"time={rfc3339(record.created)} level={record.levelname.lower()} "
+            f"{f'worker={worker} ' if worker else ''}"
             f"logger={record.name} request_id={getattr(record, 'request_id', '-')} "
             f"msg={json.dumps(message, ensure_ascii=False)}"
         )
 
 
 class TextFormatter(logging.Formatter):
-    """`2026-12-07T21:39:33.950+00:00 INFO azuld.service [-] message`"""
+    """`2026-12-07T21:39:33.950+00:00 INFO azuld.service [-] message` (with `w1 ` before the
+    logger name in a worker of `azuld serve --processes N`)."""
 
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+    def __init__(self, worker: str | None = None) -> None:
+        tag = f"{worker} " if worker else ""
+        super().__init__(f"%(asctime)s %(levelname)s {tag}%(name)s [%(request_id)s] %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return rfc3339(record.created)
 
 
-def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
-    """Log to stderr. `auto` is key=value under journald (`JOURNAL_STREAM` set), else text."""
+def configure_logging(
+    level: str, log_format: LogFormat = "auto", worker: str | None = None
+) -> None:
+    """Log to stderr. `auto` is key=value under journald (`JOURNAL_STREAM` set), else text.
+    `worker` (`w0`, `w1`… of `azuld serve --processes N`) goes on every line."""
     if log_format == "auto":
         log_format = "keyvalue" if os.environ.get("JOURNAL_STREAM") else "text"
     handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(_RequestIdFilter(worker))
     handler.addFilter(ThirdPartyFilter())
     formatter: logging.Formatter
     if log_format == "json":
@@ -197,7 +212,7 @@ def configure_logging(level: str, log_format: LogFormat = "auto") -> None:
     elif log_format == "keyvalue":
         formatter = KeyValueFormatter()
     else:
-        formatter = TextFormatter()
+        formatter = TextFormatter(worker)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

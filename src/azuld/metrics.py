@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -119,6 +120,16 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+
+    def identify_worker(self, worker: str) -> None:
+        """Say which worker of `azuld serve --processes N` these metrics come from (each worker
+        has its own; scrape each one's own port, `server.worker_port_base`)."""
+        Gauge(
+            "azuld_worker_info",
+            "This process is one worker of azuld serve --processes N",
+            ["worker", "pid"],
+            registry=self.registry,
+        ).labels(worker, str(os.getpid())).set(1)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

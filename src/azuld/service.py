@@ -13,16 +13,15 @@ dispatch limits), saying in the log what needs a restart.
 
 from __future__ import annotations
 
-import errno
-import fcntl
+import contextlib
 import gc
 import logging
 import os
 import signal
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from azuld.http.auth import Authorizer
 from azuld.logs import set_level
 from azuld.metrics import Metrics
 from azuld.ports import BlobStore, EventLog
+from azuld.process import WorkerRole, cannot_listen, find_bind_error, lock_data_dir, watch_lifeline
 from azuld.settings import Settings, in_force, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
 from azuld.systemd import notify, watchdog_interval_seconds
@@ -100,8 +100,13 @@ async def _open_event_log(settings: Settings) -> AsyncIterator[EventLog]:
 
 
 @asynccontextmanager
-async def _open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
+async def _open_blob_store(
+    settings: Settings, worker: WorkerRole | None
+) -> AsyncIterator[BlobStore]:
     storage = settings.storage
+    # Each store empties its spool folder when it opens: workers sharing a data folder (a
+    # restarted one too) each need their own.
+    spool = "spool" if worker is None else f"spool-{worker.name}"
     if storage.backend == "s3":
         from azuld.storage.s3 import open_s3_store
 
@@ -112,48 +117,35 @@ async def _open_blob_store(settings: Settings) -> AsyncIterator[BlobStore]:
             secret_key=storage.s3_secret_key,
             region=storage.s3_region,
             prefix=storage.s3_prefix,
-            spool_dir=settings.data_dir / "spool",
+            spool_dir=settings.data_dir / spool,
         ) as s3:
             yield s3
         return
-    yield LocalBlobStore(settings.data_dir / "blobs")
-
-
-@contextmanager
-def _lock_data_dir(data_dir: Path) -> Iterator[None]:
-    """One azuld per data folder: a second one would share the embedded log and the spool."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / "azuld.lock"
-    with path.open("a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "?"
-            raise ConfigError(
-                f"{data_dir}: another azuld (pid {holder}) is using this data folder"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    blobs = settings.data_dir / "blobs"
+    yield LocalBlobStore(blobs, spool_dir=blobs / f".{spool}")
 
 
 @asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    """Open the configured backends and build the dispatcher over them (not yet running).
+async def open_services(
+    settings: Settings, worker: WorkerRole | None = None
+) -> AsyncIterator[Services]:
+    """Open the configured backends and build the dispatcher over them (not yet running). A
+    `worker` of a supervisor shares the data folder its supervisor holds (and locks).
 
     Raises:
         ConfigError: another azuld uses the data folder.
         UpstreamError: a backend cannot be reached (named in the message).
     """
-    with _lock_data_dir(settings.data_dir):
-        async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
+    with contextlib.ExitStack() as stack:
+        if worker is None:
+            stack.enter_context(lock_data_dir(settings.data_dir))
+        async with (
+            _open_event_log(settings) as event_log,
+            _open_blob_store(settings, worker) as blobs,
+        ):
             metrics = Metrics()
+            if worker is not None:
+                metrics.identify_worker(worker.name)
             dispatcher = Dispatcher(
                 event_log,
                 settings.dispatch,
@@ -262,25 +254,36 @@ async def serve(
     config_path: Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     handle_signals: bool = True,
+    worker: WorkerRole | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> str:
     """Run azuld until a signal (or cancellation) stops it; return why it stopped (the signal).
 
     Reports the bound URLs through `task_status` once it serves requests. `config_path` and
     the command line's `overrides` are what `settings` were loaded from: SIGHUP loads them again.
+    As a `worker` of `azuld serve --processes N` it serves on the sockets its supervisor bound,
+    tells the supervisor (its `NOTIFY_SOCKET`) what it would tell systemd, and drains when the
+    supervisor is gone.
 
     Raises:
         ConfigError: the data folder is taken, or the listen address cannot be bound.
         UpstreamError: a backend cannot be reached.
     """
-    async with open_services(settings) as services:
+    async with open_services(settings, worker) as services:
         daemon = _Daemon(settings, config_path, overrides or {}, services)
         async with trio.open_nursery() as nursery:
             if handle_signals:
                 await nursery.start(daemon.watch_signals, nursery.cancel_scope)
+            if worker is not None:
+                nursery.start_soon(watch_lifeline, worker.lifeline_fd, daemon.shutdown)
             await nursery.start(services.dispatcher.run)
             binds: list[str] = await nursery.start(
-                _serve_http, create_app(services), settings, daemon.shutdown, nursery.cancel_scope
+                _serve_http,
+                create_app(services),
+                settings,
+                daemon.shutdown,
+                nursery.cancel_scope,
+                worker.sockets() if worker else [],
             )
             # Everything built so far (modules, settings, app) lives as long as the process: out
             # of the collector's way, so full collections only walk what requests create.
@@ -316,10 +319,12 @@ async def _serve_http(
     settings: Settings,
     shutdown: trio.Event,
     root: trio.CancelScope,
+    sockets: list[socket.socket],
     *,
     task_status: trio.TaskStatus[list[str]],
 ) -> None:
     """Serve HTTP until `shutdown` is set and in-flight requests drained, then stop the rest.
+    With `sockets` (bound by a supervisor) it listens on those instead of `server.listen`.
 
     Raises:
         ConfigError: `server.listen` cannot be bound (in use, not an address of this machine),
@@ -332,25 +337,29 @@ async def _serve_http(
     started = _Started(task_status)
     try:
         if server.http_server == "hypercorn":
+            config = hypercorn_config(settings)
+            if sockets:
+                config.bind = [f"fd://{sock.detach()}" for sock in sockets]
             await hypercorn_serve(
                 _ShieldedSend(app),
-                hypercorn_config(settings),
+                config,
                 shutdown_trigger=shutdown.wait,
                 task_status=started,
             )
         else:
-            config = http_server.ServerConfig(
+            server_config = http_server.ServerConfig(
                 listen=server.listen,
+                sockets=tuple(sockets),
                 ssl_context=context,
                 graceful_timeout_seconds=server.graceful_timeout_seconds,
                 keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
             )
-            await http_server.serve(app, config, shutdown=shutdown, task_status=started)
+            await http_server.serve(app, server_config, shutdown=shutdown, task_status=started)
     except (OSError, BaseExceptionGroup) as exc:
-        bind_error = None if started.done else _find_bind_error(exc)
+        bind_error = None if started.done else find_bind_error(exc)
         if bind_error is None:
             raise
-        raise _cannot_listen(server.listen, bind_error) from bind_error
+        raise cannot_listen(server.listen, bind_error) from bind_error
     root.cancel()
 
 
@@ -365,31 +374,3 @@ class _Started(trio.TaskStatus[list[str]]):
         assert value is not None  # both servers report their URLs
         self.done = True
         self.task_status.started(value)
-
-
-# Errors binding a listening socket: the address is taken, not this machine's, or not allowed.
-_BIND_ERRNOS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES})
-
-
-def _find_bind_error(error: BaseException) -> OSError | None:
-    """The error binding the socket in `error` (hypercorn's comes inside exception groups)."""
-    if isinstance(error, BaseExceptionGroup):
-        for inner in error.exceptions:
-            if (found := _find_bind_error(inner)) is not None:
-                return found
-        return None
-    if isinstance(error, socket.gaierror) or (
-        isinstance(error, OSError) and error.errno in _BIND_ERRNOS
-    ):
-        return error
-    return None
-
-
-def _cannot_listen(listen: str, error: OSError) -> ConfigError:
-    reason = error.strerror or str(error)
-    if error.errno == errno.EADDRINUSE:
-        reason = "the address is already in use (by another azuld, or another program)"
-    return ConfigError(
-        f"server.listen: cannot listen on {listen}: {reason}; choose another address with "
-        "--listen or server.listen"
-    )

@@ -78,6 +78,10 @@ class ServerSettings:
     tls_keyfile: str = setting("", check=checks.READABLE_FILE)
     http_server: Literal["azuld", "hypercorn"] = "azuld"
     keep_alive_timeout_seconds: float = setting(75.0, check=checks.above(0))
+    # Worker processes sharing `listen` (`azuld serve --processes N`); more than 1 needs Kafka.
+    processes: int = setting(1, check=checks.between(1, checks.MAX_PROCESSES))
+    # 0: none. Else worker k (0 to processes - 1) also listens on its own port, this + k.
+    worker_port_base: int = setting(0, check=checks.between(0, 65536 - checks.MAX_PROCESSES))
 
 
 @dataclass(frozen=True, slots=True)
@@ -415,6 +419,12 @@ class _Reader:
             self.problems.append(
                 f"{self.place_of('server.tls_keyfile')}: a key file needs "
                 "server.tls_certfile (the certificate) as well"
+            )
+        if server.processes > 1 and settings.events.backend == "embedded":
+            self.problems.append(
+                f"{self.place_of('server.processes')}: {server.processes} processes need "
+                'events.backend = "kafka": the embedded event log (SQLite in the data folder) '
+                "belongs to one process; run one process, or keep the events on Kafka"
             )
         if bool(storage.s3_access_key) != bool(storage.s3_secret_key):
             self.problems.append(

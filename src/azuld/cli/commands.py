@@ -80,6 +80,17 @@ COMMANDS: tuple[Command, ...] = (
             ),
             arg("--listen", help="host:port to bind (default 127.0.0.1:8111)"),
             arg("--data-dir", type=Path, help="where the embedded log and blobs live"),
+            arg(
+                "--processes",
+                type=int,
+                metavar="N",
+                help="run N azuld processes sharing the port, under a supervisor (Kafka only; "
+                "default: server.processes, 1)",
+            ),
+            # How the supervisor starts its workers (azuld.process.WorkerRole); not for people.
+            arg("--worker", help=argparse.SUPPRESS),
+            arg("--listen-fds", help=argparse.SUPPRESS),
+            arg("--lifeline-fd", type=int, default=-1, help=argparse.SUPPRESS),
         ),
     ),
     Command(

@@ -6,6 +6,7 @@ import argparse
 import functools
 import logging
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from azuld import __version__
@@ -17,11 +18,15 @@ __all__ = ["config_check", "serve"]
 
 def serve(args: argparse.Namespace) -> int:
     """Run the daemon until SIGTERM/SIGINT. Exit 1 when it cannot start (named on stderr) or
-    fails. The last log line says it stopped, and why: the signal, or the error."""
+    fails. The last log line says it stopped, and why: the signal, or the error.
+
+    With `server.processes` (`--processes`) above 1, run a supervisor of that many worker
+    processes instead (`azuld.supervisor`); `--worker` & co. are how it starts each of them.
+    """
     import trio
 
     from azuld.logs import configure_logging
-    from azuld.service import serve as serve_daemon
+    from azuld.process import WorkerRole
     from azuld.settings import load_settings
 
     overrides: dict[str, object] = {}
@@ -29,15 +34,34 @@ def serve(args: argparse.Namespace) -> int:
         overrides["server.listen"] = args.listen
     if args.data_dir:
         overrides["data_dir"] = args.data_dir.expanduser()
+    worker = None
+    if args.worker is not None:
+        worker = WorkerRole.parse(args.worker, args.listen_fds or "", args.lifeline_fd)
+    elif args.processes is not None:
+        overrides["server.processes"] = args.processes
     config = config_file(args.config)
     settings = load_settings(config, overrides=overrides)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, worker.name if worker else None)
     log = logging.getLogger(__name__)
-    log.info("azuld %s starting", __version__)
-    try:
-        reason = trio.run(
-            functools.partial(serve_daemon, settings, config_path=config, overrides=overrides)
+    if worker is None and settings.server.processes > 1:
+        from azuld.supervisor import Supervisor, worker_command
+
+        log.info("azuld %s starting %d processes", __version__, settings.server.processes)
+        command = worker_command(config, args.listen, settings.data_dir)
+        supervisor = Supervisor(settings, command, config_path=config, overrides=overrides)
+        run: Callable[[], Awaitable[int | str]] = supervisor.run
+    else:
+        from azuld.service import serve as serve_daemon
+
+        if worker is None:
+            log.info("azuld %s starting", __version__)
+        else:
+            log.info("azuld %s starting: worker %d of %d", __version__, worker.index, worker.count)
+        run = functools.partial(
+            serve_daemon, settings, config_path=config, overrides=overrides, worker=worker
         )
+    try:
+        outcome = trio.run(run)
     except KeyboardInterrupt:
         # SIGINT before the signal handlers were installed (while the backends opened).
         log.info("azuld stopped: SIGINT while starting")
@@ -51,7 +75,10 @@ def serve(args: argparse.Namespace) -> int:
         log.error("azuld stopped: cannot start: %s", failure)
         print(f"azuld: cannot start: {failure}", file=sys.stderr)
         return 1
-    log.info("azuld stopped: %s", reason)
+    if isinstance(outcome, int):  # the supervisor's exit status (its workers log their own)
+        log.info("azuld stopped: %s", "every worker drained" if outcome == 0 else "a worker failed")
+        return outcome
+    log.info("azuld stopped: %s", outcome)
     return 0
 
 

@@ -19,6 +19,7 @@ within `graceful_timeout_seconds` (with `Connection: close`), then the rest is c
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +53,8 @@ class ServerConfig:
     head_timeout_seconds: float = 30.0
     send_timeout_seconds: float = SEND_TIMEOUT_SECONDS
     backlog: int = 1024
+    # Bound already (by azuld's supervisor, for processes sharing a port): listened on instead.
+    sockets: tuple[socket.socket, ...] = ()
 
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
@@ -229,9 +232,12 @@ async def serve(
     server = _Server(app, config)
     # Bound before the app starts: a port in use fails fast and as a plain OSError (raised inside
     # the lifespan's nursery it would come out wrapped in an ExceptionGroup).
-    listeners: list[Any] = list(
-        await trio.open_tcp_listeners(port, host=host, backlog=config.backlog)
-    )
+    listeners: list[Any] = []
+    for sock in config.sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+    if not listeners:
+        listeners = list(await trio.open_tcp_listeners(port, host=host, backlog=config.backlog))
     scheme = "http"
     if config.ssl_context is not None:
         scheme = "https"

@@ -32,10 +32,12 @@ _FALLBACK = ("", "")  # Go's legacy key `//<sha256>`: stored with an empty sourc
 class LocalBlobStore:
     """`BlobStore` on a local folder. Names are validated by the caller (HTTP layer)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, spool_dir: Path | None = None) -> None:
+        """`spool_dir` (default `<root>/.spool`) must be on `root`'s filesystem (uploads are
+        renamed into place), and this store's alone: what it holds at start is deleted."""
         self.root = root
         self._root = str(root)  # string joins: pathlib costs more than the stat on the hot path
-        self.spool_dir = root / ".spool"
+        self.spool_dir = spool_dir or root / ".spool"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         for stray in self.spool_dir.iterdir():  # left by a crash mid-upload
             stray.unlink(missing_ok=True)
