@@ -32,7 +32,9 @@ An event's label is every distinct non-empty security string on it (`event_label
 Azul's metastore does (`azul_security.string_combine`): the most restrictive classification, every
 caveat, the releasability groups common to all parts (none in common: nobody may see it), the
 most restrictive marking. The Go dispatcher checks `source.security` alone; azuld checks all of
-them, so a plugin's own restricted results are not handed to a plugin below them.
+them, so a plugin's own restricted results are not handed to a plugin below them. A clearance must
+see the combination *and* each part: combining keeps one marking and `releasable_from` drops
+markings, so the combination alone could lose an enforced marking of a part (fail closed).
 
 Decisions are cached per (clearance, label) pair in a bounded cache (`AccessDecisions`): a
 deployment has few distinct pairs, and the cache bound keeps odd labels from growing memory.
@@ -396,12 +398,17 @@ class AccessDecisions:
         return decision
 
     def _decide(self, clearance: str, label: EventLabel) -> bool:
+        model = self.model
         try:
-            held = self.model.parse_clearance(clearance)
-            combined = self.model.combine(self.model.parse(part) for part in label)
+            held = model.parse_clearance(clearance)
+            parts = [model.parse(part) for part in label]
+            combined = model.combine(parts)
         except UnreadableLabel:
             return False
-        return self.model.can_access(held, combined)
+        # Each part too: the combination may have dropped a part's enforced marking.
+        return model.can_access(held, combined) and all(
+            model.can_access(held, part) for part in parts
+        )
 
     def __len__(self) -> int:
         return len(self._decisions)
