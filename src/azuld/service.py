@@ -40,6 +40,7 @@ from azuld.http.auth import Authorizer
 from azuld.logs import set_level
 from azuld.metrics import Metrics
 from azuld.ports import BlobStore, EventLog
+from azuld.security_check import open_security_check
 from azuld.settings import Settings, in_force, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
 from azuld.systemd import notify, watchdog_interval_seconds
@@ -148,9 +149,11 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     """Open the configured backends and build the dispatcher over them (not yet running).
 
     Raises:
-        ConfigError: another azuld uses the data folder.
+        ConfigError: another azuld uses the data folder, or a `security.*` setting is wrong.
         UpstreamError: a backend cannot be reached (named in the message).
     """
+    # Built once (its decisions are cached for the daemon's life), before any backend opens.
+    security = open_security_check(settings.security)
     with _lock_data_dir(settings.data_dir):
         async with _open_event_log(settings) as event_log, _open_blob_store(settings) as blobs:
             metrics = Metrics()
@@ -160,6 +163,8 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
                 settings.events.topic_prefix,
                 metrics=metrics,
                 blobs=blobs,
+                security=security,
+                default_label=settings.security.default_label,
             )
             yield Services(
                 dispatcher=dispatcher,

@@ -1,9 +1,10 @@
 """The background half of the dispatcher: what `Dispatcher.run` starts beside the requests.
 
 At start-up the replay cache is loaded; then, until cancelled: the log follower below wakes the
-long-polls the log's changes concern, the lease reaper (`leases.py`) expires leases, and on a log
-other instances share, the status and replay-cache followers (`statuses.py`, `replay.py`) apply
-what the other instances post.
+long-polls the log's changes concern, the lease reaper (`leases.py`) expires leases, the
+`max-security` checks that fetches deferred are decided (`security.py`), and on a log other
+instances share, the status and replay-cache followers (`statuses.py`, `replay.py`) apply what the
+other instances post.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import trio
 from azuld.dispatch.keys import KeyRegistry
 from azuld.dispatch.leases import Leases
 from azuld.dispatch.replay import Replay
+from azuld.dispatch.security import Security
 from azuld.dispatch.statuses import Statuses
 from azuld.ports import EventLog
 
@@ -29,15 +31,18 @@ class Background:
         replay: Replay,
         statuses: Statuses,
         leases: Leases,
+        security: Security,
     ) -> None:
         self.log = log
         self.registry = registry
         self.replay = replay
         self.statuses = statuses
         self.leases = leases
+        self.security = security
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the replay cache, then follow the log and reap leases until cancelled.
+        """Load the replay cache, then follow the log, reap leases and decide deferred
+        `max-security` checks until cancelled.
 
         Raises:
             UpstreamError: the replay cache could not be loaded (before `started`).
@@ -52,6 +57,7 @@ class Background:
                 nursery.start_soon(self.statuses.follow)
                 nursery.start_soon(self.replay.follow)
             nursery.start_soon(self.leases.reap)
+            nursery.start_soon(self.security.run)
             task_status.started()
 
     async def _follow_log(self) -> None:
