@@ -213,3 +213,15 @@ async def test_a_failing_checker_is_asked_again_later_not_at_once(
         (job,) = decode(await dispatcher.fetch(params(max_security="OFFICIAL", deadline="5")))
         assert job.entity.sha256 == sha("x")
         nursery.cancel_scope.cancel()
+
+
+async def test_an_unlabelled_event_gets_the_default_label(
+    event_log: EmbeddedLog, autojump_clock: trio.testing.MockClock
+) -> None:
+    dispatcher = Dispatcher(event_log, SETTINGS, "test", default_label="SECRET")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(dispatcher.run)
+        await submit(dispatcher, make_binary("unlabelled"), labelled("official", "OFFICIAL"))
+        low = await dispatcher.fetch(params(count="5", max_security="OFFICIAL"))
+        assert (shas(decode(low)), low.info.filters) == ([sha("official")], {SECURITY_FILTER: 1})
+        nursery.cancel_scope.cancel()

@@ -26,7 +26,7 @@ from azuld.dispatch.keys import KeyRegistry
 from azuld.models.events import BinaryEvent, StatusEvent
 from azuld.ports import SecurityCheck
 
-__all__ = ["RETRY_SECONDS", "Security"]
+__all__ = ["RETRY_SECONDS", "Pair", "Security"]
 
 # After a checker fails unexpectedly (it should deny instead), wait this long before the parked
 # jobs are judged again, rather than asking again at once.
@@ -69,11 +69,6 @@ class Security:
         if pair not in self._pending:
             self._pending.add(pair)
             self._send.send_nowait(pair)
-
-    @property
-    def pending(self) -> int:
-        """Pairs being decided in the background."""
-        return len(self._pending)
 
     async def run(self) -> None:
         """Decide the pairs `defer` is given, each in a task of its own, until cancelled.
