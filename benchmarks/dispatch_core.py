@@ -15,6 +15,7 @@ per scenario:
     .venv/bin/python benchmarks/dispatch_core.py              # about 20 s
     .venv/bin/python benchmarks/dispatch_core.py --events 2000 --batch-events 20000
     .venv/bin/python benchmarks/dispatch_core.py --profile out.pstats   # cProfile the workers
+    .venv/bin/python benchmarks/dispatch_core.py --max-security OFFICIAL  # each also with it
 """
 
 from __future__ import annotations
@@ -78,13 +79,16 @@ async def preload(dispatcher: Dispatcher, first: int, count: int) -> None:
         await dispatcher.publish("binary", msgspec.json.encode(events))
 
 
-def fetch_params(name: str, count: int, source: str) -> ConsumeParams:
+def fetch_params(name: str, count: int, source: str, max_security: str = "") -> ConsumeParams:
     """A fetch as the load generator's workers send it."""
     query = loadgen.FETCH_QUERY.format(name=name, count=count, deadline=1, source=source)
+    pairs = [(k, v) for k, _, v in (pair.partition("=") for pair in query.split("&"))]
+    if max_security:
+        pairs.append(("max-security", max_security))
     return parse_consume_params(
         "binary",
         True,
-        [(k, v) for k, _, v in (pair.partition("=") for pair in query.split("&"))],
+        pairs,
         default_deadline_seconds=5,
         max_deadline_seconds=60,
         max_count=1000,
@@ -100,10 +104,11 @@ async def measure(
     count: int,
     idle_polls: int,
     profile: cProfile.Profile | None,
+    max_security: str = "",
 ) -> Row:
     """`workers` tasks fetch and complete jobs of a fresh plugin key until `events` are done,
     while `idle_polls` long-polls of another key wait for events that never come."""
-    params = fetch_params(name, count, SOURCE)
+    params = fetch_params(name, count, SOURCE, max_security)
     idle = fetch_params(f"idle-{name}", 1, "idle")
     done = 0
     client_cpu = 0.0
@@ -145,7 +150,10 @@ async def measure(
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
         thread_cpu = time.thread_time() - thread_cpu
-        row = Row(f"count={count}, {workers} workers", done, wall, cpu, thread_cpu, client_cpu)
+        scenario = f"count={count}, {workers} workers" + (
+            f", max-security={max_security}" if max_security else ""
+        )
+        row = Row(scenario, done, wall, cpu, thread_cpu, client_cpu)
         nursery.cancel_scope.cancel()
     if profile is not None:
         profile.disable()
@@ -163,18 +171,20 @@ async def main(args: argparse.Namespace) -> list[Row]:
             async with trio.open_nursery() as nursery:
                 await nursery.start(dispatcher.run)
                 await preload(dispatcher, 0, max(args.events, args.batch_events))
+                clearances = ["", args.max_security] if args.max_security else [""]
                 for round_ in range(args.repeat):
                     for count, events in ((1, args.events), (100, args.batch_events)):
-                        if events:
+                        for index, clearance in enumerate(clearances if events else []):
                             rows.append(
                                 await measure(
                                     dispatcher,
-                                    f"core-{count}-{round_}",
+                                    f"core-{count}-{round_}-{index}",
                                     events=events,
                                     workers=args.workers,
                                     count=count,
                                     idle_polls=args.idle_polls,
                                     profile=profile,
+                                    max_security=clearance,
                                 )
                             )
                 nursery.cancel_scope.cancel()
@@ -191,13 +201,13 @@ def report(rows: list[Row]) -> None:
         if row.scenario not in best or row.dispatcher_us < best[row.scenario].dispatcher_us:
             best[row.scenario] = row
     print(
-        f"{'scenario':<24} {'events':>7} {'events/s':>10} {'dispatcher µs/event':>20} "
+        f"{'scenario':<49} {'events':>7} {'events/s':>10} {'dispatcher µs/event':>20} "
         f"{'trio thread µs/event':>21} {'worker µs/event':>16}"
     )
     for label, shown in (("", rows), ("best ", best.values())):
         for row in shown:
             print(
-                f"{label + row.scenario:<24} {row.events:>7} {row.events_per_second:>10,.0f} "
+                f"{label + row.scenario:<49} {row.events:>7} {row.events_per_second:>10,.0f} "
                 f"{row.dispatcher_us:>20.1f} {row.trio_thread_us:>21.1f} "
                 f"{row.client_cpu_seconds / row.events * 1e6:>16.1f}"
             )
@@ -218,6 +228,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="long-polls of another plugin key waiting all along (nothing ever comes for it)",
     )
     parser.add_argument("--profile", metavar="FILE", help="write a cProfile of the workers here")
+    parser.add_argument(
+        "--max-security",
+        metavar="CLEARANCE",
+        default="",
+        help="run each scenario again with this max-security (the events are labelled "
+        f"{loadgen.SECURITY})",
+    )
     return parser.parse_args(argv)
 
 

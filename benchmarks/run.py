@@ -505,6 +505,7 @@ class Run:
         duration: float | None = None,
         during: Callable[[], Any] | None = None,
         kind: str = "throughput",
+        max_security: str = "",
     ) -> dict[str, Any]:
         plan = self.plan
         client = client or plan.client
@@ -527,6 +528,7 @@ class Run:
             "warmup": plan.warmup,
             "duration": duration,
             "deadline": plan.deadline,
+            "max_security": max_security,
         }
         chunks = split(assignment, plan.processes)
         procs = [await LoadProcess.spawn({**base, "workers": chunk}) for chunk in chunks]
@@ -601,6 +603,7 @@ class Run:
             "download": download,
             "client": client,
             "deadline_s": plan.deadline,
+            "max_security": max_security,
             "load_processes": len(procs),
             "window_s": round(effective, 3),
             "completed": completed,
@@ -1025,12 +1028,51 @@ def kafka_targets(
     return out
 
 
+def security_cost(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each `security` scenario against the same scenario without `max-security`: the daemon CPU
+    per event the check adds."""
+    rows = []
+    for checked in data["scenarios"]:
+        if checked["kind"] != "security":
+            continue
+        plain = find(
+            data["scenarios"],
+            kind="throughput",
+            count=checked["count"],
+            workers=checked["workers"],
+            keys=checked["keys"],
+            events_in_log=checked["events_in_log"],
+            download=checked["download"],
+            client=checked["client"],
+        )
+        if plain is None:
+            continue
+        before, after = plain["daemon_cpu_s_per_1000"], checked["daemon_cpu_s_per_1000"]
+        rows.append(
+            {
+                "count": checked["count"],
+                "max_security": checked["max_security"],
+                "without": plain["id"],
+                "with": checked["id"],
+                "events_per_second": [plain["throughput_eps"], checked["throughput_eps"]],
+                "daemon_cpu_s_per_1000": [before, after],
+                # CPU s per 1000 events = CPU ms per event.
+                "added_cpu_ms_per_event": (
+                    round(after - before, 4) if before is not None and after is not None else None
+                ),
+            }
+        )
+    return rows
+
+
 def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
     """Ratios new/old of the headline figures of scenarios present in both runs."""
     old_by_id = {s["id"]: s for s in old.get("scenarios", [])}
     rows = []
+    per_event = [("throughput_eps", "events/s"), ("daemon_cpu_s_per_1000", "CPU s/1000")]
     metrics = {
-        "throughput": [("throughput_eps", "events/s"), ("daemon_cpu_s_per_1000", "CPU s/1000")],
+        "throughput": per_event,
+        "security": per_event,
         "latency": [("handout_ms.p99", "handout p99 ms"), ("end_to_end_ms.p99", "e2e p99 ms")],
     }
     for scenario in new["scenarios"]:
@@ -1132,6 +1174,27 @@ def markdown(data: dict[str, Any]) -> str:
             f"{fmt(fetch.get('p50'), 1)}/{fmt(fetch.get('p99'), 1)} | "
             f"{s['empty_fetches']}/{s['fetches']} | {s['bottleneck']} |"
         )
+    if data.get("security"):
+        lines += [
+            "",
+            "## The cost of max-security",
+            "",
+            f"The count=1 and count={data['plan']['batch_count']} scenarios at the largest log "
+            "size, run again right after each other with every fetch carrying "
+            f"`max-security={data['security'][0]['max_security']}` against events labelled so "
+            "(the label model, decisions cached per pair). Noise on a shared machine can exceed "
+            "the difference.",
+            "",
+            "| count | events/s without / with | daemon CPU s/1000 without / with | added CPU "
+            "ms/event |",
+            "|---|---|---|---|",
+        ]
+        for row in data["security"]:
+            eps, cpu = row["events_per_second"], row["daemon_cpu_s_per_1000"]
+            lines.append(
+                f"| {row['count']} | {fmt(eps[0])} / {fmt(eps[1])} | {fmt(cpu[0], 3)} / "
+                f"{fmt(cpu[1], 3)} | {fmt(row['added_cpu_ms_per_event'], 3)} |"
+            )
     lines += [
         "",
         "## Latency on an idle daemon",
@@ -1329,16 +1392,26 @@ async def measure(
             if size == largest:
                 dims += ["workers", "keys"]
             await run.latency()
-            await run.throughput(
-                dimensions=dims, keys=1, workers=plan.base_workers, count=1, download=True
-            )
-            await run.throughput(
-                dimensions=["events"],
-                keys=1,
-                workers=plan.base_workers,
-                count=plan.batch_count,
-                download=False,
-            )
+            for count, download in ((1, True), (plan.batch_count, False)):
+                await run.throughput(
+                    dimensions=dims if count == 1 else ["events"],
+                    keys=1,
+                    workers=plan.base_workers,
+                    count=count,
+                    download=download,
+                )
+                if size == largest:
+                    # The same again, every fetch with `max-security` (the events are labelled):
+                    # right after it, for conditions as alike as a shared machine allows.
+                    await run.throughput(
+                        dimensions=[],
+                        keys=1,
+                        workers=plan.base_workers,
+                        count=count,
+                        download=download,
+                        kind="security",
+                        max_security=loadgen.SECURITY,
+                    )
         for workers in plan.workers:
             if workers != plan.base_workers:
                 await run.throughput(
@@ -1472,6 +1545,7 @@ def main(argv: list[str] | None = None) -> int:
         **measured,
     }
     data["targets"] = targets(data)
+    data["security"] = security_cost(data)
     previous_path = out / "latest.json"
     if previous_path.exists():
         try:

@@ -101,6 +101,17 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert scenario["handout_ms"]["p99"] > 0
         assert scenario["end_to_end_ms"]["p50"] >= scenario["handout_ms"]["p50"]
     assert len(data["targets"]) == 4
+    # max-security: count=1 and count=100 at the largest size, with the check on, beside the
+    # same scenarios without it; labelled events were handed out (none filtered away).
+    checked = [s for s in data["scenarios"] if s["kind"] == "security"]
+    assert {s["count"] for s in checked} == {1, data["plan"]["batch_count"]}
+    for scenario in checked:
+        assert scenario["max_security"] == "OFFICIAL"
+        assert scenario["events_in_log"] == max(data["plan"]["sizes"])
+        assert scenario["errors"] == 0, scenario["first_error"]
+        assert scenario["completed_total"] > 0
+    assert [row["count"] for row in data["security"]] == [1, data["plan"]["batch_count"]]
+    assert all(row["added_cpu_ms_per_event"] is not None for row in data["security"])
 
     assert data["previous"] == "previous-run"
     compared = {(row["scenario"], row["metric"]) for row in data["comparison"]}
@@ -110,6 +121,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
 
     report = (out / "latest.md").read_text()
     assert "## Targets" in report
+    assert "## The cost of max-security" in report
     assert "## Compared with the previous run" in report
     assert data["machine"]["cpu_model"] in report
     assert data["plots"]

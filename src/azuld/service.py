@@ -40,6 +40,7 @@ from azuld.logs import set_level
 from azuld.metrics import Metrics
 from azuld.ports import BlobStore, EventLog
 from azuld.process import WorkerRole, cannot_listen, find_bind_error, lock_data_dir, watch_lifeline
+from azuld.security_check import open_security_check
 from azuld.settings import Settings, in_force, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
 from azuld.systemd import notify, watchdog_interval_seconds
@@ -133,9 +134,11 @@ async def open_services(
     `worker` of a supervisor shares the data folder its supervisor holds (and locks).
 
     Raises:
-        ConfigError: another azuld uses the data folder.
+        ConfigError: another azuld uses the data folder, or a `security.*` setting is wrong.
         UpstreamError: a backend cannot be reached (named in the message).
     """
+    # Built once (its decisions are cached for the daemon's life), before any backend opens.
+    security = open_security_check(settings.security)
     with contextlib.ExitStack() as stack:
         if worker is None:
             stack.enter_context(lock_data_dir(settings.data_dir))
@@ -152,6 +155,8 @@ async def open_services(
                 settings.events.topic_prefix,
                 metrics=metrics,
                 blobs=blobs,
+                security=security,
+                default_label=settings.security.default_label,
             )
             yield Services(
                 dispatcher=dispatcher,

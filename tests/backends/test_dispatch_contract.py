@@ -64,10 +64,13 @@ async def fetch_n(
 async def complete(
     dispatcher: Dispatcher, job: BinaryEvent, results: list[BinaryEvent] | None = None
 ) -> None:
+    # Signed by the plugin the job was handed to (its key starts with its name): another name
+    # would be one of a runner plugin's multiplugins, whose statuses do not end the job.
+    plugin = job.dequeued.split("|")[1].split("-")[0]
     status = StatusEvent(
         model_version=6,
         timestamp=NOW,
-        author=Author(name="P", version="1"),
+        author=Author(name=plugin, version="1"),
         entity=StatusEntity(input=job, status="completed", results=results or []),
     )
     await dispatcher.publish("status", msgspec.json.encode([status]))
@@ -135,3 +138,21 @@ async def test_restart_reoffers_exactly_the_unfinished_as_new_attempts(
             nursery.cancel_scope.cancel()
     assert {j.entity.sha256 for j in again} == unfinished
     assert {j.dequeued.rsplit("|", 1)[1] for j in again} == {"1"}  # a new attempt
+
+
+async def test_two_clearances_on_one_source(dispatcher: Dispatcher) -> None:
+    """Two plugins read one source with different `max-security`: each gets exactly the events
+    its clearance may see; the rest are filtered for it, never handed out."""
+    events = []
+    for index, security in enumerate(["OFFICIAL", "SECRET", "", "OFFICIAL:SENSITIVE", "SECRET"]):
+        event = make_binary(f"labelled-{index}")
+        event.source.security = security
+        events.append(event)
+    await dispatcher.publish("binary", msgspec.json.encode(events))
+    low = await fetch_n(dispatcher, 2, name="Low", count="10", max_security="OFFICIAL")
+    for job in low:
+        await complete(dispatcher, job)  # before the 2 s leases run out
+    high = await fetch_n(dispatcher, 5, name="High", count="10", max_security="SECRET")
+    assert sorted(e.entity.sha256 for e in low) == sorted([sha("labelled-0"), sha("labelled-2")])
+    assert sorted(e.entity.sha256 for e in high) == sorted(e.entity.sha256 for e in events)
+    assert await fetch(dispatcher, "Low", max_security="OFFICIAL") == []

@@ -413,9 +413,25 @@ def test_a_combined_label_is_no_less_restrictive_than_its_parts(data: st.DataObj
         return
     assert combined == model.combine([second, first])
     assert model.combine([first, first]) == first
-    if model.can_access(held, combined):
+    # Deciding on the combination alone could let an enforced marking of a part go (one marking
+    # is kept, and `releasable_from` drops them): the decision checks every part as well.
+    decisions = AccessDecisions(model)
+    texts = tuple(sorted({model.render(first), model.render(second)}))
+    if decisions.decide(model.render(held), texts):
+        assert model.can_access(held, combined)
         assert model.can_access(held, first)
         assert model.can_access(held, second)
+
+
+def test_an_enforced_marking_is_not_lost_in_a_combination() -> None:
+    """TLP:AMBER+STRICT on a LOW part of an event whose other part is HIGH: from MEDIUM up
+    markings are dropped (releasability is allowed there), so the combination is plain HIGH; a
+    HIGH clearance without the marking still may not see the event."""
+    decisions = AccessDecisions(AZUL)
+    label = ("HIGH", "LOW TLP:AMBER+STRICT")
+    assert AZUL.render(AZUL.combine(AZUL.parse(p) for p in label)) == "HIGH"
+    assert decisions.decide("HIGH", label) is False
+    assert decisions.decide("HIGH TLP:AMBER+STRICT", label) is True
 
 
 @PLAIN

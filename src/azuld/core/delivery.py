@@ -24,6 +24,12 @@ status) and its offset is finished.
 Job ids (`dequeued`) carry the plugin key, lane, partition, offset and attempt, so a status can
 finish its offset on any instance and after a restart, without shared lease state.
 
+A job the request's judge cannot decide yet (a `max-security` check still running) is *deferred*:
+parked beside its lane with its offset still open, so commits stay below it as they do below a
+lease, while the take goes on with the jobs behind it (no head-of-line blocking). When what it
+waits on is decided, `requeue_deferred()` puts it back at the front of its lane, to be judged
+again. The read window bounds how many jobs can be parked.
+
 `PluginLanes` is driven by the service: it asks `reads_wanted()`, feeds the records it read with
 `add_records()`, hands jobs out with `take()`, and reports statuses with `heartbeat()`/`finish()`.
 Time is always passed in as `now`.
@@ -33,7 +39,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +49,7 @@ from azuld.core.jobs import JobState, transition
 
 __all__ = [
     "Commit",
+    "Deferred",
     "Handout",
     "Job",
     "JobRef",
@@ -363,10 +370,19 @@ class ReadRequest:
     limit: int
 
 
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A judge's answer for a job it cannot decide yet: park the job until `on` (e.g. a
+    (clearance, label) pair whose access check is running) is decided."""
+
+    on: Hashable
+
+
 @dataclass(slots=True)
 class Handout:
     jobs: list[Job] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)  # per filter (a plain dict is cheaper)
+    deferred: int = 0  # jobs this take parked (neither handed out nor skipped yet)
 
 
 class PluginLanes:
@@ -392,6 +408,8 @@ class PluginLanes:
         self._deadlines: list[tuple[float, int, JobRef]] = []
         self._heap_seq = 0
         self._recent_lanes: deque[str] = deque(maxlen=FAIR_WINDOW)
+        # Deferred jobs, by what they wait on, in the order they were parked.
+        self._parked: dict[Hashable, list[Job]] = {}
 
     # -- partitions and reading --------------------------------------------------------------
 
@@ -409,6 +427,7 @@ class PluginLanes:
         queue.extend(kept)
         for ref in [r for r in self._leased if r.lane == lane and r.tp == tp]:
             del self._leased[ref]
+        self._unpark(lambda job: job.ref.lane == lane and job.ref.tp == tp)
 
     def reads_wanted(self, at_least: int = 0) -> list[ReadRequest]:
         """Reads that would top up each lane's queue to `read_ahead` jobs (or `at_least`, for a
@@ -516,9 +535,17 @@ class PluginLanes:
     def leased(self) -> int:
         return len(self._leased)
 
+    @property
+    def deferred(self) -> int:
+        """Jobs parked until what they wait on is decided (see `take`)."""
+        return sum(len(jobs) for jobs in self._parked.values())
+
     def caught_up(self, lane: str, ends: dict[TopicPartition, int]) -> bool:
-        """True if `lane` has read everything up to `ends` (or its stop) and queues nothing."""
+        """True if `lane` has read everything up to `ends` (or its stop) and queues nothing
+        (nor parks anything)."""
         if self._queued[lane]:
+            return False
+        if any(job.ref.lane == lane for jobs in self._parked.values() for job in jobs):
             return False
         for tp, cursor in self.cursors[lane].items():
             end = ends.get(tp, 0)
@@ -548,16 +575,18 @@ class PluginLanes:
         *,
         now: float,
         lease_seconds: float | None,
-        skip_reason: Callable[[Job], str | None],
+        skip_reason: Callable[[Job], str | Deferred | None],
         historic_share: float = 0.0,
     ) -> Handout:
         """Hand out up to `count` jobs, highest lane first.
 
         `skip_reason` judges each job for the asking request (its filters); skipped jobs are
-        finished on the spot. With `lease_seconds=None` (passive consumers) jobs are finished as
-        they are handed out; otherwise each becomes a lease until `now + lease_seconds`. A
-        `historic_share` above 0 keeps historic at that share of handouts while it has a backlog
-        (fair lanes; the default is strict priority).
+        finished on the spot. A job it answers `Deferred(on)` for is parked, its offset left
+        open, until `requeue_deferred(on)`; the take goes on with the jobs behind it. With
+        `lease_seconds=None` (passive consumers) jobs are finished as they are handed out;
+        otherwise each becomes a lease until `now + lease_seconds`. A `historic_share` above 0
+        keeps historic at that share of handouts while it has a backlog (fair lanes; the default
+        is strict priority).
         """
         handout = Handout()
         while len(handout.jobs) < count:
@@ -567,6 +596,10 @@ class PluginLanes:
             job = self._queued[lane].popleft()
             reason = skip_reason(job)
             if reason is not None:
+                if isinstance(reason, Deferred):
+                    self._parked.setdefault(reason.on, []).append(job)
+                    handout.deferred += 1
+                    continue
                 job.move(JobState.SKIPPED)
                 self._store(job)
                 handout.skipped[reason] = handout.skipped.get(reason, 0) + 1
@@ -585,6 +618,24 @@ class PluginLanes:
                 if cursor is not None and job.ref.offset >= cursor.handed_out:
                     cursor.handed_out = job.ref.offset + 1
         return handout
+
+    def requeue_deferred(self, on: Hashable) -> int:
+        """Put the jobs parked on `on` back at the front of their lanes, in the order they were
+        parked (their read order), to be judged again; returns how many."""
+        jobs = self._parked.pop(on, None)
+        if not jobs:
+            return 0
+        for job in reversed(jobs):
+            self._queued[job.ref.lane].appendleft(job)
+        return len(jobs)
+
+    def _unpark(self, drop: Callable[[Job], bool]) -> None:
+        for on, jobs in list(self._parked.items()):
+            kept = [job for job in jobs if not drop(job)]
+            if not kept:
+                del self._parked[on]
+            elif len(kept) < len(jobs):
+                self._parked[on] = kept
 
     def _lease(self, job: Job, deadline: float) -> None:
         job.deadline = deadline
@@ -646,10 +697,12 @@ class PluginLanes:
         return cursor is not None and cursor.is_finished(ref.offset)
 
     def holds(self, ref: JobRef) -> bool:
-        """Whether the job is leased or queued here."""
+        """Whether the job is leased, queued or parked here."""
         if ref in self._leased:
             return True
-        return any(job.ref == ref for job in self._queued.get(ref.lane, ()))
+        if any(job.ref == ref for job in self._queued.get(ref.lane, ())):
+            return True
+        return any(job.ref == ref for jobs in self._parked.values() for job in jobs)
 
     def finish_leased(self, ref: JobRef, ending: JobState) -> bool:
         """`finish` for a job leased here (the usual status); `False`, changing nothing, if it is
@@ -669,12 +722,14 @@ class PluginLanes:
         if self.finish_leased(ref, ending):
             return True
         # Not leased: a late status for a job that expired and sits queued again, or one handed
-        # out before a restart. Either way the offset is done; drop any queued copy.
+        # out before a restart. Either way the offset is done; drop any queued or parked copy.
         lane_queue = self._queued.get(ref.lane)
         if lane_queue is not None:
             for queued in list(lane_queue):
                 if queued.ref == ref:
                     lane_queue.remove(queued)
+        if self._parked:
+            self._unpark(lambda job: job.ref == ref)
         cursor = self.cursors.get(ref.lane, {}).get(ref.tp)
         return cursor.finish(ref.offset) if cursor is not None else False
 

@@ -32,7 +32,9 @@ An event's label is every distinct non-empty security string on it (`event_label
 Azul's metastore does (`azul_security.string_combine`): the most restrictive classification, every
 caveat, the releasability groups common to all parts (none in common: nobody may see it), the
 most restrictive marking. The Go dispatcher checks `source.security` alone; azuld checks all of
-them, so a plugin's own restricted results are not handed to a plugin below them.
+them, so a plugin's own restricted results are not handed to a plugin below them. A clearance must
+see the combination *and* each part: combining keeps one marking and `releasable_from` drops
+markings, so the combination alone could lose an enforced marking of a part (fail closed).
 
 Decisions are cached per (clearance, label) pair in a bounded cache (`AccessDecisions`): a
 deployment has few distinct pairs, and the cache bound keeps odd labels from growing memory.
@@ -338,26 +340,13 @@ class LabelModel:
                 f"{' and '.join(self.render(label) for label in labels)} have no releasability "
                 "group in common: nobody may see their combination"
             )
-        markings = frozenset().union(*(label.markings for label in labels))
         combined = Label(
             max(label.classification for label in labels),
             frozenset().union(*(label.caveats for label in labels)),
             groups,
-            markings,
+            frozenset().union(*(label.markings for label in labels)),
         )
-        combined = self._normalise(combined, self.render(combined))
-        # The most restrictive marking stands for the others, unless that drops an enforced one
-        # (a deployment may rank a descriptive marking above an enforced one: TLP:RED above an
-        # enforced TLP:AMBER+STRICT): a combination never loses what one of its parts enforces.
-        kept = markings & self.enforced
-        if not kept <= combined.markings:
-            combined = Label(
-                combined.classification,
-                combined.caveats,
-                combined.releasability,
-                combined.markings | kept,
-            )
-        return combined
+        return self._normalise(combined, self.render(combined))
 
     def render(self, label: Label | Clearance) -> str:
         """The canonical string: classification, caveats, `REL:A,B`, markings (config order)."""
@@ -374,15 +363,15 @@ class LabelModel:
     def can_access(self, clearance: Clearance, label: Label) -> bool:
         """Whether `clearance` may see `label`: the label's classification is at or below the
         clearance's, the clearance holds every caveat of the label, shares at least one of its
-        releasability groups (if it has any) and holds its enforced markings (if any: one, but
-        a combination of labels may carry several)."""
+        releasability groups (if it has any) and holds its enforced marking (if any)."""
         if label.classification > clearance.classification:
             return False
         if not label.caveats <= clearance.caveats:
             return False
         if label.releasability and label.releasability.isdisjoint(clearance.releasability):
             return False
-        return label.markings & self.enforced <= clearance.markings
+        enforced = label.markings & self.enforced
+        return not (enforced and enforced.isdisjoint(clearance.markings))
 
 
 class AccessDecisions:
@@ -409,12 +398,17 @@ class AccessDecisions:
         return decision
 
     def _decide(self, clearance: str, label: EventLabel) -> bool:
+        model = self.model
         try:
-            held = self.model.parse_clearance(clearance)
-            combined = self.model.combine(self.model.parse(part) for part in label)
+            held = model.parse_clearance(clearance)
+            parts = [model.parse(part) for part in label]
+            combined = model.combine(parts)
         except UnreadableLabel:
             return False
-        return self.model.can_access(held, combined)
+        # Each part too: the combination may have dropped a part's enforced marking.
+        return model.can_access(held, combined) and all(
+            model.can_access(held, part) for part in parts
+        )
 
     def __len__(self) -> int:
         return len(self._decisions)

@@ -7,6 +7,7 @@ One `Dispatcher` (`dispatcher.py`) is made of parts, one per module:
     leases.py      the lease reaper: expiry, and the error-timeout of a job out of attempts
     keys.py        the plugin-key registry: each key's lanes, built once, assigned, committed
     replay.py      the replay cache's I/O: loaded, followed, answering jobs without the plugin
+    security.py    `max-security`: the checker, and background checks of undecided pairs
     admin.py       dead letters, re-offers, lag and the per-key summaries (the admin API)
     background.py  what `Dispatcher.run` starts, and the log follower that wakes long-polls
     scan.py        reading topics through to their end, in batches

@@ -1,9 +1,10 @@
 """The background half of the dispatcher: what `Dispatcher.run` starts beside the requests.
 
 At start-up the replay cache is loaded; then, until cancelled: the log follower below wakes the
-long-polls the log's changes concern, the lease reaper (`leases.py`) expires leases, and on a log
-other instances share, the status and replay-cache followers (`statuses.py`, `replay.py`) apply
-what the other instances post.
+long-polls the log's changes concern, the lease reaper (`leases.py`) expires leases, the
+`max-security` checks that fetches deferred are decided (`security.py`), and on a log other
+instances share, the status and replay-cache followers (`statuses.py`, `replay.py`) apply what the
+other instances post.
 
 On a shared log (Kafka), partitions move between live instances. Before they do, the log calls
 `KeyRegistry.hand_over` (their leases are noted for the next owner, so plugins at work keep their
@@ -24,6 +25,7 @@ import trio
 from azuld.dispatch.keys import KeyRegistry
 from azuld.dispatch.leases import Leases
 from azuld.dispatch.replay import Replay
+from azuld.dispatch.security import Security
 from azuld.dispatch.statuses import Statuses
 from azuld.errors import UpstreamError
 from azuld.ports import EventLog
@@ -46,15 +48,18 @@ class Background:
         replay: Replay,
         statuses: Statuses,
         leases: Leases,
+        security: Security,
     ) -> None:
         self.log = log
         self.registry = registry
         self.replay = replay
         self.statuses = statuses
         self.leases = leases
+        self.security = security
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the replay cache, then follow the log and reap leases until cancelled.
+        """Load the replay cache, then follow the log, reap leases and decide deferred
+        `max-security` checks until cancelled.
 
         Raises:
             UpstreamError: the replay cache could not be loaded (before `started`).
@@ -74,6 +79,7 @@ class Background:
                     nursery.start_soon(self.statuses.follow)
                     nursery.start_soon(self.replay.follow)
                 nursery.start_soon(self.leases.reap)
+                nursery.start_soon(self.security.run)
                 task_status.started()
         finally:
             if shared:

@@ -20,12 +20,14 @@ from azuld.dispatch.fetch import Fetcher, FetchResult
 from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.leases import Leases
 from azuld.dispatch.replay import Replay
+from azuld.dispatch.security import Security
 from azuld.dispatch.statuses import Statuses
 from azuld.metrics import Metrics
 from azuld.models.admin import FailedJob, PluginKeySummary, ReofferOutcome, ReofferRecord
 from azuld.models.responses import PostResponse
-from azuld.ports import BlobStore, EventLog
-from azuld.settings import DispatchSettings
+from azuld.ports import BlobStore, EventLog, SecurityCheck
+from azuld.security_check import open_security_check
+from azuld.settings import DispatchSettings, SecuritySettings
 
 __all__ = ["Dispatcher"]
 
@@ -40,7 +42,12 @@ class Dispatcher:
         topic_prefix: str,
         metrics: Metrics | None = None,
         blobs: BlobStore | None = None,
+        security: SecurityCheck | None = None,
+        default_label: str = "",
     ) -> None:
+        """`security` decides `max-security` (`azuld.security_check.open_security_check`; by
+        default the label model of a default `[security]`); `default_label` is the label of an
+        event that carries none (`security.default_label`)."""
         self.log = log
         self.prefix = topic_prefix
         self.metrics = metrics or Metrics()
@@ -53,9 +60,16 @@ class Dispatcher:
             log, settings, topic_prefix, self.metrics, self.registry, self.replay
         )
         self.leases = Leases(settings, self.metrics, self.registry, self.statuses)
-        self.fetcher = Fetcher(log, settings, self.metrics, self.registry, self.replay, self.leases)
+        self.security = Security(
+            security or open_security_check(SecuritySettings()), self.registry, default_label
+        )
+        self.fetcher = Fetcher(
+            log, settings, self.metrics, self.registry, self.replay, self.leases, self.security
+        )
         self.admin = Admin(log, topic_prefix, self.metrics, self.registry)
-        self.background = Background(log, self.registry, self.replay, self.statuses, self.leases)
+        self.background = Background(
+            log, self.registry, self.replay, self.statuses, self.leases, self.security
+        )
         self._settings = settings
 
     @property
@@ -80,8 +94,8 @@ class Dispatcher:
         self.leases.last_tick = value
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the replay cache, then follow the log and reap leases until cancelled
-        (`Background.run`).
+        """Load the replay cache, then follow the log, reap leases and decide `max-security`
+        checks until cancelled (`Background.run`).
 
         Raises:
             UpstreamError: the replay cache could not be loaded (before `started`).
@@ -99,6 +113,7 @@ class Dispatcher:
         non-200 fetch): the reply carries what was taken so far with `ready: false`.
 
         Raises:
+            UnreadableLabel: the checker cannot read `max-security` (a 422).
             TooManyRequests: `dispatch.max_polls_per_key` long-polls already wait for the key.
         """
         return await self.fetcher.fetch(params)

@@ -7,9 +7,11 @@ moved its window, re-offered leases (all keys), new partitions (all keys); an ap
 no waiting key (most are statuses) wakes nobody.
 
 The filter a take applies (`_judge`) runs inside `core.delivery.PluginLanes.take`, synchronously,
-once per event: it decodes the event and applies the plugin's filters. What it cannot do there
-(answering a job from the replay cache, which appends to the log) it collects, and the fetch does
-it after the take, before the commit moves past those jobs.
+once per event: it decodes the event, applies the plugin's filters and then its `max-security`
+(`security.py`). What it cannot do there it collects, and the fetch does it after the take:
+answering a job from the replay cache (which appends to the log) before the commit moves past
+those jobs, and starting the access checks of jobs it deferred because their check has not
+answered yet (they wait, parked, while the take goes on with the jobs behind them).
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ from dataclasses import dataclass
 import msgspec
 import trio
 
-from azuld.core.delivery import Job, Lane
+from azuld.core.delivery import Deferred, Job, Lane
 from azuld.core.filters import skip_reason
 from azuld.core.params import ConsumeParams
 from azuld.core.posts import DECODERS
 from azuld.core.replay import CacheEntry
+from azuld.core.security import SECURITY_FILTER
 from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.leases import Leases
 from azuld.dispatch.replay import Replay
+from azuld.dispatch.security import Pair, Security
 from azuld.errors import TooManyRequests, UpstreamError
 from azuld.metrics import Metrics
 from azuld.models.admin import Reoffer
@@ -73,6 +77,7 @@ class Fetcher:
         registry: KeyRegistry,
         replay: Replay,
         leases: Leases,
+        security: Security,
     ) -> None:
         self.log = log
         self.settings = settings
@@ -80,6 +85,7 @@ class Fetcher:
         self.registry = registry
         self.replay = replay
         self.leases = leases
+        self.security = security
         self._health: str | None = None
         self._health_at = -math.inf
 
@@ -93,10 +99,12 @@ class Fetcher:
         non-200 fetch): the reply carries what was taken so far with `ready: false`.
 
         Raises:
+            UnreadableLabel: the checker cannot read `max-security` (a 422).
             TooManyRequests: `dispatch.max_polls_per_key` long-polls already wait for the key.
         """
         # A fetch that finds its jobs queued may not yield at all: let it be cancelled here.
         await trio.lowlevel.checkpoint_if_cancelled()
+        self.security.check_clearance(params.max_security)
         deadline = trio.current_time() + params.deadline_seconds
         known = self.registry.states.get(params.key)
         if known is not None:
@@ -191,7 +199,8 @@ class Fetcher:
         Jobs handed out are leased until `lease` past the deadline (the caller counts their
         leases from when it answers) and collected in `leased`."""
         cached: list[tuple[Job, CacheEntry]] = []
-        judge = self._judge(params, cached)
+        undecided: set[Pair] = set()
+        judge = self._judge(params, cached, undecided)
         while True:
             wakeup = ks.wakeup
             added = 0
@@ -220,6 +229,10 @@ class Fetcher:
                 leased += handout.jobs
             if handout.skipped:
                 skipped.update(handout.skipped)
+            if undecided:
+                for pair in undecided:
+                    self.security.defer(pair)
+                undecided.clear()
             if cached:
                 try:
                     await self.replay.answer(ks, cached)
@@ -278,35 +291,57 @@ class Fetcher:
         return added
 
     def _judge(
-        self, params: ConsumeParams, cached: list[tuple[Job, CacheEntry]]
-    ) -> Callable[[Job], str | None]:
-        """The request's filter. Jobs the replay cache can answer are skipped and collected in
-        `cached` (the caller publishes their results)."""
+        self,
+        params: ConsumeParams,
+        cached: list[tuple[Job, CacheEntry]],
+        undecided: set[Pair],
+    ) -> Callable[[Job], str | Deferred | None]:
+        """The request's filter: its filters, then its `max-security`, then the replay cache.
+        Jobs the replay cache can answer are skipped and collected in `cached` (the caller
+        publishes their results); jobs whose access check has not answered yet are deferred and
+        their (clearance, label) pairs collected in `undecided` (the caller starts the checks)."""
         decoder = DECODERS.get(params.model)
         if decoder is None or params.model == "plugin":
             return lambda job: None
         key_prefix = self.replay.key_prefix(params)
         cache_get = self.replay.cache.get
+        clearance = params.max_security
+        label_of = self.security.label
+        decided = self.security.decided
 
-        def judge(job: Job) -> str | None:
+        def judge(job: Job) -> str | Deferred | None:
+            reoffered = job.ref.lane == Lane.REOFFER
             try:
-                if job.ref.lane == Lane.REOFFER:
+                if reoffered:
                     offer = _REOFFER_DECODER.decode(job.value)
                     if offer.plugin_key != params.key:
                         return OTHER_KEY  # another key's re-offer: not this plugin's business
-                    job.event = offer.event
-                    return None  # an admin asked for it: no filter applies
-                job.event = decoder.decode(job.value)
+                    job.event = offer.event  # an admin asked for it: only max-security applies
+                else:
+                    job.event = decoder.decode(job.value)
+                    reason = skip_reason(job.event, params)
+                    if reason is not None:
+                        return reason
             except msgspec.DecodeError:
                 log.warning("skipping undecodable record %s", job.ref)
                 return "FilterDecode-undecodable"
-            reason = skip_reason(job.event, params)
-            if reason is None and key_prefix is not None and not job.event.flags.bypass_cache:
-                entry = cache_get(key_prefix + job.event.entity.sha256)
-                if entry is not None:
-                    cached.append((job, entry))
-                    return "ReplayPluginCompletion-cached"
-            return reason
+            if clearance:
+                label = label_of(job.event)
+                allowed = decided(clearance, label)
+                if allowed is None:
+                    pair = (clearance, label)
+                    undecided.add(pair)
+                    job.event = None  # not kept while parked: decoded again when judged again
+                    return Deferred(pair)
+                if not allowed:
+                    return SECURITY_FILTER
+            if reoffered or key_prefix is None or job.event.flags.bypass_cache:
+                return None
+            entry = cache_get(key_prefix + job.event.entity.sha256)
+            if entry is not None:
+                cached.append((job, entry))
+                return "ReplayPluginCompletion-cached"
+            return None
 
         return judge
 

@@ -180,7 +180,15 @@ _FETCH_QUERY = (
         "file_format starts with one of the prefixes.",
     ),
     query("d-self", BOOL, "Drop events authored by this plugin." + GO_BOOL),
-    query("max-security", {"type": "string"}, "Accepted; not enforced yet."),
+    query(
+        "max-security",
+        {"type": "string"},
+        "The plugin's clearance, a security label such as `OFFICIAL` or `SECRET REL:AUS`: an "
+        "event whose labels (`source.security`, `author.security`, each path author's) it may "
+        "not see, or that cannot be decided, is never handed out; it is counted as filtered "
+        "(`FilterSecurity-max_security`). A clearance the label model cannot read is a 422. "
+        "Not part of the plugin key.",
+    ),
     query("reset", BOOL, "Forget this key's progress first (admin role)." + GO_BOOL),
     query("debug", BOOL, "A separate plugin key (flag `D`) for debugging." + GO_BOOL),
 )
