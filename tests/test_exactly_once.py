@@ -176,7 +176,7 @@ async def count(broker: KafkaBroker, prefix: str) -> Counts:
         event = msgspec.json.decode(value)
         entity = event["entity"]
         parts = entity["input"].get("dequeued", "").split("|")
-        if entity["status"] not in FINAL or len(parts) != 7 or parts[0] != "azd1":
+        if entity["status"] not in FINAL or len(parts) != 8 or parts[0] != "azd2":
             continue
         counts.finals[(event["author"]["name"], parts[3], int(parts[4]), int(parts[5]))] += 1
     return counts

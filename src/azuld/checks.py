@@ -32,6 +32,7 @@ __all__ = [
     "READABLE_FILE",
     "REGION",
     "ROLES",
+    "SECRET_OR_EMPTY",
     "TOKEN",
     "TOKEN_NAME",
     "TOKEN_ROLES",
@@ -146,6 +147,10 @@ def _networks(values: tuple[str, ...]) -> bool:
 _ROLES_WORDS = ", ".join(map(repr, _ROLE_NAMES))
 
 NON_EMPTY = Check("not empty", bool)
+SECRET_OR_EMPTY = Check(
+    "empty, or at least 16 characters without spaces",
+    lambda v: v == "" or (len(v) >= 16 and not any(c.isspace() for c in v)),
+)
 _LABEL_WORD = re.compile(r"[A-Za-z0-9 :+_./-]{1,100}")
 LABEL_WORDS = Check(
     "a list of security markings (letters, digits, spaces and ':+_./-', none empty)",

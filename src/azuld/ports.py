@@ -105,6 +105,11 @@ class EventLog(Protocol):
         every record appended before this call. Raises `ValueError` for a topic the log does not
         keep as a table (the system `handover` topic is one)."""
 
+    async def first_value(self, key: str, value: bytes) -> bytes:
+        """Keep `value` under `key` unless a value is kept there already, and return the one kept:
+        the first stored wins, for every instance of the log (a cluster-wide setting such as
+        the job id secret). Durable on return."""
+
     async def offsets_at(
         self, tps: Sequence[TopicPartition], wall_seconds: float
     ) -> dict[TopicPartition, int]:

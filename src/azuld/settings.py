@@ -160,6 +160,9 @@ class DispatchSettings:
     # How long every instance remembers the final statuses stored anywhere (so that a job is
     # neither offered nor stored twice when its partition moves). Sized when the daemon starts.
     finished_memory_seconds: float = setting(600.0, check=checks.at_least(0))
+    # Signs job ids (all instances of a cluster must share it). Empty: one is generated at the
+    # first start and kept in the event log, where every instance finds it.
+    job_id_secret: str = setting("", check=checks.SECRET_OR_EMPTY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,7 +238,6 @@ def test_expired_lease_is_reoffered_first_with_a_new_attempt() -> None:
     (again,) = take(pl, now=10)
     assert again.ref == job.ref
     assert again.attempt == 1
-    assert again.job_id != job.ref.job_id(0)
 
 
 def test_heartbeat_extends_only_the_current_attempt() -> None:
@@ -317,20 +316,6 @@ def test_a_leased_or_requeued_job_is_not_finished() -> None:
     assert not pl.is_finished(job.ref)
     unknown = JobRef(pl.plugin_key, Lane.LIVE, TopicPartition("elsewhere", 0), 0)
     assert not pl.is_finished(unknown)
-
-
-@pytest.mark.parametrize("lane", Lane.ORDER)
-def test_job_id_round_trip(lane: str) -> None:
-    ref = JobRef("Name-1.0+x-binary-a.b-sourced-ELH", lane, TP2, 1234)
-    assert JobRef.parse(ref.job_id(7)) == (ref, 7)
-
-
-@pytest.mark.parametrize(
-    "job_id",
-    ["", "727f9b8c.Entropy.2024.01.01.1737194964", "azd1|k|nolane|t|0|1|0", "azd1|k|live|t|x|1|0"],
-)
-def test_foreign_job_ids_are_not_parsed(job_id: str) -> None:
-    assert JobRef.parse(job_id) is None
 
 
 def test_heartbeats_cannot_keep_a_job_past_the_run_deadline() -> None:

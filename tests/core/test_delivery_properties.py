@@ -43,6 +43,7 @@ from azuld.core.delivery import (
     decode_snapshot,
     encode_snapshot,
 )
+from azuld.core.jobids import JobIds
 from azuld.core.jobs import JobState
 from azuld.core.params import ConsumeParams, parse_consume_params
 from azuld.core.ranges import parse_range
@@ -53,6 +54,7 @@ from azuld.models.events import BINARY_ACTIONS, MODELS
 # example (and a `@reproduce_failure` blob) all the same.
 PLAIN = settings(max_examples=100, database=None)
 
+IDS = JobIds(b"property tests")
 KEY = "Entropy-2024.01.01-binary-allsrc-alltype-ELH"
 SRC = "azul.t.s.binary.sourced"
 EXP = "azul.t.system.expedite"
@@ -367,7 +369,7 @@ class DeliveryMachine(RuleBasedStateMachine):
         stop = self.stops[pair]
         if stop is not None:
             assert ref.offset < stop, "historic went past its stop"
-        assert JobRef.parse(job.job_id) == (ref, job.attempt)
+        assert IDS.parse(IDS.make(ref, job.attempt)) == (ref, job.attempt)
         self.offers += 1
 
     def _take(
@@ -743,21 +745,20 @@ def test_job_id_round_trips(
     key: str, lane: str, topic: str, partition: int, offset: int, attempt: int
 ) -> None:
     ref = JobRef(key, lane, TopicPartition(topic, partition), offset)
-    assert JobRef.parse(ref.job_id(attempt)) == (ref, attempt)
+    assert IDS.parse(IDS.make(ref, attempt)) == (ref, attempt)
 
 
 @PLAIN
 @given(
     st.text(max_size=80)
-    | st.lists(st.text(max_size=8) | st.sampled_from(["azd1", *Lane.ORDER, "0", "-1"])).map(
+    | st.lists(st.text(max_size=8) | st.sampled_from(["azd2", *Lane.ORDER, "0", "-1"])).map(
         "|".join
     )
 )
 def test_any_text_parses_as_a_job_id_or_none(job_id: str) -> None:
-    parsed = JobRef.parse(job_id)
-    if parsed is not None:
-        ref, attempt = parsed
-        assert JobRef.parse(ref.job_id(attempt)) == parsed
+    # Made-up text is never one azuld signed.
+    assert IDS.parse(job_id) is None
+    assert (IDS.problem(job_id) is None) is (not job_id.startswith("azd2|"))
 
 
 # -- ranges -----------------------------------------------------------------------------------
@@ -962,17 +963,17 @@ def test_parse_consume_params_fails_only_with_unprocessable(
     # The key names consumer groups and travels inside job ids: only the safe characters.
     assert set(params.key) <= KEY_CHARS, params.key
     ref = JobRef(params.key, params.lanes[0], TopicPartition(SRC, 0), 0)
-    assert JobRef.parse(ref.job_id(0)) == (ref, 0)
+    assert IDS.parse(IDS.make(ref, 0)) == (ref, 0)
 
 
 @pytest.mark.parametrize("sources", [["|"], ["samples", "x|y"]])
 def test_r_source_cannot_break_job_ids(sources: list[str]) -> None:
     """A source with '|' in the plugin key would give every job id of the key an extra field
-    (`JobRef.parse` would say `None`): such r-source values are refused."""
+    (`JobIds.parse` would say `None`): such r-source values are refused."""
     pairs = [("name", "a"), ("r-live", "true"), *(("r-source", s) for s in sources)]
     try:
         params = parse_query("binary", True, pairs)
     except Unprocessable:
         return  # rejected: fixed
     ref = JobRef(params.key, Lane.LIVE, TopicPartition(SRC, 0), 0)
-    assert JobRef.parse(ref.job_id(0)) == (ref, 0)
+    assert IDS.parse(IDS.make(ref, 0)) == (ref, 0)

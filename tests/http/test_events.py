@@ -42,7 +42,7 @@ async def test_fetch_reply_is_two_part_multipart(client: Client) -> None:
         "paused": False,
     }
     (event,) = msgspec.json.decode(parts["events"])["events"]
-    assert event["dequeued"].startswith("azd1|P-1-binary-allsrc-alltype-LH|historic|")
+    assert event["dequeued"].startswith("azd2|P-1-binary-allsrc-alltype-LH|historic|")
     assert event["flags"] == {}
 
 

@@ -23,19 +23,25 @@ from tests.scenarios.wire import (
     take_all,
 )
 
-MADE_UP_ID = "azd1|Other-1-binary-allsrc-alltype-L|live|azul.local.x.binary.sourced|0|5|0"
+# A well-formed azuld job id whose signature azuld did not make (job ids are signed).
+MADE_UP_ID = (
+    "azd2|Other-1-binary-allsrc-alltype-L|live|azul.local.x.binary.sourced|0|5|0|"
+    "0123456789abcdef01234567"
+)
 
 
 @fault(
     key="bogus-statuses",
     title="Duplicate and foreign statuses",
-    tried="`completed` posted twice; statuses with a made-up azuld id for an unknown key and a "
-    "Go-style (UUID) id",
+    tried="`completed` posted twice; statuses with a made-up azuld id, a real job's id signed by "
+    "another plugin, and a Go-style (UUID) id",
     test="test_duplicate_and_foreign_statuses",
 )
 async def bogus_statuses(outcome: Outcome, workdir: Path, profile: Profile) -> None:
-    """A status posted twice; statuses for jobs the poster does not hold (a made-up azuld id for an
-    unknown key, a Go-style id). All 200 and stored; no job finishes twice; the real key's next
+    """A status posted twice (200, stored once); a made-up azuld id and a real job's id signed by
+    another plugin (425 with the reason, not stored: job ids are signed and a job is reported by
+    its plugin); a
+    Go-style id (200, stored, finishes nothing). No job finishes twice; the real key's next
     fetches and its commits are as if nothing happened."""
     data_dir = workdir / "data"
     async with harness(workdir) as h:
@@ -52,19 +58,34 @@ async def bogus_statuses(outcome: Outcome, workdir: Path, profile: Profile) -> N
                 return
             job = jobs[0]
             posts = {
-                "completed (first)": status_event(job, "Dup", "completed", message="dup-1"),
-                "completed (again)": status_event(job, "Dup", "completed", message="dup-2"),
-                "made-up azuld id": status_event(
-                    job, "Dup", "completed", message="made-up", dequeued=MADE_UP_ID
+                "completed (first)": (
+                    status_event(job, "Dup", "completed", message="dup-1"),
+                    200,
                 ),
-                "Go-style id": status_event(
-                    job, "Dup", "completed", message="go-style", dequeued=str(uuid.uuid4())
+                "completed (again)": (
+                    status_event(job, "Dup", "completed", message="dup-2"),
+                    200,
+                ),
+                # Refused as Go refuses a post with no valid event: 425, the reason in its detail.
+                "made-up azuld id": (
+                    status_event(job, "Dup", "completed", message="made-up", dequeued=MADE_UP_ID),
+                    425,
+                ),
+                "another plugin's status": (
+                    status_event(job, "Mallory", "completed", message="mallory"),
+                    425,
+                ),
+                "Go-style id": (
+                    status_event(
+                        job, "Dup", "completed", message="go-style", dequeued=str(uuid.uuid4())
+                    ),
+                    200,
                 ),
             }
-            for what, event in posts.items():
+            for what, (event, code) in posts.items():
                 response = await post_events(client, "status", [event])
                 outcome.check(
-                    f"status {what}: 200", response.status_code == 200, response.text[:300]
+                    f"status {what}: {code}", response.status_code == code, response.text[:300]
                 )
             rest = await take_all(client, "Dup", sources=sources, count=5, deadline=1)
             outcome.check(
@@ -92,12 +113,14 @@ async def bogus_statuses(outcome: Outcome, workdir: Path, profile: Profile) -> N
             await good.halt()  # before reading: every acknowledged status is then in the read
             statuses = await read_all(client, "status")
             markers = [s["entity"].get("message", "") for s in statuses]
-            for marker in ("dup-1", "made-up", "go-style"):
+            for marker in ("dup-1", "go-style"):
                 outcome.check(f"status {marker!r} is stored", marker in markers, markers)
-            # The job's final status is stored once: the second is answered, not stored.
-            outcome.check("status 'dup-2' is not stored", "dup-2" not in markers, markers)
+            # The job's final status is stored once: the second is answered, not stored; the
+            # refused ones are not stored either.
+            for marker in ("dup-2", "made-up", "mallory"):
+                outcome.check(f"status {marker!r} is not stored", marker not in markers, markers)
             outcome.lose(
-                sum(1 for m in ("dup-1", "made-up", "go-style") if m not in markers),
+                sum(1 for m in ("dup-1", "go-style") if m not in markers),
                 "acknowledged statuses missing",
             )
             await good.audit(client, outcome, statuses=statuses)
@@ -122,14 +145,15 @@ async def bogus_statuses(outcome: Outcome, workdir: Path, profile: Profile) -> N
 @fault(
     key="forged-future-status",
     title="Forged status for a future offset",
-    tried="a well-formed azuld id for a real key at an offset not yet written; then an event is "
-    "published at that offset",
+    tried="a well-formed azuld id (signed by no azuld) for a real key at an offset not yet "
+    "written; then an event is published at that offset",
     test="test_forged_status_for_a_future_offset",
 )
 async def forged_future_status(outcome: Outcome, workdir: Path, profile: Profile) -> None:
     """A status with a well-formed azuld id for a real plugin key, at an offset that has not been
-    written yet (no plugin can hold it). The next event published at that offset must still reach
-    the key."""
+    written yet (no plugin can hold it): refused (425 with the reason), as its signature is not
+    azuld's. The next
+    event published at that offset must still reach the key."""
     async with harness(workdir) as h:
         d = await h.start()
         async with httpx.AsyncClient(base_url=d.url, timeout=CLIENT_TIMEOUT_SECONDS) as client:
@@ -141,11 +165,15 @@ async def forged_future_status(outcome: Outcome, workdir: Path, profile: Profile
             outcome.check("nothing for a new live-only key yet", jobs == [], jobs)
             key = next(k for k in await plugin_keys(client) if k.startswith("Victim-"))
             template = binary_event("s4f", first)
-            forged = f"azd1|{key}|live|azul.local.s4f.binary.sourced|0|1|0"
+            forged = f"azd2|{key}|live|azul.local.s4f.binary.sourced|0|1|0|{'ab' * 12}"
             response = await post_events(
                 client, "status", [status_event(template, "Victim", "completed", dequeued=forged)]
             )
-            outcome.check("the forged status is accepted (200)", response.status_code == 200)
+            outcome.check(
+                "the forged status is refused (425) and says why",
+                response.status_code == 425 and "not one azuld handed out" in response.text,
+                f"{response.status_code} {response.text[:300]}",
+            )
             outcome.note(f"forged id {forged!r} answered {response.status_code}")
             later = b"forged 1 (published after the forged status)"
             await must_post(client, "binary", [binary_event("s4f", later)])

@@ -105,7 +105,7 @@ def status_event(
 
 
 def attempt_of(job: dict[str, Any]) -> int:
-    return int(job["dequeued"].rsplit("|", 1)[1])
+    return int(job["dequeued"].split("|")[6])  # azd2|key|lane|topic|partition|offset|attempt|mac
 
 
 def final_statuses(

@@ -107,6 +107,10 @@ CREATE TABLE IF NOT EXISTS marks (
     at REAL NOT NULL,
     PRIMARY KEY (tp, offset)
 );
+CREATE TABLE IF NOT EXISTS kept (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS consumers (
     key TEXT PRIMARY KEY,
     info BLOB NOT NULL,
@@ -534,6 +538,12 @@ class EmbeddedLog:
             for key, value in rows:
                 table[key] = bytes(value)
         return table
+
+    async def first_value(self, key: str, value: bytes) -> bytes:
+        with self._write() as db:
+            db.execute("INSERT OR IGNORE INTO kept (key, value) VALUES (?, ?)", (key, value))
+            (kept,) = db.execute("SELECT value FROM kept WHERE key = ?", (key,)).fetchone()
+        return bytes(kept)
 
     async def offsets_at(
         self, tps: Sequence[TopicPartition], wall_seconds: float

@@ -99,6 +99,8 @@ READ_WAIT_MS = 1000
 _COORDINATOR_RETRIABLE = frozenset({14, 15, 16})
 # Followers (the status topic) buffer this many values before the tail drops some.
 FOLLOW_BUFFER = 10_000
+# Registry keys of `first_value`s: a ':' no plugin key can contain.
+_KEPT = "azuld:"
 # How long a rebalance waits for this instance to hand over the partitions it gives up. Kafka
 # waits for every member to rejoin within the rebalance timeout (the session timeout, 10 s).
 HANDOVER_SECONDS = 5.0
@@ -264,6 +266,7 @@ class KafkaLog:
             str, list[tuple[trio.MemorySendChannel[bytes], dict[TopicPartition, int]]]
         ] = {}
         self._registry: dict[str, tuple[bytes, Snapshot]] = {}
+        self._kept: dict[str, bytes] = {}  # `first_value`s, by their registry key
         self._registry_position = 0
         self._registry_moved = trio.Event()
         self._reader_lock = trio.Lock()
@@ -534,6 +537,9 @@ class KafkaLog:
             return
         record = json.loads(value)
         name = key.decode()
+        if name.startswith(_KEPT):
+            self._kept.setdefault(name, record["value"].encode())  # the first wins
+            return
         if record.get("deleted"):
             self._registry.pop(name, None)
         elif name not in self._registry:  # the first registration wins
@@ -777,6 +783,18 @@ class KafkaLog:
             while key not in self._registry:
                 await self._registry_moved.wait()
         return self._registry[key][1]
+
+    async def first_value(self, key: str, value: bytes) -> bytes:
+        # Kept in the registry topic (read whole at start-up by every instance, never aged off),
+        # under a key no plugin key can have; the first record Kafka ordered wins.
+        name = _KEPT + key
+        if name not in self._kept:
+            record = json.dumps({"value": value.decode()}).encode()
+            await self.append([Outgoing(self._registry_topic, name, record)])
+            with trio.fail_after(self.settings.kafka_request_timeout_seconds):
+                while name not in self._kept:
+                    await self._registry_moved.wait()
+        return self._kept[name]
 
     async def forget_consumer(self, key: str, groups: Sequence[str]) -> None:
         self._registry.pop(key, None)

@@ -21,8 +21,9 @@ status finishes the offset. An expired lease goes back to the front of its lane 
 up to `max_attempts` offers in all; then the job fails (the caller publishes an `error-timeout`
 status) and its offset is finished.
 
-Job ids (`dequeued`) carry the plugin key, lane, partition, offset and attempt, so a status can
-finish its offset on any instance and after a restart, without shared lease state.
+Job ids (`dequeued`, `core.jobids`) carry the plugin key, lane, partition, offset and attempt
+(signed), so a status can finish its offset on any instance and after a restart, without shared
+lease state.
 
 A job the request's judge cannot decide yet (a `max-security` check still running) is *deferred*:
 parked beside its lane with its offset still open, so commits stay below it as they do below a
@@ -321,24 +322,6 @@ class JobRef(msgspec.Struct, frozen=True, gc=False):
     tp: TopicPartition
     offset: int
 
-    def job_id(self, attempt: int) -> str:
-        return (
-            f"azd1|{self.plugin_key}|{self.lane}|{self.tp.topic}|{self.tp.partition}"
-            f"|{self.offset}|{attempt}"
-        )
-
-    @classmethod
-    def parse(cls, job_id: str) -> tuple[JobRef, int] | None:
-        """`(ref, attempt)` from a job id made by `job_id`, or `None` for anything else."""
-        parts = job_id.split("|")
-        if len(parts) != 7 or parts[0] != "azd1" or parts[2] not in Lane.ORDER:
-            return None
-        try:
-            tp = TopicPartition(parts[3], int(parts[4]))
-            return cls(parts[1], parts[2], tp, int(parts[5])), int(parts[6])
-        except ValueError:
-            return None
-
 
 class Job(msgspec.Struct, gc=False):
     """One event offered to one plugin key. (Untracked by the cycle collector: a job refers to
@@ -353,10 +336,6 @@ class Job(msgspec.Struct, gc=False):
     deadline: float = 0.0
     leased_at: float = 0.0  # when this attempt was handed out
     event: Any = None  # the decoded event, cached by whoever decoded it first
-
-    @property
-    def job_id(self) -> str:
-        return self.ref.job_id(self.attempt)
 
     def move(self, target: JobState) -> None:
         self.state = transition(self.state, target)

@@ -161,6 +161,7 @@ def prepare_post(
     configs: Mapping[tuple[str, str], str],
     replay_min_runtime_seconds: float | None,
     store: Callable[[StatusEvent], bool] | None = None,
+    vet: Callable[[StatusEvent], str | None] | None = None,
 ) -> PreparedPost:
     """Decode, check and encode a posted body.
 
@@ -168,6 +169,8 @@ def prepare_post(
         configs: the config digest each (plugin, version) registered with (replay cache keys).
         replay_min_runtime_seconds: completed statuses of runs at least this long become replay
             cache entries; `None` when the cache is off.
+        vet: for statuses, what is wrong with one that `check_event` passed (a failure, as
+            theirs), or `None`.
         store: for statuses, whether to store each valid one; one it refuses is acknowledged
             (counted in `total_ok`, a post is idempotent) but neither stored nor acted on: the
             final status of its job is stored already.
@@ -194,6 +197,8 @@ def prepare_post(
     valid: list[Any] = []
     for event in events:
         problem = check_event(event if not isinstance(event, dict) else _envelope(event))
+        if problem is None and vet is not None and model == "status":
+            problem = vet(event)
         if problem:
             failures.append(PostFailure(event=_encode(event).decode(), error=problem))
         else:

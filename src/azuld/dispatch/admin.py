@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from azuld.core.delivery import JobRef, Lane
+from azuld.core.delivery import Lane
 from azuld.core.keys import system_topic
 from azuld.core.posts import DECODERS
 from azuld.core.publish import Outgoing
@@ -87,7 +87,7 @@ class Admin:
         records: list[Outgoing] = []
         now = datetime.now(UTC)
         for job_id in job_ids:
-            parsed = JobRef.parse(job_id)
+            parsed = self.registry.ids.parse(job_id)
             if parsed is None:
                 outcome.append(
                     ReofferOutcome(job_id=job_id, ok=False, reason="not an azuld job id")

@@ -19,6 +19,7 @@ stored. Its commits are stored on the way out, so that they show how far its han
 from __future__ import annotations
 
 import logging
+import secrets
 
 import trio
 
@@ -64,6 +65,12 @@ class Background:
         Raises:
             UpstreamError: the replay cache could not be loaded (before `started`).
         """
+        secret = self.registry.settings.job_id_secret
+        self.registry.ids.secret = (
+            secret.encode()
+            if secret
+            else await self.log.first_value("job-id-secret", secrets.token_hex(32).encode())
+        )
         await self.replay.load()
         shared = self.log.shared
         if shared:

@@ -53,8 +53,14 @@ class Dispatcher:
         self.metrics = metrics or Metrics()
         self.blobs = blobs
         self.registry = KeyRegistry(log, settings, topic_prefix, self.metrics)
+        self.ids = self.registry.ids
         self.replay = Replay(
-            log, topic_prefix, self.metrics, blobs, max_bytes=settings.replay_cache_bytes
+            log,
+            topic_prefix,
+            self.metrics,
+            blobs,
+            max_bytes=settings.replay_cache_bytes,
+            ids=self.registry.ids,
         )
         self.statuses = Statuses(
             log, settings, topic_prefix, self.metrics, self.registry, self.replay

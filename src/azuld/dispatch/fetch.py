@@ -353,6 +353,6 @@ class Fetcher:
         if job.ref.lane != Lane.REOFFER:
             job.event = None  # decoded again from `job.value` if it is ever needed
         if params.active and isinstance(event, BinaryEvent):
-            event.dequeued = job.job_id
+            event.dequeued = self.registry.ids.make(job.ref, job.attempt)
             return _encode(event)
         return job.value

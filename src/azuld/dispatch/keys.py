@@ -35,6 +35,7 @@ from azuld.core.delivery import (
 )
 from azuld.core.finished import RecentlyFinished
 from azuld.core.handover import Handover, handover_key
+from azuld.core.jobids import JobIds
 from azuld.core.keys import consumer_group, expedite_topic, system_topic
 from azuld.core.params import ConsumeParams
 from azuld.core.publish import Outgoing
@@ -111,8 +112,11 @@ class KeyRegistry:
         settings: DispatchSettings,
         prefix: str,
         metrics: Metrics | None = None,
+        ids: JobIds | None = None,
     ) -> None:
         self.log = log
+        # Job ids are signed; the secret is set when the dispatcher starts (`Background.run`).
+        self.ids = ids or JobIds()
         self.settings = settings
         self.prefix = prefix
         self.metrics = metrics or Metrics()

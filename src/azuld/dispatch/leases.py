@@ -128,7 +128,7 @@ class Leases:
         )
         job_input = msgspec.structs.replace(
             event,
-            dequeued=job.job_id,
+            dequeued=self.registry.ids.make(job.ref, job.attempt),
             entity=msgspec.structs.replace(event.entity, features=[], datastreams=[], info={}),
         )
         return StatusEvent(

@@ -12,6 +12,7 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 
 from azuld.core.delivery import Job
+from azuld.core.jobids import JobIds
 from azuld.core.keys import system_topic
 from azuld.core.params import ConsumeParams
 from azuld.core.publish import Outgoing, prepare_status
@@ -43,8 +44,10 @@ class Replay:
         blobs: BlobStore | None,
         *,
         max_bytes: int,
+        ids: JobIds,
     ) -> None:
         self.log = log
+        self.ids = ids
         self.prefix = prefix
         self.metrics = metrics
         self.blobs = blobs
@@ -103,7 +106,7 @@ class Replay:
         now = datetime.now(UTC)
         records: list[Outgoing] = []
         for job, entry in cached:
-            status = replay_status(entry, job.event, job.job_id, now)
+            status = replay_status(entry, job.event, self.ids.make(job.ref, job.attempt), now)
             if self.blobs is not None and job.event.source.name != entry.input_source:
                 for result in status.entity.results:
                     for stream in result.entity.datastreams:

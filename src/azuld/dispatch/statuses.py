@@ -29,6 +29,7 @@ import trio
 
 from azuld.core.delivery import Job, JobRef
 from azuld.core.finished import MAIN
+from azuld.core.jobids import author_may_report
 from azuld.core.jobs import JobState, ending_for_status
 from azuld.core.keys import is_main_status, system_topic
 from azuld.core.posts import PreparedPost, StatusSummary, decode_status_summary, prepare_post
@@ -144,7 +145,36 @@ class Statuses:
                 self.settings.replay_min_runtime_seconds if self.replay.enabled else None
             ),
             store=self._not_stored_yet if model == "status" else None,
+            vet=self._vet,
         )
+
+    def _vet(self, status: StatusEvent) -> str | None:
+        """A status naming a job azuld did not hand out (a made-up or changed id), or signed by
+        a plugin other than the job's (or one of its multiplugins), is refused."""
+        job_id = status.entity.input.dequeued
+        problem = self.registry.ids.problem(job_id)
+        if problem is not None:
+            return problem
+        parsed = self.registry.ids.parse(job_id)
+        if parsed is None:
+            return None  # another dispatcher's id: stored, finishes nothing
+        key = parsed[0].plugin_key
+        ks = self.registry.get(key)
+        author = status.author.name
+        if ks is not None:
+            allowed = author_may_report(author, ks.params.name)
+        else:  # a key not loaded here: its name is one of the key's `<name>-` prefixes
+            allowed = any(
+                author_may_report(author, key[:index])
+                for index, char in enumerate(key)
+                if char == "-"
+            )
+        if not allowed:
+            return (
+                f"status author {author!r} may not report job {job_id[:200]!r}: it was handed "
+                "to another plugin"
+            )
+        return None
 
     def _not_stored_yet(self, status: StatusEvent) -> bool:
         """Whether to store a posted status: any but a final status whose job already has its
@@ -170,7 +200,7 @@ class Statuses:
         plugin, else the multiplugin's name; `None` for a heartbeat or another dispatcher's id."""
         if ending_for_status(status) is None:
             return None
-        parsed = JobRef.parse(job_id)
+        parsed = self.registry.ids.parse(job_id)
         if parsed is None:
             return None
         ref = parsed[0]
@@ -243,7 +273,7 @@ class Statuses:
         endings: dict[tuple[str, JobState], int] = {}  # counted once per post, not per job
         try:
             for status in statuses:
-                parsed = JobRef.parse(status.job_id)
+                parsed = self.registry.ids.parse(status.job_id)
                 if parsed is None:
                     continue  # not one of ours (another dispatcher's id): stored, nothing to finish
                 ref, attempt = parsed
