@@ -106,6 +106,8 @@ class Counts:
     sourced: list[tuple[str, int, int, dict[str, Any]]]  # (topic, partition, offset, event)
     extracted: list[tuple[str, int, int, dict[str, Any]]]
     finals: Counter[tuple[str, str, int, int]] = field(default_factory=Counter)  # plugin, tp, off
+    # For a failure's message: each final status's (job id, time, status) by the same key.
+    seen: dict[tuple[str, str, int, int], list[tuple[str, str, str]]] = field(default_factory=dict)
 
     def events(self) -> list[tuple[str, int, int, dict[str, Any]]]:
         return self.sourced + self.extracted
@@ -178,7 +180,11 @@ async def count(broker: KafkaBroker, prefix: str) -> Counts:
         parts = entity["input"].get("dequeued", "").split("|")
         if entity["status"] not in FINAL or len(parts) != 8 or parts[0] != "azd2":
             continue
-        counts.finals[(event["author"]["name"], parts[3], int(parts[4]), int(parts[5]))] += 1
+        key = (event["author"]["name"], parts[3], int(parts[4]), int(parts[5]))
+        counts.finals[key] += 1
+        counts.seen.setdefault(key, []).append(
+            (entity["input"]["dequeued"][:120], event["timestamp"], entity["status"])
+        )
     return counts
 
 
@@ -314,11 +320,23 @@ def all_done(counts: Counts) -> bool:
     )
 
 
-def check_exactly_once(counts: Counts) -> None:
+def handovers(nodes: list[Node]) -> str:
+    """What the instances logged about partitions moving, for a failure's message."""
+    words = ("hand", "took over", "ownership", "stopped", "starting", "remembered", "WARNING")
+    lines = []
+    for node in nodes:
+        for path in node.data.parent.glob(f"{node.name}-daemon.log"):
+            for line in path.read_text(errors="replace").splitlines():
+                if any(word in line for word in words):
+                    lines.append(f"{node.name}: {line[:240]}")
+    return "\n".join(lines[-80:])
+
+
+def check_exactly_once(counts: Counts, nodes: list[Node]) -> None:
     assert len(counts.sourced) == PLAIN_FILES + ZIPS
     assert len(counts.zips()) == ZIPS
-    twice = {key: n for key, n in counts.finals.items() if n > 1}
-    assert not twice, f"events with more than one final status: {twice}"
+    twice = {key: counts.seen[key] for key, n in counts.finals.items() if n > 1}
+    assert not twice, f"events with more than one final status: {twice}\n{handovers(nodes)}"
     for plugin, events in (("Entropy", counts.events()), ("Unbox", counts.zips())):
         missing = [(t, p, o) for t, p, o, _ in events if counts.finals[(plugin, t, p, o)] != 1]
         assert not missing, f"{plugin}: events without exactly one final status: {missing}"
@@ -361,7 +379,7 @@ async def test_no_fault_run_delivers_exactly_once(
             await submit(nodes[0], files)
             counts = await wait_for(kafka_broker, prefix_of(nodes), all_done, 240, "all done")
             await trio.sleep(3)  # anything late would show now
-    check_exactly_once(await count(kafka_broker, prefix_of(nodes)))
+    check_exactly_once(await count(kafka_broker, prefix_of(nodes)), nodes)
     assert counts.finished("Entropy", counts.events()) == PLAIN_FILES + ZIPS + 2 * ZIPS
 
 
@@ -409,4 +427,4 @@ async def test_sigkill_and_restarts_deliver_exactly_once(
             await wait_ready(client, second)
             await wait_for(kafka_broker, prefix, all_done, 300, "all done")
             await trio.sleep(3)  # anything late would show now
-    check_exactly_once(await count(kafka_broker, prefix))
+    check_exactly_once(await count(kafka_broker, prefix), nodes)

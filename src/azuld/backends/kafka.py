@@ -102,8 +102,10 @@ FOLLOW_BUFFER = 10_000
 # Registry keys of `first_value`s: a ':' no plugin key can contain.
 _KEPT = "azuld:"
 # How long a rebalance waits for this instance to hand over the partitions it gives up. Kafka
-# waits for every member to rejoin within the rebalance timeout (the session timeout, 10 s).
-HANDOVER_SECONDS = 5.0
+# waits for every member to rejoin within the rebalance timeout, which is longer: a slow hand-over
+# (a loaded machine) must not get its instance put out of the group, its leases unknown.
+HANDOVER_SECONDS = 20.0
+REBALANCE_TIMEOUT_MS = 30_000
 
 
 def _partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
@@ -346,6 +348,7 @@ class KafkaLog:
                 group_id=f"{self.prefix}-azul-dispatchers",
                 auto_offset_reset="latest",
                 session_timeout_ms=10_000,
+                rebalance_timeout_ms=REBALANCE_TIMEOUT_MS,
                 heartbeat_interval_ms=2_000,
                 partition_assignment_strategy=(self._assignor,),
                 **{**consumer_options, "client_id": f"azuld-{self.instance}"},
@@ -515,6 +518,8 @@ class KafkaLog:
                             channel.send_nowait(value)
                         except trio.WouldBlock:
                             log.warning("a follower of %s fell behind; value dropped", tp.topic)
+                        except trio.BrokenResourceError:
+                            pass  # a follower that stopped: it is being taken off the list
                 if tp.topic == self._registry_topic:
                     self._registry_moved.set()
                     self._registry_moved = trio.Event()
@@ -821,11 +826,12 @@ class KafkaLog:
         follower = (send, starts)
         self._followers.setdefault(topic, []).append(follower)
         try:
-            async with receive:
-                async for value in receive:
-                    yield value
+            async for value in receive:
+                yield value
         finally:
+            # Off the list before the channel closes: the tail never sends into a closed one.
             self._followers[topic].remove(follower)
+            receive.close()
 
     def on_revoke(self, hook: RevokeHook | None) -> None:
         self.ownership.hook = hook

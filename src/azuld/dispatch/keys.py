@@ -320,9 +320,14 @@ class KeyRegistry:
                     ks.lanes.unassign(lane, tp)
             if dirty:
                 commits.append((ks, dirty))
-        for ks, dirty in commits:
-            await self.store_commits(ks, dirty)
+        # The notes first: they are what keeps plugins at work on their jobs; then every
+        # key's commits in one call (the partitions' final positions here).
         await self.log.append(notes)
+        by_group: dict[str, dict[TopicPartition, Commit]] = {}
+        for ks, dirty in commits:
+            for (lane, tp), commit in dirty.items():
+                by_group.setdefault(ks.groups[lane], {})[tp] = commit
+        await self.log.commit(by_group)
         if leases:
             self.metrics.handed_over.labels("given").inc(leases)
         log.info("handed over %d partitions with %d leases", len(lost), leases)
