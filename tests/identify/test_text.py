@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from azuld.identify import identify_bytes
@@ -85,6 +85,14 @@ _ORIGINAL = {
     ): r"(?is)\A\s*(?:<!--.*?-->\s*|<\?xml[^>]*>\s*)*<(?:!doctype\s+html|html)\b",
     ("js_weak", 4): r"(?m)\breturn\b[^;\n]*;",
     ("ps_strong", 0): r"(?im)^\s*param\s*\(",
+    ("js_strong", 0): r"(?m)(?:^|[;\s(])(?:var|let|const)\s+[\w$]+\s*=",
+    ("js_strong", 1): r"(?m)\b(?:document|window)\.\w+",
+    ("js_strong", 2): r"(?m)\bconsole\.\w+\(",
+    ("js_strong", 3): r"""(?m)\bmodule\.exports\b|\brequire\(\s*['\"]""",
+    ("js_strong", 4): r"(?m)\bnew\s+ActiveXObject\(|\bWScript\.\w+",
+    ("js_strong", 5): r"(?m)\bfunction\s*[\w$]*\s*\([\w$\s,]*\)\s*\{",
+    ("js_strong", 6): r"(?m)\b(?:eval|unescape|setTimeout|decodeURIComponent)\(",
+    ("js_weak", 3): r"(?m)\bthis\.\w+",
     **{
         ("batch_lines", index): pattern.replace(r"^[^\S\n]*", r"^\s*")
         for index, pattern in enumerate(p.pattern for p in RULES.text.batch_lines)
@@ -154,12 +162,39 @@ _TOKENS = st.sampled_from(
         "<!doctype html",
         "<!DOCTYPE",
         "html",
+        "\u00e9",
+        "\u2028",
+        "$",
+        ".",
+        ",",
+        ")",
+        "{",
+        "'",
+        "var",
+        "let",
+        "const",
+        "document",
+        "window",
+        "console",
+        "module",
+        "exports",
+        "require",
+        "new",
+        "ActiveXObject",
+        "WScript",
+        "function",
+        "eval",
+        "unescape",
+        "setTimeout",
+        "decodeURIComponent",
+        "this",
     ]
 )
 _TEXTS = st.lists(_TOKENS, max_size=60).map("".join)
 
 
 @pytest.mark.parametrize(("name", "index"), sorted(_ORIGINAL, key=str))
+@settings(max_examples=200)
 @given(text=_TEXTS)
 def test_a_rewritten_pattern_matches_what_the_original_matched(
     name: str, index: int | None, text: str
