@@ -9,7 +9,8 @@
 
 Starts `azuld serve` (embedded backend, or `--backend kafka`) on a fresh data dir, uploads a few small blobs, preloads
 `sourced` events that share them, and drives it with simulated plugin workers (benchmarks/loadgen.py,
-in separate processes) speaking the real protocol. Writes `<output>/<timestamp>.json`,
+in separate processes) speaking the real protocol; then measures uploads and `azuld submit`
+(benchmarks/uploads.py). Writes `<output>/<timestamp>.json`,
 `latest.json`, `latest.md` and PNG plots, and compares with the previous `latest.json`.
 benchmarks/README.md explains every figure.
 """
@@ -44,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
+import uploads  # noqa: E402
 from tests.daemon import Daemon, start_daemon  # noqa: E402
 from tests.services import KafkaBroker, S3Server, fetch_kafka, free_port  # noqa: E402
 
@@ -77,6 +79,10 @@ class Plan:
     blob_size: int = 1024
     compare_clients: tuple[str, ...] = ("h11", "httpx")  # rerun the base scenario with these
     no_download_variant: bool = True  # rerun the base scenario without downloads
+    upload_sizes: tuple[int, ...] = (1024, 1024 * 1024)
+    uploaders: tuple[int, ...] = (1, 8)  # concurrent uploaders (one connection each)
+    upload_count: int = 1000  # uploads per scenario of small blobs; an eighth of it for 1 MiB
+    submit_files: int = 1000  # `azuld submit` of this many 1 KiB files (0: not measured)
 
     @classmethod
     def default(cls) -> Plan:
@@ -101,6 +107,8 @@ class Plan:
             blobs=16,
             compare_clients=(),
             no_download_variant=False,
+            upload_count=40,
+            submit_files=40,
         )
 
 
@@ -739,6 +747,31 @@ class Run:
         return scenario
 
 
+async def measure_uploads(run: Run) -> None:
+    """Upload rows: the daemon's CPU per upload and uploads/s for each size and number of
+    concurrent uploaders (distinct random blobs), then `azuld submit` of 1 KiB files."""
+    plan = run.plan
+    pid = run.daemon.process.pid
+    for size in plan.upload_sizes:
+        for uploaders in plan.uploaders:
+            count = plan.upload_count if size <= 64 * 1024 else max(8, plan.upload_count // 8)
+            run.say(f"uploads: {count} of {size:,} bytes, {uploaders} uploader(s)")
+            scenario = await uploads.upload_scenario(
+                run.daemon.url, pid, size=size, uploaders=uploaders, count=count
+            )
+            scenario.update(run.memory())
+            run.scenarios.append(scenario)
+            run.say("  " + uploads.describe(scenario))
+    if plan.submit_files:
+        run.say(f"azuld submit of {plan.submit_files} files of 1 KiB")
+        scenario = await uploads.submit_scenario(
+            run.daemon.url, pid, run.work, files=plan.submit_files
+        )
+        scenario.update(run.memory())
+        run.scenarios.append(scenario)
+        run.say("  " + uploads.describe(scenario))
+
+
 def bottleneck(s: dict[str, Any]) -> str:
     """A reading of who ran out of CPU during the window (a heuristic, see README)."""
     cores = psutil.cpu_count() or 1
@@ -949,6 +982,7 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
         )
     if data["backend"]["name"] == "kafka":
         out += kafka_targets(data, c1, batch, latency)
+    out += upload_targets(data)
     most_keys = max(plan["keys"])
     keyed = find(scenarios, kind="throughput", keys=most_keys, events_in_log=largest)
     if keyed:
@@ -1065,6 +1099,39 @@ def security_cost(data: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def upload_targets(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue #16's upload targets: daemon CPU per upload (with the most uploaders measured) and
+    `azuld submit` files/s (the latter on an idle machine: `machine` says how idle it was)."""
+    scenarios = data["scenarios"]
+    out = []
+    for size, limit in ((1024, 2.0), (1024 * 1024, 5.0)):
+        rows = [s for s in scenarios if s["kind"] == "upload" and s["size_bytes"] == size]
+        if not rows:
+            continue
+        row = max(rows, key=lambda s: s["uploaders"])
+        out.append(
+            {
+                "target": f"daemon CPU per {uploads.size_name(size)} upload: ms",
+                "required": f"<= {limit:g}",
+                "measured": row["daemon_cpu_ms_per_upload"],
+                "met": row["daemon_cpu_ms_per_upload"] <= limit,
+                "scenario": f"{row['id']} ({row['uploads_per_s']:,.0f} uploads/s)",
+            }
+        )
+    submit = find(scenarios, kind="submit")
+    if submit:
+        out.append(
+            {
+                "target": f"azuld submit of {submit['files']:,} small files: files/s",
+                "required": ">= 300 (idle machine)",
+                "measured": submit["files_per_s"],
+                "met": submit["files_per_s"] >= 300,
+                "scenario": f"{submit['id']} (exit {submit['exit_code']})",
+            }
+        )
+    return out
+
+
 def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
     """Ratios new/old of the headline figures of scenarios present in both runs."""
     old_by_id = {s["id"]: s for s in old.get("scenarios", [])}
@@ -1074,6 +1141,8 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
         "throughput": per_event,
         "security": per_event,
         "latency": [("handout_ms.p99", "handout p99 ms"), ("end_to_end_ms.p99", "e2e p99 ms")],
+        "upload": [("uploads_per_s", "uploads/s"), ("daemon_cpu_ms_per_upload", "CPU ms/upload")],
+        "submit": [("files_per_s", "files/s"), ("daemon_cpu_ms_per_file", "CPU ms/file")],
     }
     for scenario in new["scenarios"]:
         before = old_by_id.get(scenario["id"])
@@ -1160,7 +1229,7 @@ def markdown(data: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in data["scenarios"]:
-        if s["kind"] == "latency":
+        if s["kind"] in ("latency", "upload", "submit"):
             continue
         fetch = s["request_ms"]["fetch"]
         lines.append(
@@ -1219,6 +1288,37 @@ def markdown(data: dict[str, Any]) -> str:
             f"{fmt(e.get('p50'), 2)} | {fmt(e.get('p95'), 2)} | "
             f"{fmt(e.get('p99'), 2)} | {s['rss_mb']} |"
         )
+    upload_rows = [s for s in data["scenarios"] if s["kind"] == "upload"]
+    if upload_rows:
+        lines += [
+            "",
+            "## Uploads",
+            "",
+            "`POST /api/v3/stream/<source>/content` of distinct random blobs with a "
+            "Content-Length, each uploader on its own keep-alive connection: the daemon's CPU "
+            "per upload (user + system, all threads), uploads/s and the request's latency.",
+            "",
+            "| scenario | size | uploaders | uploads | uploads/s | MB/s | daemon CPU ms/upload | "
+            "daemon CPU | request p50/p99 ms | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for s in upload_rows:
+            r = s["request_ms"]
+            lines.append(
+                f"| {s['id']} | {uploads.size_name(s['size_bytes'])} | {s['uploaders']} | "
+                f"{s['uploads']} | {fmt(s['uploads_per_s'])} | {fmt(s['mb_per_s'], 1)} | "
+                f"{fmt(s['daemon_cpu_ms_per_upload'], 2)} | {s['daemon_cpu_util']:.2f} | "
+                f"{fmt(r.get('p50'), 1)}/{fmt(r.get('p99'), 1)} | {s['errors']} |"
+            )
+    for s in data["scenarios"]:
+        if s["kind"] == "submit":
+            lines += [
+                "",
+                f"`azuld submit` of {s['files']:,} files of {uploads.size_name(s['size_bytes'])}"
+                f": {fmt(s['files_per_s'])} files/s ({s['seconds']:.1f} s, exit "
+                f"{s['exit_code']}); daemon {fmt(s['daemon_cpu_ms_per_file'], 2)} ms CPU per "
+                f"file, the command {fmt(s['submit_cpu_ms_per_file'], 2)} ms.",
+            ]
     lines += ["", "## Preloading", ""]
     for p in data["preloads"]:
         if p["what"] == "blob uploads":
@@ -1441,6 +1541,7 @@ async def measure(
                     count=1,
                     download=True,
                 )
+        await measure_uploads(run)
         if profile:
             run.say(f"profiling the daemon with py-spy for {profile:g} s")
             data["profile"] = await profiled(run, profile, out, stamp)

@@ -100,7 +100,21 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert scenario["samples"] > 0, scenario["errors"]
         assert scenario["handout_ms"]["p99"] > 0
         assert scenario["end_to_end_ms"]["p50"] >= scenario["handout_ms"]["p50"]
-    assert len(data["targets"]) == 4
+    assert len(data["targets"]) == 7
+
+    plan = data["plan"]
+    uploaded = [s for s in data["scenarios"] if s["kind"] == "upload"]
+    assert {(s["size_bytes"], s["uploaders"]) for s in uploaded} == {
+        (size, uploaders) for size in plan["upload_sizes"] for uploaders in plan["uploaders"]
+    }
+    for scenario in uploaded:
+        assert scenario["errors"] == 0, scenario["first_error"]
+        assert scenario["uploads_per_s"] > 0
+        assert scenario["daemon_cpu_ms_per_upload"] >= 0
+    (submitted,) = (s for s in data["scenarios"] if s["kind"] == "submit")
+    assert submitted["exit_code"] == 0, submitted["stderr_tail"]
+    assert submitted["files"] == plan["submit_files"]
+    assert f"submitted {plan['submit_files']} file(s)" in submitted["stdout_tail"]
     # max-security: count=1 and count=100 at the largest size, with the check on, beside the
     # same scenarios without it; labelled events were handed out (none filtered away).
     checked = [s for s in data["scenarios"] if s["kind"] == "security"]
@@ -122,6 +136,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     report = (out / "latest.md").read_text()
     assert "## Targets" in report
     assert "## The cost of max-security" in report
+    assert "## Uploads" in report
     assert "## Compared with the previous run" in report
     assert data["machine"]["cpu_model"] in report
     assert data["plots"]

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from azuld.core.delivery import Commit, Snapshot, TopicPartition
 from azuld.core.publish import Outgoing
 from azuld.core.security import EventLabel
 
 __all__ = ["BlobStore", "EventLog", "RevokeHook", "SecurityCheck"]
+
+T = TypeVar("T")
 
 RevokeHook = Callable[[frozenset[TopicPartition]], Awaitable[None]]
 """Called with partitions about to move to another instance, to hand over their work first."""
@@ -127,6 +129,14 @@ class BlobStore(Protocol):
 
     async def put_file(self, source: str, label: str, sha256: str, path: Path) -> None:
         """Store the file at `path` (a spooled upload; the store may move it). Durable on return."""
+
+    async def put_bytes(
+        self, source: str, label: str, sha256: str, data: bytes, work: Callable[[], T]
+    ) -> T:
+        """Store `data` (a whole upload whose sha256 is `sha256`) and return `work()`: blocking
+        work of the caller's (identifying the blob), run in a worker thread, in the same hop as
+        the store's own blocking I/O where it has some. Nothing is stored if `work` raises (it
+        is raised here). Durable on return. Cancellation waits for the hop in flight."""
 
     async def size(self, source: str, label: str, sha256: str) -> int | None:
         """The blob's size, or `None` if neither `source/label/sha256` nor the fallback exists."""

@@ -1,12 +1,22 @@
-"""`/api/v3/stream` over HTTP: upload with identify, ranged download, HEAD, and the rejections."""
+"""`/api/v3/stream` over HTTP: upload with identify, ranged download, HEAD, and the rejections;
+the upload size limit through both HTTP servers."""
 
 from __future__ import annotations
 
 import hashlib
+import os
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
 
+import httpx
 import pytest
+import trio
 from quart.typing import TestClientProtocol as Client
 
+from azuld.http import streams
+from azuld.service import serve
+from azuld.settings import load_settings
 from tests.http.conftest import error_of
 
 DATA = b"hello azul\n"
@@ -145,3 +155,102 @@ async def test_download_falls_back_from_label_to_content(client: Client) -> None
     await upload(client, path="samples/content")
     response = await client.get(f"/api/v3/stream/other/content/{SHA}")
     assert response.status_code == 404  # sources are separate; the fallback is by bare hash only
+
+
+async def test_a_body_spooled_to_disk_answers_as_one_held_in_memory(
+    client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small bodies are held in memory, within a budget; over it they go to a spool file: the
+    answer is the same, and the budget is given back whatever the outcome."""
+    data = b"#!/bin/sh\necho spooled or not\n" + bytes(range(256)) * 3
+    status, held = await upload(client, data, "held/content")
+    assert status == 200
+    assert streams._MEMORY.held_bytes == 0
+    monkeypatch.setattr(streams, "_MEMORY", streams._MemoryBudget(100))  # less than the body
+    status, spooled = await upload(client, data, "spooled/content")
+    assert (status, spooled) == (200, held)
+    assert streams._MEMORY.held_bytes == 0
+    for query in (f"?expected-sha256={'0' * 64}", ""):
+        status, _ = await upload(client, data[:50] if query else b"", "x/content", query)
+        assert status == 400
+        assert streams._MEMORY.held_bytes == 0
+
+
+# -- the upload limit, through the real servers -------------------------------------------------
+
+
+async def _serving(
+    nursery: trio.Nursery, tmp_path: Path, http_server: str, **overrides: object
+) -> str:
+    settings = load_settings(
+        environ={},
+        overrides={
+            "data_dir": tmp_path / "data",
+            "server.listen": "127.0.0.1:0",
+            "server.http_server": http_server,
+            **overrides,
+        },
+    )
+    urls: list[str] = await nursery.start(partial(serve, settings, handle_signals=False))
+    return urls[0]
+
+
+async def _chunks(data: bytes, size: int = 16 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def _body(data: bytes, chunked: bool) -> bytes | AsyncIterator[bytes]:
+    """httpx sends bytes with a Content-Length and an async iterator chunked."""
+    return _chunks(data) if chunked else data
+
+
+@pytest.mark.parametrize("http_server", ["azuld", "hypercorn"])
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
+async def test_uploads_are_limited_by_max_upload_bytes_however_framed(
+    nursery: trio.Nursery, tmp_path: Path, http_server: str, chunked: bool
+) -> None:
+    url = await _serving(
+        nursery,
+        tmp_path,
+        http_server,
+        **{"server.max_event_body_bytes": 4096, "server.max_upload_bytes": 96 * 1024},
+    )
+    allowed = os.urandom(64 * 1024)  # over the event-body limit, under the upload limit
+    refused = os.urandom(128 * 1024)
+    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+        response = await client.post("/api/v3/stream/s/content", content=_body(allowed, chunked))
+        assert response.status_code == 200, response.text
+        assert response.json()["data"]["sha256"] == hashlib.sha256(allowed).hexdigest()
+        response = await client.post(
+            "/api/v1/data/" + hashlib.sha256(allowed).hexdigest(), content=_body(allowed, chunked)
+        )
+        assert response.status_code == 200, response.text
+
+        response = await client.post("/api/v3/stream/s/content", content=_body(refused, chunked))
+        assert response.status_code == 413
+        assert error_of(response.json()) == (
+            "payload too large",
+            "the upload is over server.max_upload_bytes (98304 bytes)",
+        )
+
+        # Everything else keeps the event-body limit.
+        events = b"[" + b" " * 8000 + b"]"
+        response = await client.post("/api/v2/event?model=binary", content=_body(events, chunked))
+        assert response.status_code == 413
+
+
+@pytest.mark.parametrize("http_server", ["azuld", "hypercorn"])
+async def test_an_upload_over_16_mib_with_a_content_length_is_stored(
+    nursery: trio.Nursery, tmp_path: Path, http_server: str
+) -> None:
+    """The defaults: `max_event_body_bytes` is 16 MiB, uploads may be much larger."""
+    url = await _serving(nursery, tmp_path, http_server)
+    data = os.urandom(17 * 1024 * 1024)
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        response = await client.post("/api/v3/stream/s/content", content=data)
+        assert response.status_code == 200, response.text
+        sha256 = hashlib.sha256(data).hexdigest()
+        assert response.json()["data"]["size"] == len(data)
+        stored = await client.get(f"/api/v3/stream/s/content/{sha256}")
+        assert stored.content == data

@@ -182,3 +182,35 @@ async def test_large_blob(store: Store) -> None:
 
 async def test_health(store: Store) -> None:
     assert await store.health() is None
+
+
+async def test_put_bytes_stores_and_returns_the_work(store: Store) -> None:
+    data = os.urandom(3000)
+    digest = hashlib.sha256(data).hexdigest()
+    ran: list[int] = []
+
+    def work() -> str:
+        ran.append(1)
+        return "identified"
+
+    assert await store.put_bytes(SOURCE, LABEL, digest, data, work) == "identified"
+    assert ran == [1]
+    assert await read_all(store, digest, 0, len(data)) == data
+    assert list(store.spool_dir.iterdir()) == []
+    # Again: the blob exists, the work still runs and nothing changes.
+    assert await store.put_bytes(SOURCE, LABEL, digest, data, work) == "identified"
+    assert ran == [1, 1]
+    assert await store.size(SOURCE, LABEL, digest) == len(data)
+
+
+async def test_put_bytes_stores_nothing_when_the_work_fails(store: Store) -> None:
+    data = b"never stored"
+    digest = hashlib.sha256(data).hexdigest()
+
+    def work() -> None:
+        raise ValueError("identification failed")
+
+    with pytest.raises(ValueError, match="identification failed"):
+        await store.put_bytes(SOURCE, LABEL, digest, data, work)
+    assert await store.size(SOURCE, LABEL, digest) is None
+    assert list(store.spool_dir.iterdir()) == []

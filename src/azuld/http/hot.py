@@ -2,10 +2,12 @@
 
 Plugins call three things all the time: publish (`POST /api/v2/event` and the seed's names for
 it), fetch (`GET /api/v2/event/<model>/<mode>`, `GET /api/v1/processing/<entity_type>`) and
-download (`GET`/`HEAD /api/v3/stream/<source>/<label>/<sha256>`). Through Quart and werkzeug each
-of those cost several times the dispatcher's own work in framework CPU. `HotRoutes` answers the
-routes the table marks `hot` (`azuld.http.routes`) straight from the ASGI scope, with the handlers
-in `azuld.http.events` and `azuld.http.streams`, and hands every other request to Quart untouched.
+download (`GET`/`HEAD /api/v3/stream/<source>/<label>/<sha256>`); plugins and `azuld submit`
+upload (`POST /api/v3/stream/<source>/<label>`, `POST /api/v1/data/<sha256>`). Through Quart
+and werkzeug each of those cost several times the dispatcher's own work in framework CPU.
+`HotRoutes` answers the routes the table marks `hot` (`azuld.http.routes`) straight from the ASGI
+scope, with the handlers in `azuld.http.events` and `azuld.http.streams`, and hands every other
+request to Quart untouched.
 
 Same behaviour, by construction where it can be:
 

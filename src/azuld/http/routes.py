@@ -213,7 +213,8 @@ _FETCH_ERRORS = (404, 422, 429, 503)
 
 _UPLOAD_BODY = {
     "required": True,
-    "description": "The blob, raw (any Content-Type); streamed to disk while it is hashed.",
+    "description": "The blob, raw (any Content-Type), with a Content-Length or chunked, up to "
+    "`server.max_upload_bytes`; hashed as it arrives.",
     "content": {"application/octet-stream": {"schema": {}}},
 }
 _UPLOAD_REPLIES = {
@@ -318,7 +319,7 @@ ROUTES: tuple[Route, ...] = (
             ),
             body=_UPLOAD_BODY,
         ),
-        quart=streams.upload,
+        hot=streams.upload,
     ),
     Route(
         "GET",
@@ -445,7 +446,7 @@ ROUTES: tuple[Route, ...] = (
             ),
             body=_UPLOAD_BODY,
         ),
-        quart=streams.v1_upload,
+        hot=streams.v1_upload,
     ),
     Route(
         "GET",

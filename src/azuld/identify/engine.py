@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import io
 import os
+import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Final
 
@@ -148,33 +150,62 @@ def _from_magic_rules(magics: list[str], default: str) -> str:
 
 
 # --------------------------------------------------------------------------- #
-# libmagic (one handle pair per thread)
+# libmagic (a small pool of handle pairs)
 # --------------------------------------------------------------------------- #
 
-
-class _MagicHandles(threading.local):
-    """Per-thread libmagic handles; libmagic cookies are not thread-safe."""
-
-    describe: magic.Magic | None = None
-    mime: magic.Magic | None = None
+# Handle pairs in the pool: libmagic releases the GIL, so this many identify at once. Each pair
+# holds about 5 MB, so they are shared by whichever threads identify rather than made per thread.
+MAGIC_HANDLES: Final = 2
 
 
-_HANDLES: Final = _MagicHandles()
+class _MagicPool:
+    """Up to `size` pairs of libmagic handles (descriptions, mime types), each lent to one thread
+    at a time: libmagic cookies are not thread-safe. A thread finding none free waits."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._free: queue.SimpleQueue[tuple[magic.Magic, magic.Magic]] = queue.SimpleQueue()
+        self._made = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def lend(self) -> Iterator[tuple[magic.Magic, magic.Magic]]:
+        try:
+            pair = self._free.get_nowait()
+        except queue.Empty:
+            with self._lock:
+                make = self._made < self.size
+                if make:
+                    self._made += 1
+            if make:
+                try:
+                    pair = (magic.Magic(keep_going=True, raw=True), magic.Magic(mime=True))
+                except BaseException:
+                    with self._lock:
+                        self._made -= 1
+                    raise
+            else:
+                pair = self._free.get()
+        try:
+            yield pair
+        finally:
+            self._free.put(pair)
+
+
+_HANDLES: Final = _MagicPool(MAGIC_HANDLES)
 
 
 def _libmagic(buf: bytes) -> tuple[list[str], str]:
     """Return (libmagic description lines, mime type) for ``buf``."""
-    if _HANDLES.describe is None or _HANDLES.mime is None:
-        _HANDLES.describe = magic.Magic(keep_going=True, raw=True)
-        _HANDLES.mime = magic.Magic(mime=True)
-    try:
-        raw = _HANDLES.describe.from_buffer(buf)
-    except magic.MagicException:
-        raw = ""
-    try:
-        mime = _HANDLES.mime.from_buffer(buf).strip()
-    except magic.MagicException:
-        mime = ""
+    with _HANDLES.lend() as (describe, mime_of):
+        try:
+            raw = describe.from_buffer(buf)
+        except magic.MagicException:
+            raw = ""
+        try:
+            mime = mime_of.from_buffer(buf).strip()
+        except magic.MagicException:
+            mime = ""
     lines = [line.removeprefix("-").strip() for line in raw.split("\n")]
     return [line for line in lines if line], mime
 

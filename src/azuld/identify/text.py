@@ -13,16 +13,22 @@ __all__ = ["decode_text", "text_format"]
 _SHEBANG = re.compile(r"\A#!\s*(\S+)(?:[ \t]+(\S+))?")
 
 
+# What counts against text: replacement characters and controls other than \t \n \v \f \r ESC.
+_NOT_TEXT = re.compile("[\ufffd\x00-\x08\x0e-\x1a\x1c-\x1f]")
+
+
 def decode_text(data: bytes) -> str | None:
     """Decode ``data`` if it looks like text (BOM aware); None if binary."""
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         text = data.decode("utf-16", "replace")
+    elif b"\x00" in data:  # as UTF-8 that is a NUL in the text (below), without decoding it all
+        return None
     else:
         text = data.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace")
     if not text.strip() or "\x00" in text:
         return None
     sample = text[:8192]
-    bad = sum(1 for ch in sample if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\t\n\r\f\v\x1b"))
+    bad = len(_NOT_TEXT.findall(sample))
     return text if bad <= len(sample) // 100 else None
 
 

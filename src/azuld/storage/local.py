@@ -1,18 +1,24 @@
 """A content-addressed folder: `<root>/<source>/<label>/<h[0]>/<h[1]>/<sha256>` (Go's layout).
 
-Uploads arrive as spooled files on the same filesystem; `put_file` fsyncs and renames them into
-place, so a reader never sees half a blob and a crash leaves at worst a stray spool file. A blob
-that already exists is kept (same hash, same bytes).
+Large uploads arrive as spooled files on the same filesystem; `put_file` fsyncs and renames them
+into place. Small ones arrive in memory; `put_bytes` writes, fsyncs and renames them in the same
+worker-thread hop as the caller's identification. Either way a reader never sees half a blob, a
+crash leaves at worst a stray spool file (removed at the next start), and the blob's directory
+entry is fsynced before the call returns. A blob that already exists is kept (same hash, same
+bytes).
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import shutil
 import stat
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
+from typing import TypeVar
 
 import trio
 
@@ -27,6 +33,15 @@ MIN_FREE_BYTES = 1024 * 1024
 # Reads up to this size are served inline; larger ones stream through a worker thread.
 INLINE_READ_BYTES = 256 * 1024
 _FALLBACK = ("", "")  # Go's legacy key `//<sha256>`: stored with an empty source and label
+# `put_bytes` hops at once. Mostly they wait on the disk (fsync), and waiting together lets the
+# filesystem commit their fsyncs at once (ext4's journal does); the caller's work in them is
+# bounded by its own means (identification by its pool of libmagic handles).
+_PUT_LIMITER = trio.CapacityLimiter(16)
+_WRITE_BYTES = 256 * 1024
+# Spool file names of `put_bytes` (the folder is emptied at start; O_EXCL guards the rest).
+_SPOOL_NAMES = itertools.count()
+
+T = TypeVar("T")
 
 
 class LocalBlobStore:
@@ -93,6 +108,15 @@ class LocalBlobStore:
             await trio.to_thread.run_sync(_install, path, target)
         except OSError as exc:
             raise storage_error(f"cannot store blob {sha256}", exc) from exc
+
+    async def put_bytes(
+        self, source: str, label: str, sha256: str, data: bytes, work: Callable[[], T]
+    ) -> T:
+        target = str(self._path(source, label, sha256))
+        spooled = f"{self.spool_dir}/put-{os.getpid()}-{next(_SPOOL_NAMES)}"
+        return await trio.to_thread.run_sync(
+            _work_and_install, work, data, spooled, target, sha256, limiter=_PUT_LIMITER
+        )
 
     async def size(self, source: str, label: str, sha256: str) -> int | None:
         found = self._find_sized(source, label, sha256)
@@ -162,14 +186,77 @@ def _install(spooled: Path, target: Path) -> None:
     if target.exists():
         spooled.unlink(missing_ok=True)
         return
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_folder(str(target.parent))
     fd = os.open(spooled, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(spooled, target)
-    dir_fd = os.open(target.parent, os.O_RDONLY)
+    _fsync_folder(target.parent)
+
+
+def _work_and_install(
+    work: Callable[[], T], data: bytes, spooled: str, target: str, sha256: str
+) -> T:
+    """`work()`, then `data` written to `spooled`, fsynced and renamed to `target` (unless that
+    exists), and `target`'s folder fsynced. In a worker thread.
+
+    Raises:
+        What `work` raises (nothing is written then); UpstreamError: the write failed.
+    """
+    result = work()
+    if os.path.exists(target):
+        return result
+    folder = os.path.dirname(target)
+    try:
+        try:
+            fd = os.open(spooled, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.replace(spooled, target)
+            except FileNotFoundError:  # the blob's folder is new (the usual case has it)
+                _make_folder(folder)
+                os.replace(spooled, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(spooled)
+            raise
+        _fsync_folder(folder)
+    except OSError as exc:
+        raise storage_error(f"cannot store blob {sha256}", exc) from exc
+    return result
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write `data` to `fd` in pieces of `_WRITE_BYTES`: on ext4 one 1 MiB write took the kernel
+    3-5 times the CPU of four 256 KiB ones (measured on the reference machine)."""
+    with memoryview(data) as view:
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written : written + _WRITE_BYTES])
+
+
+def _make_folder(folder: str) -> None:
+    """Make `folder` and its missing parents, each new one fsynced into its parent (so that the
+    blob's folder, fsynced after the rename, is itself reachable after a crash)."""
+    missing = []
+    while not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for new in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another upload
+            os.mkdir(new)
+        _fsync_folder(os.path.dirname(new))
+
+
+def _fsync_folder(folder: str | Path) -> None:
+    """Make the folder's entries (a file just renamed into it) durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:

@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import random
+import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
@@ -38,7 +39,7 @@ from aiobotocore.httpxsession import HttpxSession  # type: ignore[import-untyped
 from aiobotocore.session import AioSession, get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from azuld.errors import NotFound, UpstreamError
+from azuld.errors import NotFound, UpstreamError, storage_error
 
 __all__ = ["S3BlobStore", "open_s3_store"]
 
@@ -58,6 +59,9 @@ STALL_TIMEOUT = 30.0
 HEALTH_TIMEOUT = 2.0
 ATTEMPTS = 3
 _BACKOFF = (0.1, 0.4, 1.0)
+# `put_bytes` hops at once (each spools a blob; the caller's work in them is bounded by its
+# own means).
+_PUT_LIMITER = trio.CapacityLimiter(16)
 _CLOSE_TIMEOUT = 5.0
 
 _MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
@@ -417,6 +421,20 @@ class S3BlobStore:
         with trio.CancelScope(shield=True):
             await trio.Path(path).unlink(missing_ok=True)
 
+    async def put_bytes(
+        self, source: str, label: str, sha256: str, data: bytes, work: Callable[[], T]
+    ) -> T:
+        """`work()` and a spool file of `data` in one worker-thread hop, then `put_file`."""
+        result, path = await trio.to_thread.run_sync(
+            _work_and_spool, work, data, self.spool_dir, limiter=_PUT_LIMITER
+        )
+        try:
+            await self.put_file(source, label, sha256, path)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.Path(path).unlink(missing_ok=True)
+        return result
+
     async def _upload(self, key: str, sha256: str, path: Path, size: int) -> None:
         if size < self.multipart_threshold:
             await self._put_single(key, sha256, path, size)
@@ -535,6 +553,26 @@ class S3BlobStore:
             return str(answer["ETag"])
 
         return await self._request(f"store part {number} of {key}", put, stall=True)
+
+
+def _work_and_spool(work: Callable[[], T], data: bytes, spool_dir: Path) -> tuple[T, Path]:
+    """`work()`, then `data` in a new spool file (in a worker thread).
+
+    Raises:
+        What `work` raises; UpstreamError: the spool file cannot be written.
+    """
+    result = work()
+    try:
+        fd, name = tempfile.mkstemp(prefix="put-", dir=spool_dir)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except BaseException:
+            os.unlink(name)
+            raise
+    except OSError as exc:
+        raise storage_error("cannot spool the upload", exc) from exc
+    return result, Path(name)
 
 
 class _FileRegion:
