@@ -77,6 +77,8 @@ class Plan:
     blob_size: int = 1024
     compare_clients: tuple[str, ...] = ("h11", "httpx")  # rerun the base scenario with these
     no_download_variant: bool = True  # rerun the base scenario without downloads
+    # JSON and Avro (Go plugins' avro-format) side by side at count=1 and count=batch_count.
+    encodings: tuple[str, ...] = ("json", "avro")
 
     @classmethod
     def default(cls) -> Plan:
@@ -506,7 +508,10 @@ class Run:
         during: Callable[[], Any] | None = None,
         kind: str = "throughput",
         max_security: str = "",
+        encoding: str | None = None,
     ) -> dict[str, Any]:
+        """One throughput scenario. `encoding` ("json" or "avro") names the scenario after it
+        (the encoding comparison's rows); without it the workers speak JSON."""
         plan = self.plan
         client = client or plan.client
         duration = duration if duration is not None else plan.duration
@@ -514,7 +519,8 @@ class Run:
             f"c{count}-w{workers}-k{keys}-n{self.events}"
             + ("" if download else "-nodl")
             + ("" if client == plan.client else f"-{client}")
-            + ("" if kind == "throughput" else f"-{kind}")
+            + ("" if kind in ("throughput", "encoding") else f"-{kind}")
+            + ("" if encoding is None else f"-{encoding}")
         )
         key_names = [f"{sid}-key{index}" for index in range(keys)]
         assignment = [key_names[index % keys] for index in range(max(workers, keys))]
@@ -529,6 +535,7 @@ class Run:
             "duration": duration,
             "deadline": plan.deadline,
             "max_security": max_security,
+            "encoding": encoding or "json",
         }
         chunks = split(assignment, plan.processes)
         procs = [await LoadProcess.spawn({**base, "workers": chunk}) for chunk in chunks]
@@ -602,6 +609,7 @@ class Run:
             "count": count,
             "download": download,
             "client": client,
+            "encoding": encoding or "json",
             "deadline_s": plan.deadline,
             "max_security": max_security,
             "load_processes": len(procs),
@@ -1073,6 +1081,7 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
     metrics = {
         "throughput": per_event,
         "security": per_event,
+        "encoding": per_event,
         "latency": [("handout_ms.p99", "handout p99 ms"), ("end_to_end_ms.p99", "e2e p99 ms")],
     }
     for scenario in new["scenarios"]:
@@ -1194,6 +1203,31 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['count']} | {fmt(eps[0])} / {fmt(eps[1])} | {fmt(cpu[0], 3)} / "
                 f"{fmt(cpu[1], 3)} | {fmt(row['added_cpu_ms_per_event'], 3)} |"
+            )
+    encoded = [s for s in data["scenarios"] if s["kind"] == "encoding"]
+    if encoded:
+        lines += [
+            "",
+            "## JSON and Avro (Go plugins)",
+            "",
+            "The same workers, events and statuses, speaking JSON or Avro (`avro-format=true` on "
+            "the fetch and the status post, as azul-bedrock's Go client does); no downloads. "
+            "Daemon CPU per completed event (fetch, handout, status post, log).",
+            "",
+            "| count | encoding | events/s | daemon CPU µs/event | vs JSON |",
+            "|---|---|---|---|---|",
+        ]
+        for s in encoded:
+            twin = find(encoded, count=s["count"], encoding="json")
+            per_event = s["daemon_cpu_s_per_1000"]
+            ratio = (
+                f"{per_event / twin['daemon_cpu_s_per_1000']:.2f}x"
+                if twin and per_event and twin["daemon_cpu_s_per_1000"]
+                else "-"
+            )
+            lines.append(
+                f"| {s['count']} | {s['encoding']} | {fmt(s['throughput_eps'])} | "
+                f"{fmt(per_event * 1000 if per_event else None, 1)} | {ratio} |"
             )
     lines += [
         "",
@@ -1440,6 +1474,18 @@ async def measure(
                     workers=max(plan.base_workers, keys),
                     count=1,
                     download=True,
+                )
+        # The same work in JSON and in Avro, one after the other: the codecs' cost per event.
+        for count in (1, plan.batch_count):
+            for encoding in plan.encodings:
+                await run.throughput(
+                    dimensions=["encoding"],
+                    keys=1,
+                    workers=plan.base_workers,
+                    count=count,
+                    download=False,
+                    kind="encoding",
+                    encoding=encoding,
                 )
         if profile:
             run.say(f"profiling the daemon with py-spy for {profile:g} s")
