@@ -20,6 +20,13 @@ between the Go entropy plugin and the Go dispatcher (tests/fixtures/go-avro/READ
 
 Schemas are package data (`schemas/v6/`, provenance in the README there), parsed once at import.
 Models without a schema here (delete, download, insert, retrohunt) are refused with a 422.
+
+Two codecs over the same schemas: `FAST` (`azuld.models.avro_fast`, Python generated from the
+schemas at import) reads and writes every valid body; fastavro, with the logical types below,
+decodes only the bodies `FAST` steps aside from, to say what is wrong with them, and is the
+reference the tests hold `FAST` to. Where it plugs in: `azuld.core.posts.prepare_post` (a
+posted body), `azuld.dispatch.avro_records` (each handed-out event) and
+`azuld.http.events.encode_fetch_reply` (the bulk record of a fetch answer).
 """
 
 from __future__ import annotations

@@ -364,12 +364,14 @@ class _Generator:
                     src.emit("raise NotFast")
 
     def read_record(self, src: _Source, record: dict[str, Any], target: str) -> None:
-        args = []
+        values = {}
         for field, info in self.fields(record):
-            value = src.fresh(f"v_{field['name']}_")
+            value = values[field["name"]] = src.fresh(f"v_{field['name']}_")
             self.read(src, field["type"], value, info)
-            args.append(f"{field['name']}={value}")
-        src.emit(f"{target} = S_{record['name']}({', '.join(args)})")
+        # Keywords in the struct's own field order: msgspec then matches each at once.
+        order = STRUCTS[record["name"]].__struct_fields__
+        args = ", ".join(f"{name}={values[name]}" for name in order)
+        src.emit(f"{target} = S_{record['name']}({args})")
 
     def read_blocks(
         self, src: _Source, schema: dict[str, Any], target: str, field: mi.Field | None
