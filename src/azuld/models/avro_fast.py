@@ -211,6 +211,7 @@ class _Generator:
         for name, cls in STRUCTS.items():
             self.globals[f"S_{name}"] = cls
         self.constants = 0
+        self.struct_fields: dict[type[Any], dict[str, mi.Field]] = {}
 
     def constant(self, value: Any) -> str:
         self.constants += 1
@@ -225,9 +226,11 @@ class _Generator:
         """The record's Avro fields with the struct fields they map to (checked to be the
         same set: a model and a schema that disagree fail at import, not on the wire)."""
         cls = STRUCTS[record["name"]]
-        info = mi.type_info(cls)
-        assert isinstance(info, mi.StructType)
-        by_name = {field.name: field for field in info.fields}
+        by_name = self.struct_fields.get(cls)
+        if by_name is None:  # msgspec.inspect is slow (it evaluates annotations): once a class
+            info = mi.type_info(cls)
+            assert isinstance(info, mi.StructType)
+            by_name = self.struct_fields[cls] = {field.name: field for field in info.fields}
         names = [field["name"] for field in record["fields"]]
         if set(names) != set(by_name):
             raise RuntimeError(
