@@ -1,14 +1,16 @@
 """CPU per event of the Avro codec (`azuld.models.avro`) against the JSON path it sits beside.
 
 POST: decoding a posted body into events — JSON through the dispatcher's own decoder
-(`azuld.core.posts.decode_events`), Avro through `decode_posted` — for the bodies the Go
-entropy plugin sends (tests/fixtures/go-avro: a completed status with one enriched result and
-its 19-block `info`, and its registration), one event per body and 100 per body.
+(`azuld.core.posts.decode_events`), Avro through `decode_posted` (the generated reader,
+`azuld.models.avro_fast`) and, for reference, through the careful path it falls back on
+(fastavro + msgspec.convert) — for the bodies the Go entropy plugin sends (tests/fixtures/go-avro:
+a completed status with one enriched result and its 19-block `info`, and its registration), one
+event per body and 100 per body.
 
-Fetch: framing a fetch answer from the events' JSON (what `FetchResult.events` holds) — JSON
-through `azuld.http.events.multipart_body` (the events pass through as they are), Avro through
-`encode_fetch_answer` (decoded and written as Avro) — for the binary event Go served, 1 and 100
-per answer.
+Fetch: an event as handed out — JSON: msgspec encodes the decoded event (what `Fetcher._render`
+does); Avro: the generated writer's halves around `dequeued` (what `AvroRecords` does on a cache
+miss; a hit is a join) — and the reply's framing (`encode_fetch_reply`), for the binary event Go
+served, 1 and 100 per answer.
 
 Only the codec: no HTTP, no log, no validation (both paths share those). CPU is
 `time.process_time()`, best of --repeat rounds:
@@ -29,8 +31,9 @@ import msgspec
 
 from azuld.core.posts import decode_events
 from azuld.dispatch import FetchResult
-from azuld.http.events import multipart_body
+from azuld.http.events import encode_fetch_reply
 from azuld.models import avro
+from azuld.models.avro_fast import encode_long
 from azuld.models.responses import FetchInfo
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "go-avro"
@@ -72,9 +75,13 @@ def main() -> None:
     plugin = fixture_event("01-request.bin", "plugin")
     binary = fixture_event("02-response.part2-events.bin", "binary")
 
+    def us(run: Callable[[], object], count: int) -> float:
+        return cpu_us_per_event(run, count, args.seconds, args.repeat)
+
     print(f"# {platform.processor() or platform.machine()}, Python {platform.python_version()}")
     print(
-        f"{'scenario':<28} {'count':>5} {'JSON us/event':>14} {'Avro us/event':>14} {'Avro/JSON':>9}"
+        f"{'scenario':<24} {'count':>5} {'JSON':>8} {'Avro':>8} {'Avro/JSON':>9} "
+        f"{'fastavro':>9}   (CPU µs per event)"
     )
     for label, model, event in (
         ("POST status", "status", status),
@@ -85,34 +92,34 @@ def main() -> None:
             json_body = msgspec.json.encode(events)
             avro_body = avro.encode_events(model, events)
             assert decode_events(model, json_body) == avro.decode_posted(model, avro_body)
-            json_us = cpu_us_per_event(
-                lambda m=model, b=json_body: decode_events(m, b), count, args.seconds, args.repeat
-            )
-            avro_us = cpu_us_per_event(
-                lambda m=model, b=avro_body: avro.decode_posted(m, b),
-                count,
-                args.seconds,
-                args.repeat,
-            )
+            json_us = us(lambda m=model, b=json_body: decode_events(m, b), count)
+            avro_us = us(lambda m=model, b=avro_body: avro.decode_posted(m, b), count)
+            careful = us(lambda m=model, b=avro_body: avro._decode_carefully(m, b), count)
             print(
-                f"{label:<28} {count:>5} {json_us:>14.1f} {avro_us:>14.1f} {avro_us / json_us:>8.2f}x"
+                f"{label:<24} {count:>5} {json_us:>8.1f} {avro_us:>8.1f} "
+                f"{avro_us / json_us:>8.2f}x {careful:>9.1f}"
             )
+    encode = msgspec.json.Encoder().encode
     for count in (1, 100):
         info = FetchInfo(filtered=0, fetched=count, ready=True, paused=False)
-        encoded = [msgspec.json.encode(binary)] * count
-        result = FetchResult(info, encoded)
-        json_us = cpu_us_per_event(
-            lambda r=result: multipart_body(r), count, args.seconds, args.repeat
-        )
-        avro_us = cpu_us_per_event(
-            lambda i=info, e=encoded: avro.encode_fetch_answer("binary", i, e),
-            count,
-            args.seconds,
-            args.repeat,
-        )
-        label = "fetch answer (binary)"
+        dequeued = binary.dequeued.encode()
+
+        def json_answer(n: int = count, info: FetchInfo = info) -> object:
+            return encode_fetch_reply(FetchResult(info, [encode(binary) for _ in range(n)]))
+
+        def avro_answer(
+            n: int = count, info: FetchInfo = info, dequeued: bytes = dequeued
+        ) -> object:
+            datums = []
+            for _ in range(n):
+                head, tail = avro.FAST.binary_halves(binary)
+                datums.append(b"".join((head, encode_long(len(dequeued)), dequeued, tail)))
+            return encode_fetch_reply(FetchResult(info, datums), avro=True)
+
+        json_us, avro_us = us(json_answer, count), us(avro_answer, count)
         print(
-            f"{label:<28} {count:>5} {json_us:>14.1f} {avro_us:>14.1f} {avro_us / json_us:>8.2f}x"
+            f"{'fetch answer (binary)':<24} {count:>5} {json_us:>8.1f} {avro_us:>8.1f} "
+            f"{avro_us / json_us:>8.2f}x {'':>9}"
         )
 
 

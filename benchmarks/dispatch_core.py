@@ -39,6 +39,7 @@ import loadgen  # noqa: E402
 from azuld.backends.embedded import open_embedded_log  # noqa: E402
 from azuld.core.params import ConsumeParams, parse_consume_params  # noqa: E402
 from azuld.dispatch import Dispatcher  # noqa: E402
+from azuld.models import avro as avro_codec  # noqa: E402
 from azuld.settings import DispatchSettings  # noqa: E402
 from azuld.storage.local import LocalBlobStore  # noqa: E402
 
@@ -79,12 +80,16 @@ async def preload(dispatcher: Dispatcher, first: int, count: int) -> None:
         await dispatcher.publish("binary", msgspec.json.encode(events))
 
 
-def fetch_params(name: str, count: int, source: str, max_security: str = "") -> ConsumeParams:
-    """A fetch as the load generator's workers send it."""
+def fetch_params(
+    name: str, count: int, source: str, max_security: str = "", *, avro: bool = False
+) -> ConsumeParams:
+    """A fetch as the load generator's workers send it (as a Go plugin does, with `avro`)."""
     query = loadgen.FETCH_QUERY.format(name=name, count=count, deadline=1, source=source)
     pairs = [(k, v) for k, _, v in (pair.partition("=") for pair in query.split("&"))]
     if max_security:
         pairs.append(("max-security", max_security))
+    if avro:
+        pairs.append(("avro-format", "true"))
     return parse_consume_params(
         "binary",
         True,
@@ -105,10 +110,13 @@ async def measure(
     idle_polls: int,
     profile: cProfile.Profile | None,
     max_security: str = "",
+    encoding: str = "json",
 ) -> Row:
     """`workers` tasks fetch and complete jobs of a fresh plugin key until `events` are done,
-    while `idle_polls` long-polls of another key wait for events that never come."""
-    params = fetch_params(name, count, SOURCE, max_security)
+    while `idle_polls` long-polls of another key wait for events that never come. With
+    `encoding` "avro" they fetch and post in Avro, as Go plugins do (the same statuses)."""
+    avro = encoding == "avro"
+    params = fetch_params(name, count, SOURCE, max_security, avro=avro)
     idle = fetch_params(f"idle-{name}", 1, "idle")
     done = 0
     client_cpu = 0.0
@@ -122,12 +130,17 @@ async def measure(
             if not taken:
                 continue
             started = time.thread_time()
-            body = loadgen.status_body([msgspec.json.decode(e) for e in result.events], name)
+            if avro:
+                served = avro_codec.decode_posted("binary", avro_codec.bulk_record(result.events))
+                body = loadgen.avro_status_body(served, name)
+                del served
+            else:
+                body = loadgen.status_body([msgspec.json.decode(e) for e in result.events], name)
             client_cpu += time.thread_time() - started
             # Nothing decoded is kept across the awaits: a plugin's objects live in its own
             # process, not in the dispatcher's heap (they would slow its garbage collections).
             del result
-            await dispatcher.publish("status", body)
+            await dispatcher.publish("status", body, avro=avro)
             done += taken
             if done >= events:
                 finished.set()
@@ -150,8 +163,10 @@ async def measure(
         wall = time.perf_counter() - wall
         cpu = time.process_time() - cpu
         thread_cpu = time.thread_time() - thread_cpu
-        scenario = f"count={count}, {workers} workers" + (
-            f", max-security={max_security}" if max_security else ""
+        scenario = (
+            f"count={count}, {workers} workers"
+            + (f", max-security={max_security}" if max_security else "")
+            + (f", {encoding}" if encoding != "json" else "")
         )
         row = Row(scenario, done, wall, cpu, thread_cpu, client_cpu)
         nursery.cancel_scope.cancel()
@@ -175,18 +190,20 @@ async def main(args: argparse.Namespace) -> list[Row]:
                 for round_ in range(args.repeat):
                     for count, events in ((1, args.events), (100, args.batch_events)):
                         for index, clearance in enumerate(clearances if events else []):
-                            rows.append(
-                                await measure(
-                                    dispatcher,
-                                    f"core-{count}-{round_}-{index}",
-                                    events=events,
-                                    workers=args.workers,
-                                    count=count,
-                                    idle_polls=args.idle_polls,
-                                    profile=profile,
-                                    max_security=clearance,
+                            for encoding in args.encodings:
+                                rows.append(
+                                    await measure(
+                                        dispatcher,
+                                        f"core-{count}-{round_}-{index}-{encoding}",
+                                        events=events,
+                                        workers=args.workers,
+                                        count=count,
+                                        idle_polls=args.idle_polls,
+                                        profile=profile,
+                                        max_security=clearance,
+                                        encoding=encoding,
+                                    )
                                 )
-                            )
                 nursery.cancel_scope.cancel()
     if profile is not None:
         profile.dump_stats(args.profile)
@@ -234,6 +251,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="",
         help="run each scenario again with this max-security (the events are labelled "
         f"{loadgen.SECURITY})",
+    )
+    parser.add_argument(
+        "--encodings",
+        type=lambda text: text.split(","),
+        default=["json"],
+        help="json, avro or json,avro: how the workers fetch and post (avro: as Go plugins)",
     )
     return parser.parse_args(argv)
 

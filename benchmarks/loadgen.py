@@ -4,6 +4,8 @@ Each worker owns one HTTP/1.1 keep-alive connection and loops: long-poll
 `GET /api/v2/event/binary/active?count=N`, download each job's content
 (`GET /api/v3/stream/<source>/content/<sha256>`), then post one `completed` status per job, each
 with one enriched result carrying one feature, all in one `POST /api/v2/event?model=status`.
+With the spec's `encoding` "avro" a worker speaks as a Go plugin does: `avro-format=true` on the
+fetch and the post, the answer's events and the posted statuses in Avro (the same statuses).
 
 Two HTTP clients speak the same `request()` interface: `H11Client` (h11 over a trio socket, the
 default: a fraction of httpx's CPU per request) and `HttpxClient` (`httpx.AsyncClient`). The
@@ -24,6 +26,7 @@ import time
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import h11
@@ -37,6 +40,7 @@ __all__ = [
     "HttpxClient",
     "RawClient",
     "WorkerStats",
+    "avro_status_body",
     "binary_sha256",
     "blob_bytes",
     "download",
@@ -61,6 +65,7 @@ USER = {"name": "bench", "category": "user"}
 SECURITY = "OFFICIAL"
 
 _decode = msgspec.json.decode
+_STATUS_TIME = datetime.fromisoformat(TIMESTAMP)
 _encode = msgspec.json.Encoder().encode
 
 
@@ -353,36 +358,108 @@ def make_client(kind: str, url: str) -> Client:
 # -- the protocol ------------------------------------------------------------------------------
 
 _JSON = (("content-type", "application/json"),)
+_AVRO = (("content-type", "application/avro"),)
 
 
 async def fetch_jobs(
-    client: Client, name: str, source: str, count: int, deadline: float, max_security: str = ""
+    client: Client,
+    name: str,
+    source: str,
+    count: int,
+    deadline: float,
+    max_security: str = "",
+    *,
+    avro: bool = False,
 ) -> list[dict[str, Any]]:
-    """One active long-poll (with `max-security`, if given); the jobs it handed out."""
+    """One active long-poll (with `max-security`, if given); the jobs it handed out (read from
+    Avro with `avro`)."""
     query = FETCH_QUERY.format(name=name, count=count, deadline=deadline, source=source)
     if max_security:
         query += "&max-security=" + urllib.parse.quote(max_security)
+    if avro:
+        query += "&avro-format=true"
     status, headers, body = await client.request("GET", f"/api/v2/event/binary/active?{query}")
     if status != 200:
         raise HTTPError(f"fetch: HTTP {status}: {body[:300]!r}")
     parts = parse_multipart(body, headers["content-type"])
+    if avro:  # the events as azuld's structs (what a Go plugin has after decoding)
+        from azuld.models import avro as avro_codec
+
+        jobs: list[Any] = avro_codec.decode_posted("binary", parts["events"])
+        return jobs
     events: list[dict[str, Any]] = _decode(parts["events"])["events"]
     return events
 
 
-async def download(client: Client, job: dict[str, Any]) -> int:
-    stream = next(s for s in job["entity"]["datastreams"] if s["label"] == "content")
-    target = f"/api/v3/stream/{job['source']['name']}/content/{stream['sha256']}"
+def avro_status_body(jobs: Sequence[Any], plugin: str) -> bytes:
+    """`status_body`'s statuses, for jobs fetched in Avro (azuld's `BinaryEvent` structs), as
+    the Avro bulk record a Go plugin posts. Built from the structs as a Go plugin builds its
+    own: the load generator's CPU stays close to the JSON workers'."""
+    from azuld.models import avro as avro_codec
+    from azuld.models.events import (
+        Author,
+        BinaryEntity,
+        BinaryEvent,
+        Feature,
+        PathNode,
+        StatusEntity,
+        StatusEvent,
+    )
+
+    author = Author(category="plugin", name=plugin, version="1.0")
+    when = _STATUS_TIME
+    statuses = []
+    for job in jobs:
+        sha256 = job.entity.sha256
+        node = PathNode(sha256=sha256, action="enriched", timestamp=when, author=author)
+        source = msgspec.structs.replace(job.source, path=[*job.source.path, node])
+        enriched = BinaryEvent(
+            model_version=6,
+            kafka_key="runner-placeholder",
+            timestamp=when,
+            author=author,
+            action="enriched",
+            source=source,
+            entity=BinaryEntity(
+                sha256=sha256, features=[Feature(name="bench_seen", type="integer", value="1")]
+            ),
+        )
+        entity = StatusEntity(input=job, status="completed", runtime=0.001, results=[enriched])
+        statuses.append(
+            StatusEvent(
+                model_version=6,
+                kafka_key="runner-placeholder",
+                timestamp=when,
+                author=author,
+                entity=entity,
+            )
+        )
+    return avro_codec.encode_events("status", statuses)
+
+
+async def download(client: Client, job: Any) -> int:
+    """GET the job's `content` stream (`job`: a JSON dict, or a struct fetched in Avro)."""
+    if isinstance(job, dict):
+        stream = next(s for s in job["entity"]["datastreams"] if s["label"] == "content")
+        sha256, source = stream["sha256"], job["source"]["name"]
+    else:
+        sha256 = next(s.sha256 for s in job.entity.datastreams if s.label == "content")
+        source = job.source.name
+    target = f"/api/v3/stream/{source}/content/{sha256}"
     status, _, body = await client.request("GET", target)
     if status != 200:
         raise HTTPError(f"download: HTTP {status}: {body[:300]!r}")
     return len(body)
 
 
-async def post_events(client: Client, model: str, body: bytes) -> int:
-    """POST events; the number stored. Raises on any failure."""
+async def post_events(client: Client, model: str, body: bytes, *, avro: bool = False) -> int:
+    """POST events (an Avro bulk record with `avro`); the number stored. Raises on any
+    failure."""
     status, _, reply = await client.request(
-        "POST", f"/api/v2/event?model={model}", body, headers=_JSON
+        "POST",
+        f"/api/v2/event?model={model}" + ("&avro-format=true" if avro else ""),
+        body,
+        headers=_AVRO if avro else _JSON,
     )
     if status != 200:
         raise HTTPError(f"post {model}: HTTP {status}: {reply[:300]!r}")
@@ -444,14 +521,16 @@ async def worker(
     stats: WorkerStats,
     deadline: float = 1.0,
     max_security: str = "",
+    avro: bool = False,
 ) -> None:
     """Fetch, download, complete, until `stop_at` (wall clock). A job fetched before the stop is
-    still completed, so no lease is left behind."""
+    still completed, so no lease is left behind. `avro`: speak as a Go plugin does."""
     clock = time.time
+    make_body = avro_status_body if avro else status_body
     while clock() < stop_at:
         started = clock()
         try:
-            jobs = await fetch_jobs(client, name, source, count, deadline, max_security)
+            jobs = await fetch_jobs(client, name, source, count, deadline, max_security, avro=avro)
         except (HTTPError, OSError, h11.ProtocolError) as exc:
             stats.errors += 1
             stats.first_error = stats.first_error or repr(exc)
@@ -474,7 +553,7 @@ async def worker(
                     now = clock()
                     stats.sample("download", now - before, now)
             before = clock()
-            stored = await post_events(client, "status", status_body(jobs, name))
+            stored = await post_events(client, "status", make_body(jobs, name), avro=avro)
             now = clock()
             stats.sample("status", now - before, now)
             stats.sample("cycle", now - started, now)
@@ -513,6 +592,7 @@ async def run_workers(spec: dict[str, Any], start_at: float) -> dict[str, Any]:
                     stats=stats,
                     deadline=spec["deadline"],
                     max_security=spec.get("max_security", ""),
+                    avro=spec.get("encoding") == "avro",
                 )
             )
     for client in clients:
@@ -540,6 +620,8 @@ async def run_workers(spec: dict[str, Any], start_at: float) -> dict[str, Any]:
 
 
 async def _main(spec: dict[str, Any]) -> None:
+    if spec.get("encoding") == "avro":
+        import azuld.models.avro  # noqa: F401 - loaded (schemas parsed, codec generated) before the clock starts
     stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
     sys.stdout.write("ready\n")
     sys.stdout.flush()

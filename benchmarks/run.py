@@ -83,6 +83,10 @@ class Plan:
     uploaders: tuple[int, ...] = (1, 8)  # concurrent uploaders (one connection each)
     upload_count: int = 1000  # uploads per scenario of small blobs; an eighth of it for 1 MiB
     submit_files: int = 1000  # `azuld submit` of this many 1 KiB files (0: not measured)
+    # JSON and Avro (Go plugins' avro-format) side by side at count=1 and count=batch_count,
+    # interleaved `encoding_rounds` times (the machine is shared: the best round of each counts).
+    encodings: tuple[str, ...] = ("json", "avro")
+    encoding_rounds: int = 3
 
     @classmethod
     def default(cls) -> Plan:
@@ -109,6 +113,7 @@ class Plan:
             no_download_variant=False,
             upload_count=40,
             submit_files=40,
+            encoding_rounds=1,
         )
 
 
@@ -514,7 +519,11 @@ class Run:
         during: Callable[[], Any] | None = None,
         kind: str = "throughput",
         max_security: str = "",
+        encoding: str | None = None,
+        encoding_round: int = 0,
     ) -> dict[str, Any]:
+        """One throughput scenario. `encoding` ("json" or "avro") names the scenario after it
+        and its round (the encoding comparison's rows); without it the workers speak JSON."""
         plan = self.plan
         client = client or plan.client
         duration = duration if duration is not None else plan.duration
@@ -522,7 +531,9 @@ class Run:
             f"c{count}-w{workers}-k{keys}-n{self.events}"
             + ("" if download else "-nodl")
             + ("" if client == plan.client else f"-{client}")
-            + ("" if kind == "throughput" else f"-{kind}")
+            + ("" if kind in ("throughput", "encoding") else f"-{kind}")
+            + ("" if encoding is None else f"-{encoding}")
+            + (f"-r{encoding_round + 1}" if encoding_round else "")
         )
         key_names = [f"{sid}-key{index}" for index in range(keys)]
         assignment = [key_names[index % keys] for index in range(max(workers, keys))]
@@ -537,6 +548,7 @@ class Run:
             "duration": duration,
             "deadline": plan.deadline,
             "max_security": max_security,
+            "encoding": encoding or "json",
         }
         chunks = split(assignment, plan.processes)
         procs = [await LoadProcess.spawn({**base, "workers": chunk}) for chunk in chunks]
@@ -610,6 +622,8 @@ class Run:
             "count": count,
             "download": download,
             "client": client,
+            "encoding": encoding or "json",
+            "encoding_round": encoding_round,
             "deadline_s": plan.deadline,
             "max_security": max_security,
             "load_processes": len(procs),
@@ -911,6 +925,18 @@ def find(scenarios: Iterable[dict[str, Any]], **match: Any) -> dict[str, Any] | 
     return found[-1] if found else None
 
 
+def encoding_bests(encoded: list[dict[str, Any]]) -> dict[tuple[int, str], dict[str, Any]]:
+    """The round with the least daemon CPU per event of each (count, encoding): the least
+    disturbed measurement on a shared machine."""
+    best: dict[tuple[int, str], dict[str, Any]] = {}
+    for s in encoded:
+        key = (s["count"], s["encoding"])
+        cpu = s["daemon_cpu_s_per_1000"] or float("inf")
+        if key not in best or cpu < (best[key]["daemon_cpu_s_per_1000"] or float("inf")):
+            best[key] = s
+    return best
+
+
 def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
     """The issue's targets, each against the scenario that measures it."""
     scenarios = [s for s in data["scenarios"] if s["kind"] in ("throughput", "latency")]
@@ -1140,6 +1166,7 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
     metrics = {
         "throughput": per_event,
         "security": per_event,
+        "encoding": per_event,
         "latency": [("handout_ms.p99", "handout p99 ms"), ("end_to_end_ms.p99", "e2e p99 ms")],
         "upload": [("uploads_per_s", "uploads/s"), ("daemon_cpu_ms_per_upload", "CPU ms/upload")],
         "submit": [("files_per_s", "files/s"), ("daemon_cpu_ms_per_file", "CPU ms/file")],
@@ -1263,6 +1290,38 @@ def markdown(data: dict[str, Any]) -> str:
             lines.append(
                 f"| {row['count']} | {fmt(eps[0])} / {fmt(eps[1])} | {fmt(cpu[0], 3)} / "
                 f"{fmt(cpu[1], 3)} | {fmt(row['added_cpu_ms_per_event'], 3)} |"
+            )
+    encoded = [s for s in data["scenarios"] if s["kind"] == "encoding"]
+    if encoded:
+        lines += [
+            "",
+            "## JSON and Avro (Go plugins)",
+            "",
+            "The same workers, events and statuses, speaking JSON or Avro (`avro-format=true` on "
+            "the fetch and the status post, as azul-bedrock's Go client does); no downloads. "
+            "Daemon CPU per completed event (fetch, handout, status post, log), best of the "
+            "interleaved rounds (each round's figure after it).",
+            "",
+            "| count | encoding | events/s | daemon CPU µs/event | vs JSON | rounds µs/event |",
+            "|---|---|---|---|---|---|",
+        ]
+        best = encoding_bests(encoded)
+        for (count, encoding), s in best.items():
+            twin = best.get((count, "json"))
+            per_event = s["daemon_cpu_s_per_1000"]
+            ratio = (
+                f"{per_event / twin['daemon_cpu_s_per_1000']:.2f}x"
+                if twin and per_event and twin["daemon_cpu_s_per_1000"]
+                else "-"
+            )
+            rounds = " / ".join(
+                fmt(r["daemon_cpu_s_per_1000"] * 1000 if r["daemon_cpu_s_per_1000"] else None, 1)
+                for r in encoded
+                if (r["count"], r["encoding"]) == (count, encoding)
+            )
+            lines.append(
+                f"| {count} | {encoding} | {fmt(s['throughput_eps'])} | "
+                f"{fmt(per_event * 1000 if per_event else None, 1)} | {ratio} | {rounds} |"
             )
     lines += [
         "",
@@ -1542,6 +1601,20 @@ async def measure(
                     download=True,
                 )
         await measure_uploads(run)
+        # The same work in JSON and in Avro, one after the other: the codecs' cost per event.
+        for encoding_round in range(plan.encoding_rounds):
+            for count in (1, plan.batch_count):
+                for encoding in plan.encodings:
+                    await run.throughput(
+                        dimensions=["encoding"],
+                        keys=1,
+                        workers=plan.base_workers,
+                        count=count,
+                        download=False,
+                        kind="encoding",
+                        encoding=encoding,
+                        encoding_round=encoding_round,
+                    )
         if profile:
             run.say(f"profiling the daemon with py-spy for {profile:g} s")
             data["profile"] = await profiled(run, profile, out, stamp)

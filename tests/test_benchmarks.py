@@ -126,6 +126,18 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert scenario["completed_total"] > 0
     assert [row["count"] for row in data["security"]] == [1, data["plan"]["batch_count"]]
     assert all(row["added_cpu_ms_per_event"] is not None for row in data["security"])
+    # JSON and Avro side by side (Go plugins): the same work, both encodings, both counts.
+    encoded = [s for s in data["scenarios"] if s["kind"] == "encoding"]
+    assert sorted((s["count"], s["encoding"]) for s in encoded) == [
+        (1, "avro"),
+        (1, "json"),
+        (data["plan"]["batch_count"], "avro"),
+        (data["plan"]["batch_count"], "json"),
+    ]
+    for scenario in encoded:
+        assert scenario["errors"] == 0, scenario["first_error"]
+        assert scenario["completed_total"] > 0, scenario["id"]
+        assert scenario["daemon_cpu_s_per_1000"] > 0
 
     assert data["previous"] == "previous-run"
     compared = {(row["scenario"], row["metric"]) for row in data["comparison"]}
@@ -137,6 +149,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
     assert "## Targets" in report
     assert "## The cost of max-security" in report
     assert "## Uploads" in report
+    assert "## JSON and Avro (Go plugins)" in report
     assert "## Compared with the previous run" in report
     assert data["machine"]["cpu_model"] in report
     assert data["plots"]

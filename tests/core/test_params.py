@@ -81,7 +81,7 @@ def test_r_streams_parsing() -> None:
         ({"r_live": True, "r_source": ["a.b"]}, "not a valid source name"),
         ({"r_live": True, "name": ""}, "name='' is required"),
         ({"r_live": True, "name": "../x"}, "name='../x'"),
-        ({"r_live": True, "avro_format": True}, "avro-format is not supported"),
+        ({"r_live": True, "avro_format": "yes"}, "avro-format='yes' is not a boolean"),
         ({"r_live": True, "r_streams": [",text/"]}, "needs a label"),
     ],
 )
@@ -90,6 +90,24 @@ def test_bad_parameters(params: dict[str, Any], message: str) -> None:
         parse(**params)
     assert message in info.value.detail
     assert info.value.http_status == 422
+
+
+@pytest.mark.parametrize("value", ["1", "t", "T", "TRUE", "true", "True"])
+def test_avro_format_is_a_go_bool_and_not_part_of_the_key(value: str) -> None:
+    plain = parse(r_live=True)
+    avro = parse(r_live=True, avro_format=value)
+    assert (plain.avro, avro.avro) == (False, True)
+    assert avro.key == plain.key
+    assert parse(r_live=True, avro_format="false").avro is False
+
+
+@pytest.mark.parametrize("model", ["delete", "download", "insert", "retrohunt"])
+def test_avro_format_for_a_model_without_schemas_is_a_422(model: str) -> None:
+    assert parse(model, r_live=True).avro is False
+    with pytest.raises(Unprocessable) as info:
+        parse(model, r_live=True, avro_format=True)
+    assert f"no Avro schema for model {model!r}" in info.value.detail
+    assert "avro-format=false" in info.value.detail
 
 
 def test_expedite_only_for_binary() -> None:

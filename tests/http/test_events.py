@@ -143,22 +143,6 @@ async def test_root_answers_like_go(client: Client) -> None:
     assert (response.status_code, await response.get_data()) == (200, b"Azul Dispatcher")
 
 
-@pytest.mark.parametrize(
-    "target", ["/api/v2/event?model=binary", "/api/v1/processing/binary", "/api/v1/events/plugin"]
-)
-async def test_avro_format_posts_are_refused(client: Client, target: str) -> None:
-    body = msgspec.json.encode([make_binary("a")])
-    for flag in ("true", "1"):
-        separator = "&" if "?" in target else "?"
-        response = await client.post(f"{target}{separator}avro-format={flag}", data=body)
-        assert response.status_code == 422
-        title, detail = error_of(await response.get_json())
-        assert (title, detail) == (
-            "bad parameters",
-            "avro-format is not supported by azuld; post JSON",
-        )
-
-
 async def test_avro_format_is_compared_literally_as_go_does(client: Client) -> None:
     body = msgspec.json.encode([make_binary("a")])
     for flag in ("false", "True", "yes", ""):

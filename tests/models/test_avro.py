@@ -14,8 +14,10 @@ from fastavro import schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from azuld.dispatch import FetchResult
 from azuld.errors import BadRequest, ClientError, Unprocessable
-from azuld.models import avro
+from azuld.http.events import encode_fetch_reply
+from azuld.models import avro, avro_fast
 from azuld.models.events import (
     BINARY_ACTIONS,
     DATA_LABELS,
@@ -225,9 +227,8 @@ def test_avro_to_struct_to_json_to_struct_is_equal(case: tuple[str, list[Any]]) 
 def test_a_fetch_answer_carries_the_events_of_its_json_twin(case: tuple[str, list[Any]]) -> None:
     model, events = case
     info = FetchInfo(filtered=2, fetched=len(events), ready=True, paused=False)
-    body, content_type = avro.encode_fetch_answer(
-        model, info, [msgspec.json.encode(event) for event in events]
-    )
+    datums = [avro.encode_event(model, event) for event in events]
+    body, content_type = encode_fetch_reply(FetchResult(info, datums), avro=True)
     boundary = content_type.removeprefix("multipart/form-data; boundary=").encode()
     chunks = body.split(b"--" + boundary)
     info_part, events_part = (chunk.partition(b"\r\n\r\n")[2][:-2] for chunk in chunks[1:3])
@@ -275,9 +276,7 @@ def test_models_without_avro_schemas_are_refused_with_a_clear_422(model: str) ->
     with pytest.raises(Unprocessable, match="avro-format=false"):
         avro.check_avro_model(model)
     with pytest.raises(Unprocessable):
-        avro.encode_fetch_answer(
-            model, FetchInfo(filtered=0, fetched=0, ready=True, paused=False), []
-        )
+        avro.encode_events(model, [])
 
 
 @pytest.mark.parametrize("version", [0, 4, 5, 7, -1, 1 << 40])
@@ -412,3 +411,70 @@ def test_timestamps_come_back_aware_and_exact() -> None:
     (back,) = avro.decode_posted("plugin", avro.encode_events("plugin", [event]))
     assert back.timestamp == moment
     assert back.timestamp.utcoffset() == timedelta(0)
+
+
+# -- the generated fast codec against fastavro and msgspec (azuld.models.avro_fast) ----------
+
+
+def fastavro_bytes(model: str, events: list[Any]) -> bytes:
+    datum = {
+        "model_version": 6,
+        "events": [msgspec.to_builtins(event, builtin_types=(datetime,)) for event in events],
+    }
+    out = io.BytesIO()
+    schemaless_writer(out, avro._BULK_SCHEMAS[model], datum)
+    return out.getvalue()
+
+
+@PLAIN
+@given(any_model_events())
+def test_the_fast_writer_writes_fastavros_bytes(case: tuple[str, list[Any]]) -> None:
+    model, events = case
+    assert avro.encode_events(model, events) == fastavro_bytes(model, events)
+
+
+@PLAIN
+@given(any_model_events())
+def test_the_fast_reader_reads_what_fastavro_and_msgspec_read(case: tuple[str, list[Any]]) -> None:
+    model, events = case
+    body = fastavro_bytes(model, events)
+    assert avro.FAST.read(model, body) == avro._decode_carefully(model, body) == events
+
+
+@settings(max_examples=300, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    any_model_events(),
+    st.lists(st.tuples(st.integers(0, 1 << 16), st.integers(0, 255)), min_size=1, max_size=3),
+    st.booleans(),
+)
+def test_the_fast_reader_never_accepts_what_the_careful_path_refuses(
+    case: tuple[str, list[Any]], flips: list[tuple[int, int]], truncate: bool
+) -> None:
+    """Damaged bodies: the fast reader either reads what the careful path reads, or steps
+    aside (NotFast) so that the careful path decides and words the error."""
+    model, events = case
+    body = bytearray(avro.encode_events(model, events))
+    for where, byte in flips:
+        body[where % len(body)] = byte
+    damaged = bytes(body[: flips[0][0] % len(body)] if truncate else body)
+    try:
+        fast = avro.FAST.read(model, damaged)
+    except avro_fast.NotFast:
+        return
+    assert avro._decode_carefully(model, damaged) == fast
+
+
+def test_hambas_negative_block_counts_take_the_fast_path() -> None:
+    """Go's bodies (negative counts with byte sizes) are read by the generated reader itself."""
+    for body, model in ((STATUS_BODY, "status"), (PLUGIN_BODY, "plugin")):
+        assert avro.FAST.read(model, body) == avro._decode_carefully(model, body)
+
+
+def test_the_binary_halves_around_dequeued_make_the_whole_event() -> None:
+    (event,) = avro.decode_posted("status", STATUS_BODY)
+    binary = event.entity.input
+    head, tail = avro.FAST.binary_halves(binary)
+    dequeued = binary.dequeued.encode()
+    assert head + avro_fast.encode_long(len(dequeued)) + dequeued + tail == avro.encode_event(
+        "binary", binary
+    )

@@ -20,6 +20,8 @@ import pytest
 from fastavro import schemaless_reader, schemaless_writer
 
 from azuld.core.validation import check_event
+from azuld.dispatch import FetchResult
+from azuld.http.events import encode_fetch_reply
 from azuld.models import avro
 from azuld.models.events import BinaryEvent, PluginEvent, StatusEvent
 from azuld.models.responses import FetchInfo
@@ -176,8 +178,8 @@ def test_azulds_fetch_answer_is_gos_up_to_boundary_and_block_headers(n: str) -> 
     go_type = head(f"{n}-response")["Content-Type"]
     go_boundary, go_parts = multipart(go_body, go_type)
     info = msgspec.json.decode(go_parts["info"], type=FetchInfo)
-    body, content_type = avro.encode_fetch_answer(
-        "binary", info, [msgspec.json.encode(served_event(n))]
+    body, content_type = encode_fetch_reply(
+        FetchResult(info, [avro.encode_event("binary", served_event(n))]), avro=True
     )
     boundary, parts = multipart(body, content_type)
     assert parts.keys() == {"info", "events"}
@@ -197,7 +199,7 @@ def test_an_empty_fetch_answer_is_gos_byte_for_byte_but_the_boundary(n: str) -> 
     go_boundary, go_parts = multipart(go_body, head(f"{n}-response")["Content-Type"])
     assert go_parts["events"] == b"\x0c\x00"  # model_version 6, no events
     info = FetchInfo(filtered=0, fetched=0, ready=True, paused=False)
-    body, content_type = avro.encode_fetch_answer("binary", info, [])
+    body, content_type = encode_fetch_reply(FetchResult(info, []), avro=True)
     boundary, parts = multipart(body, content_type)
     assert parts["events"] == b"\x0c\x00"
     assert body == go_body.replace(go_boundary.encode(), boundary.encode())
@@ -205,8 +207,8 @@ def test_an_empty_fetch_answer_is_gos_byte_for_byte_but_the_boundary(n: str) -> 
 
 
 def test_fetch_answer_part_headers_match_the_go_dispatchers() -> None:
-    body, content_type = avro.encode_fetch_answer(
-        "binary", FetchInfo(filtered=0, fetched=1, ready=True, paused=False), []
+    body, content_type = encode_fetch_reply(
+        FetchResult(FetchInfo(filtered=0, fetched=1, ready=True, paused=False), []), avro=True
     )
     boundary = content_type.split("boundary=")[1]
     assert body.startswith(

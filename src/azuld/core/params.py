@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from azuld.core.delivery import Lane
 from azuld.core.keys import NAME_PATTERN, is_valid_plugin_part
 from azuld.errors import Unprocessable
+from azuld.models.avro import check_avro_model
 from azuld.models.events import BINARY_ACTIONS, MODELS
 
 __all__ = ["ConsumeParams", "parse_bool", "parse_consume_params"]
@@ -63,6 +64,8 @@ class ConsumeParams:
     debug: bool = False
     # azuld's fair lanes: the least share of handouts historic gets while it has a backlog.
     historic_share: float | None = None
+    # The reply's `events` part in Avro (Go plugins); not part of the key, as in Go.
+    avro: bool = False
 
     @property
     def key(self) -> str:
@@ -149,8 +152,9 @@ def parse_consume_params(
         deadline = default_deadline_seconds
     deadline = min(deadline, max_deadline_seconds)
 
-    if flag("avro-format"):
-        raise Unprocessable("avro-format is not supported by azuld; use JSON")
+    avro = flag("avro-format")
+    if avro:
+        check_avro_model(model)  # before any lease is taken: the reply could not carry it
 
     expedite = flag("r-expedite")
     if expedite and model != "binary":
@@ -236,4 +240,5 @@ def parse_consume_params(
         reset=flag("reset"),
         debug=flag("debug"),
         historic_share=historic_share,
+        avro=avro,
     )

@@ -21,6 +21,7 @@ from azuld.core.publish import Outgoing, prepare_events
 from azuld.core.replay import ReplayCache, cache_entries, config_digest
 from azuld.core.validation import check_event
 from azuld.errors import AllFiltered, BadRequest, PayloadTooLarge, Unprocessable
+from azuld.models.avro import decode_posted
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
     MODELS,
@@ -162,10 +163,13 @@ def prepare_post(
     replay_min_runtime_seconds: float | None,
     store: Callable[[StatusEvent], bool] | None = None,
     vet: Callable[[StatusEvent], str | None] | None = None,
+    avro: bool = False,
 ) -> PreparedPost:
     """Decode, check and encode a posted body.
 
     Args:
+        avro: the body is an Avro bulk record (`avro-format=true`), not JSON; it decodes to
+            the same events, and everything after decoding is the same.
         configs: the config digest each (plugin, version) registered with (replay cache keys).
         replay_min_runtime_seconds: completed statuses of runs at least this long become replay
             cache entries; `None` when the cache is off.
@@ -178,7 +182,8 @@ def prepare_post(
     Raises:
         BadRequest: empty body or unknown model.
         PayloadTooLarge: more than `max_events` events.
-        Unprocessable: not JSON, an old `model_version`, or an event of the wrong shape.
+        Unprocessable: not JSON (not Avro of a model azuld has schemas for), an old
+            `model_version`, or an event of the wrong shape.
         AllFiltered: no event was valid.
     """
     if model not in MODELS:
@@ -187,7 +192,7 @@ def prepare_post(
         )
     if not body:
         raise BadRequest("no events were provided to be published", title="Empty Request")
-    events = decode_events(model, body)
+    events = decode_posted(model, body) if avro else decode_events(model, body)
     if len(events) > max_events:
         raise PayloadTooLarge(
             f"{len(events)} events in one post; the limit is "

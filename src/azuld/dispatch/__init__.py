@@ -11,6 +11,7 @@ One `Dispatcher` (`dispatcher.py`) is made of parts, one per module:
     admin.py       dead letters, re-offers, lag and the per-key summaries (the admin API)
     background.py  what `Dispatcher.run` starts, and the log follower that wakes long-polls
     scan.py        reading topics through to their end, in batches
+    avro_records.py  each handed-out record's Avro, written once, for Go plugins' fetches
 
 A job's life: a fetch (`fetch.py`) finds it in one of its plugin key's lanes (`keys.py`) and hands
 it out as a lease; the plugin's heartbeats extend the lease and its final status, once stored,

@@ -124,8 +124,11 @@ class Dispatcher:
         """
         return await self.fetcher.fetch(params)
 
-    async def publish(self, model: str, body: bytes, *, include_ok: bool = False) -> PostResponse:
-        """Validate, store and act on posted events (`Statuses.publish`).
+    async def publish(
+        self, model: str, body: bytes, *, include_ok: bool = False, avro: bool = False
+    ) -> PostResponse:
+        """Validate, store and act on posted events (`Statuses.publish`); `avro`: the body is
+        an Avro bulk record, not JSON.
 
         Raises:
             BadRequest: empty body or unknown model.
@@ -134,7 +137,7 @@ class Dispatcher:
             AllFiltered: no event was valid.
             UpstreamError: the log could not store them; nothing was acknowledged.
         """
-        return await self.statuses.publish(model, body, include_ok=include_ok)
+        return await self.statuses.publish(model, body, include_ok=include_ok, avro=avro)
 
     async def expire_leases(self, now: float) -> None:
         """Put expired leases back and fail those out of attempts (`Leases.expire`; the reaper

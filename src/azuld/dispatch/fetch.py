@@ -32,6 +32,7 @@ from azuld.core.params import ConsumeParams
 from azuld.core.posts import DECODERS
 from azuld.core.replay import CacheEntry
 from azuld.core.security import SECURITY_FILTER
+from azuld.dispatch.avro_records import AvroRecords
 from azuld.dispatch.keys import KeyRegistry, KeyState
 from azuld.dispatch.leases import Leases
 from azuld.dispatch.replay import Replay
@@ -60,7 +61,8 @@ _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
 
 @dataclass(slots=True)
 class FetchResult:
-    """A fetch's reply: the `info` part and the events handed out, encoded."""
+    """A fetch's reply: the `info` part and the events handed out, encoded: as JSON, or as
+    Avro datums when the fetch asked for `avro-format`."""
 
     info: FetchInfo
     events: list[bytes]
@@ -88,6 +90,7 @@ class Fetcher:
         self.security = security
         self._health: str | None = None
         self._health_at = -math.inf
+        self.avro_records = AvroRecords()  # for fetches with avro-format=true
 
     async def fetch(self, params: ConsumeParams) -> FetchResult:
         """Long-poll for up to `params.count` jobs, waiting at most `params.deadline_seconds`.
@@ -354,5 +357,9 @@ class Fetcher:
             job.event = None  # decoded again from `job.value` if it is ever needed
         if params.active and isinstance(event, BinaryEvent):
             event.dequeued = self.registry.ids.make(job.ref, job.attempt)
+            if params.avro:  # the record's cached Avro halves around this `dequeued`
+                return self.avro_records.render(params.model, job, event)
             return _encode(event)
+        if params.avro:
+            return self.avro_records.render(params.model, job, event)
         return job.value

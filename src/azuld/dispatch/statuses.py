@@ -77,8 +77,11 @@ class Statuses:
         self._storing: dict[tuple[JobRef, str], trio.Event] = {}
         self._not_stored: list[str] = []  # the plugins whose statuses the last post did not store
 
-    async def publish(self, model: str, body: bytes, *, include_ok: bool = False) -> PostResponse:
-        """Validate, store and act on posted events (reference 2.2).
+    async def publish(
+        self, model: str, body: bytes, *, include_ok: bool = False, avro: bool = False
+    ) -> PostResponse:
+        """Validate, store and act on posted events (reference 2.2); `avro`: the body is an
+        Avro bulk record (`core.posts.prepare_post`).
 
         Raises:
             BadRequest: empty body or unknown model.
@@ -87,12 +90,12 @@ class Statuses:
             AllFiltered: no event was valid.
             UpstreamError: the log could not store them; nothing was acknowledged.
         """
-        post = self._prepare(model, body)
+        post = self._prepare(model, body, avro=avro)
         busy = [self._storing[k] for k in self._finals(post) if k in self._storing]
         if busy:
             for storing in busy:
                 await storing.wait()
-            post = self._prepare(model, body)  # decide again, knowing what those stored
+            post = self._prepare(model, body, avro=avro)  # decide again, knowing what those stored
         finals = self._finals(post)
         stored = trio.Event()
         for final in finals:
@@ -133,7 +136,7 @@ class Statuses:
             ok=ok,
         )
 
-    def _prepare(self, model: str, body: bytes) -> PreparedPost:
+    def _prepare(self, model: str, body: bytes, *, avro: bool) -> PreparedPost:
         self._not_stored = []
         return prepare_post(
             model,
@@ -146,6 +149,7 @@ class Statuses:
             ),
             store=self._not_stored_yet if model == "status" else None,
             vet=self._vet,
+            avro=avro,
         )
 
     def _vet(self, status: StatusEvent) -> str | None:

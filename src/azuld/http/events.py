@@ -1,11 +1,12 @@
 """`/api/v2/event` and the seed's v1 names for it: publish events, and fetch them as jobs (active)
 or as a feed (passive). Hot routes (`azuld.http.hot`).
 
-Bodies have one encoding each way, chosen in one function: `decode_posted` turns a posted body into
-what `Dispatcher.publish` takes, `encode_fetch_reply` turns a `FetchResult` into the reply. JSON
-today; a second encoding (Avro bulk records, asked for with `avro-format=true`) goes in there. Until
-then `avro-format=true` is refused with a 422: by `decode_posted` on a post, by
-`azuld.core.params` on a fetch.
+Bodies come in two encodings, JSON and (for Go plugins, `avro-format=true`) Avro bulk records
+(`azuld.models.avro`). A post says which with `posted_in_avro`, and `Dispatcher.publish` decodes
+either into the same events. A fetch's `avro-format` is parsed with its other parameters
+(`azuld.core.params`); the dispatcher then renders each event in the encoding asked for, and
+`encode_fetch_reply` frames them: a multipart reply with the same parts either way (the Go
+dispatcher's framing; only the `events` part's bytes differ). Replies to posts are JSON.
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import msgspec
 
 from azuld.core.keys import random_hex
 from azuld.dispatch import FetchResult
-from azuld.errors import NotFound, Unprocessable
+from azuld.errors import NotFound
 from azuld.http.asgi import Front, Query, Reply, Request, bytes_reply
+from azuld.models.avro import bulk_record
 
 __all__ = [
-    "decode_posted",
     "encode_fetch_reply",
     "fetch_events",
     "post_events",
+    "posted_in_avro",
     "v1_get_job",
     "v1_post_status",
     "v1_register",
@@ -31,22 +33,22 @@ _JSON = b"application/json"
 _TRUE_LITERAL = frozenset({"true", "1"})  # Go compares POST flags literally
 
 
-def decode_posted(query: Query, body: bytes) -> bytes:
-    """The posted events as `Dispatcher.publish` takes them: a JSON array or object.
-
-    Raises:
-        Unprocessable: `avro-format` is true (azuld takes JSON only, for now).
-    """
-    if query.get("avro-format") in _TRUE_LITERAL:
-        raise Unprocessable("avro-format is not supported by azuld; post JSON")
-    return body
+def posted_in_avro(query: Query) -> bool:
+    """Whether a post's body is an Avro bulk record: `avro-format` is `true` or `1`, compared
+    literally as Go compares its POST flags (anything else is JSON). The Content-Type is
+    ignored, as in Go (the Go client sends `application/avro`)."""
+    return query.get("avro-format") in _TRUE_LITERAL
 
 
-def encode_fetch_reply(result: FetchResult) -> tuple[bytes, str]:
-    """The fetch reply and its Content-Type: `multipart/form-data` with two parts, `info`, then
-    `events` (reference 2.3), both JSON."""
+def encode_fetch_reply(result: FetchResult, *, avro: bool = False) -> tuple[bytes, str]:
+    """The fetch reply and its Content-Type: `multipart/form-data` with two parts, `info`
+    (JSON), then `events` (reference 2.3): `{"events": [...]}`, or with `avro` the Avro bulk
+    record of the events' datums (still named `events.json`, as the Go dispatcher names it)."""
     info = msgspec.json.encode(result.info)
-    events = b'{"events":[' + b",".join(result.events) + b"]}"
+    if avro:
+        events = bulk_record(result.events)
+    else:
+        events = b'{"events":[' + b",".join(result.events) + b"]}"
     # Random, and checked: a plugin's own results reach other plugins' replies, so a boundary it
     # could guess must still not split them.
     boundary = random_hex(16)
@@ -65,9 +67,11 @@ def encode_fetch_reply(result: FetchResult) -> tuple[bytes, str]:
 
 
 async def _publish(front: Front, request: Request, model: str) -> Reply:
-    body = decode_posted(request.query, await front.read_body(request))
+    body = await front.read_body(request)
     include_ok = request.query.get("include_ok") in _TRUE_LITERAL
-    result = await front.svc.dispatcher.publish(model, body, include_ok=include_ok)
+    result = await front.svc.dispatcher.publish(
+        model, body, include_ok=include_ok, avro=posted_in_avro(request.query)
+    )
     return bytes_reply(_JSON, msgspec.json.encode(result))
 
 
@@ -90,7 +94,7 @@ async def _fetch(front: Front, request: Request, model: str, mode: str) -> Reply
     result = await front.fetch_unless_gone(request.receive, params)
     if result is None:
         return None  # the client went away: the long-poll was cancelled
-    body, content_type = encode_fetch_reply(result)
+    body, content_type = encode_fetch_reply(result, avro=params.avro)
     return bytes_reply(content_type.encode(), body)
 
 

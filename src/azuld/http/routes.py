@@ -95,8 +95,22 @@ _PUBLISH = allow(
     },
 )
 _POST_EVENTS_BODY = json_body(
-    ref("EventOrEvents"), "One event, or a JSON array of events, of the model named by `model`."
+    ref("EventOrEvents"),
+    "One event, or a JSON array of events, of the model named by `model`; with "
+    "`avro-format=true`, one raw Avro datum of the model's `Bulk<Model>Event` record "
+    "(azul-bedrock's v6 schemas; models binary, status and plugin). The Content-Type is "
+    "ignored, as in Go.",
 )
+_POST_EVENTS_BODY["content"] = {
+    **_POST_EVENTS_BODY["content"],
+    "application/avro": {
+        "schema": {
+            "type": "string",
+            "contentMediaType": "application/avro",
+            "description": "`Bulk<Model>Event{model_version: long, events: array}`, no header.",
+        }
+    },
+}
 _POST_EVENTS_REPLIES = {
     "200": json_reply(
         "Stored: every valid event is durable in the log. Invalid ones are in `failures`.",
@@ -108,8 +122,9 @@ _POST_QUERY = (
     query(
         "avro-format",
         BOOL,
-        "Refused (422) when `true` or `1`: azuld takes JSON only (other values are false, as Go "
-        "compares POST flags).",
+        "The body is an Avro bulk record when `true` or `1` (other values are false, as Go "
+        "compares POST flags); 422 for models without Avro schemas (delete, download, insert, "
+        "retrohunt). The reply is JSON either way.",
     ),
 )
 
@@ -139,7 +154,12 @@ _FETCH_QUERY = (
         "`dispatch.default_deadline_seconds`; 0 and anything above "
         "`dispatch.max_deadline_seconds` mean that maximum.",
     ),
-    query("avro-format", BOOL, "Refused (422) when true: azuld speaks JSON only." + GO_BOOL),
+    query(
+        "avro-format",
+        BOOL,
+        "The `events` part is the Avro `Bulk<Model>Event` record (same parts and names); 422 "
+        "for models without Avro schemas; not part of the plugin key." + GO_BOOL,
+    ),
     query("is-task", BOOL, "Ignored: the path says active or passive." + GO_BOOL),
     query("r-expedite", BOOL, "Take the expedite lane (model binary only)." + GO_BOOL),
     query(
@@ -196,7 +216,8 @@ _FETCH_REPLIES: dict[str, Schema] = {
     "200": {
         **bare_reply(
             "Up to `count` events, after waiting at most `deadline`. During a backend outage the "
-            "reply is still 200, with `info.ready` false."
+            "reply is still 200, with `info.ready` false. With `avro-format`, the `events` part "
+            "holds Avro bytes instead of the JSON object the schema describes."
         ),
         "content": {
             "multipart/form-data": {

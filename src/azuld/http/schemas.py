@@ -45,7 +45,9 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "description": (
             "The two parts of a fetch reply, in this order: `info` (filename `info.json`) "
             "and `events` (filename `events.json`), each JSON with the part Content-Type "
-            "`application/octet-stream`."
+            "`application/octet-stream`; with `avro-format`, the `events` part is the Avro "
+            "`Bulk<Model>Event` record instead (same name and type, as the Go dispatcher "
+            "sends it)."
         ),
         "type": "object",
         "properties": {"info": FetchInfo, "events": ref("FetchEvents")},

@@ -20,6 +20,13 @@ between the Go entropy plugin and the Go dispatcher (tests/fixtures/go-avro/READ
 
 Schemas are package data (`schemas/v6/`, provenance in the README there), parsed once at import.
 Models without a schema here (delete, download, insert, retrohunt) are refused with a 422.
+
+Two codecs over the same schemas: `FAST` (`azuld.models.avro_fast`, Python generated from the
+schemas at import) reads and writes every valid body; fastavro, with the logical types below,
+decodes only the bodies `FAST` steps aside from, to say what is wrong with them, and is the
+reference the tests hold `FAST` to. Where it plugs in: `azuld.core.posts.prepare_post` (a
+posted body), `azuld.dispatch.avro_records` (each handed-out event) and
+`azuld.http.events.encode_fetch_reply` (the bulk record of a fetch answer).
 """
 
 from __future__ import annotations
@@ -27,17 +34,16 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Sequence
-from datetime import datetime
 from importlib import resources
 from typing import Any, Final
 
 import msgspec
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import parse_schema, schemaless_reader
 from fastavro.read import LOGICAL_READERS
 from fastavro.write import LOGICAL_WRITERS
 
-from azuld.core.keys import random_hex
 from azuld.errors import BadRequest, Unprocessable
+from azuld.models.avro_fast import FastCodec, NotFast, encode_long
 from azuld.models.events import (
     CURRENT_MODEL_VERSION,
     MODELS,
@@ -45,14 +51,15 @@ from azuld.models.events import (
     PluginEvent,
     StatusEvent,
 )
-from azuld.models.responses import FetchInfo
 
 __all__ = [
     "AVRO_MODELS",
+    "FAST",
+    "bulk_record",
     "check_avro_model",
     "decode_posted",
+    "encode_event",
     "encode_events",
-    "encode_fetch_answer",
 ]
 
 AvroEvent = BinaryEvent | StatusEvent | PluginEvent
@@ -207,6 +214,10 @@ def _collect_names(schema: Any, into: dict[str, Any]) -> None:
 
 _BULK_SCHEMAS, _NAMED = _load_schemas(CURRENT_MODEL_VERSION)
 SCHEMA_VERSIONS: Final = (CURRENT_MODEL_VERSION,)
+# The hot paths' reader and writer, generated from the same schemas (`azuld.models.avro_fast`).
+FAST: Final = FastCodec(
+    _NAMED, {model: cls.__name__ for model, cls in _EVENT_TYPES.items()}, CURRENT_MODEL_VERSION
+)
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -252,6 +263,15 @@ def decode_posted(model: str, body: bytes) -> list[Any]:
             f"Avro schema for model {model!r}: post its events as JSON (avro-format=false)",
             title=POST_ERROR_TITLE,
         )
+    try:
+        return FAST.read(model, body)
+    except NotFast:
+        pass  # not a valid body of valid events: fastavro and msgspec say what is wrong
+    return _decode_carefully(model, body)
+
+
+def _decode_carefully(model: str, body: bytes) -> list[Any]:
+    """`decode_posted` with fastavro and msgspec, whose errors name what was wrong."""
     schema_name = f"Bulk{_EVENT_TYPES[model].__name__}"
     try:
         version, _ = _read_long(body, 0)
@@ -427,58 +447,33 @@ def _walk_blocks(schema: dict[str, Any], data: bytes, pos: int, path: str) -> in
 
 # -- encoding ---------------------------------------------------------------------------------
 
-_JSON_DECODERS: Final = {model: msgspec.json.Decoder(cls) for model, cls in _EVENT_TYPES.items()}
-_BUILTIN_TYPES: Final = (datetime,)
+_BULK_HEAD: Final = encode_long(CURRENT_MODEL_VERSION)
 
 
-def encode_events(model: str, events: Sequence[AvroEvent]) -> bytes:
-    """The `Bulk<Model>Event` datum of `events`, as the Go client's `FromAvro` reads it.
+def encode_event(model: str, event: AvroEvent) -> bytes:
+    """One event's Avro datum: an item of the `Bulk<Model>Event` record's `events`.
 
     Raises:
         Unprocessable: no Avro schema for `model` (see `check_avro_model`).
     """
     check_avro_model(model)
-    datum = {
-        "model_version": CURRENT_MODEL_VERSION,
-        "events": [msgspec.to_builtins(event, builtin_types=_BUILTIN_TYPES) for event in events],
-    }
-    out = io.BytesIO()
-    schemaless_writer(out, _BULK_SCHEMAS[model], datum)
-    return out.getvalue()
+    return FAST.write(model, event)
 
 
-def encode_fetch_answer(model: str, info: FetchInfo, events: Sequence[bytes]) -> tuple[bytes, str]:
-    """A fetch reply in Avro, framed as the Go dispatcher frames it: (body, content type).
+def bulk_record(datums: Sequence[bytes]) -> bytes:
+    """The `Bulk<Model>Event` datum of these events' datums (`encode_event`): model_version,
+    then the events as one block, as the Go client's `FromAvro` reads it."""
+    if not datums:
+        return _BULK_HEAD + b"\x00"
+    return b"".join((_BULK_HEAD, encode_long(len(datums)), *datums, b"\x00"))
 
-    `events` are the JSON encodings a JSON reply would carry (`FetchResult.events`). The
-    multipart layout is the JSON reply's (`azuld.http.events.multipart_body`): part `info` (JSON)
-    then part `events`, still named `events.json` and typed `application/octet-stream`; only
-    its bytes are the Avro bulk record. The Go client tells the parts by form name and reads
-    the events part as Avro because it asked with `avro-format=true`.
+
+def encode_events(model: str, events: Sequence[AvroEvent]) -> bytes:
+    """The `Bulk<Model>Event` datum of `events` (what a Go plugin posts).
 
     Raises:
-        Unprocessable: no Avro schema for `model`.
-        msgspec.DecodeError: an event in `events` is not valid JSON of the model (a bug: they
-            come from azuld's own log).
+        Unprocessable: no Avro schema for `model` (see `check_avro_model`).
     """
     check_avro_model(model)
-    decode = _JSON_DECODERS[model].decode
-    payload = encode_events(model, [decode(event) for event in events])
-    return _multipart(msgspec.json.encode(info), payload)
-
-
-def _multipart(info: bytes, events: bytes) -> tuple[bytes, str]:
-    # Random, and checked against the events part, which holds plugin-chosen bytes.
-    boundary = random_hex(16)
-    while boundary.encode() in events or boundary.encode() in info:
-        boundary = random_hex(16)
-    parts = []
-    for name, payload in (("info", info), ("events", events)):
-        parts.append(
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-            f'filename="{name}.json"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode()
-            + payload
-            + b"\r\n"
-        )
-    parts.append(f"--{boundary}--\r\n".encode())
-    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+    write = FAST.writers[model]
+    return bulk_record([write(event) for event in events])
