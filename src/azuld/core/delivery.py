@@ -683,6 +683,11 @@ class PluginLanes:
             return True
         return any(job.ref == ref for jobs in self._parked.values() for job in jobs)
 
+    def leased_job(self, ref: JobRef, attempt: int) -> Job | None:
+        """Attempt `attempt` of the job, if it is leased here (its `leased_at` says since when)."""
+        job = self._leased.get(ref)
+        return job if job is not None and job.attempt == attempt else None
+
     def finish_leased(self, ref: JobRef, ending: JobState) -> bool:
         """`finish` for a job leased here (the usual status); `False`, changing nothing, if it is
         not leased here: then see `is_finished`, `holds` and `finish`."""

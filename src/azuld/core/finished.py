@@ -62,6 +62,12 @@ class RecentlyFinished:
         offsets = self._by_partition.get((ref.plugin_key, ref.lane, ref.tp))
         return offsets is not None and author in offsets.get(ref.offset, ())
 
+    def authors(self, ref: JobRef) -> tuple[str, ...]:
+        """Every author with a stored final status for `ref` (within `keep_seconds`), `MAIN`
+        for the key's own plugin."""
+        offsets = self._by_partition.get((ref.plugin_key, ref.lane, ref.tp))
+        return offsets.get(ref.offset, ()) if offsets is not None else ()
+
     def finished_in(
         self, plugin_key: str, lane: str, tp: TopicPartition, at_or_above: int
     ) -> list[int]:

@@ -1,16 +1,16 @@
 """A posted body, decoded and checked: what `POST /api/v2/event` stores and acts on (reference 2.2).
 
 `prepare_post` turns the bytes of a post into the records to append (the events', then the replay
-cache entries' of completed statuses), the failures to report, and the summaries the dispatcher
-applies once the records are durable. It does no I/O and its decoded events do not outlive it:
-what the rest of a post needs is bytes, counts and summaries (`core.publish` says which record
-goes to which topic).
+cache entries' of the jobs the post completes), the failures to report, and the summaries the
+dispatcher applies once the records are durable. It does no I/O and its decoded events do not
+outlive it: what the rest of a post needs is bytes, counts and summaries (`core.publish` says
+which record goes to which topic).
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ import msgspec
 
 from azuld.core.keys import system_topic
 from azuld.core.publish import Outgoing, prepare_events
-from azuld.core.replay import ReplayCache, cache_entries, config_digest
+from azuld.core.replay import CacheRules, CacheUpdates, cache_updates, config_digest
 from azuld.core.validation import check_event
 from azuld.errors import AllFiltered, BadRequest, PayloadTooLarge, Unprocessable
 from azuld.models.avro import decode_posted
@@ -144,7 +144,7 @@ class PreparedPost:
     """A posted body, checked and encoded: what `Dispatcher.publish` stores and acts on."""
 
     records: list[Outgoing]  # the events' records, then the replay-cache entries' records
-    replay_values: list[bytes]  # the replay-cache entries, as in their records
+    replay: CacheUpdates  # what the statuses change in the replay cache once stored
     failures: list[PostFailure]
     total_ok: int
     authors: Counter[str]  # valid events per author name
@@ -159,8 +159,7 @@ def prepare_post(
     *,
     prefix: str,
     max_events: int,
-    configs: Mapping[tuple[str, str], str],
-    replay_min_runtime_seconds: float | None,
+    cache: CacheRules | None = None,
     store: Callable[[StatusEvent], bool] | None = None,
     vet: Callable[[StatusEvent], str | None] | None = None,
     avro: bool = False,
@@ -170,9 +169,8 @@ def prepare_post(
     Args:
         avro: the body is an Avro bulk record (`avro-format=true`), not JSON; it decodes to
             the same events, and everything after decoding is the same.
-        configs: the config digest each (plugin, version) registered with (replay cache keys).
-        replay_min_runtime_seconds: completed statuses of runs at least this long become replay
-            cache entries; `None` when the cache is off.
+        cache: what decides the replay cache's share of stored statuses (`core.replay`);
+            `None` when the cache is off.
         vet: for statuses, what is wrong with one that `check_event` passed (a failure, as
             theirs), or `None`.
         store: for statuses, whether to store each valid one; one it refuses is acknowledged
@@ -222,20 +220,16 @@ def prepare_post(
         if model == "plugin"
         else {}
     )
-    cacheable = (
-        cache_entries(valid, configs, min_runtime_seconds=replay_min_runtime_seconds)
-        if model == "status" and replay_min_runtime_seconds is not None
-        else []
+    replay = (
+        cache_updates(valid, cache) if model == "status" and cache is not None else CacheUpdates()
     )
     records = prepare_events(prefix, model, valid)
-    replay_values = [ReplayCache.encode(entry) for entry in cacheable]
     records += [
-        Outgoing(system_topic(prefix, "replay"), entry.key, value)
-        for entry, value in zip(cacheable, replay_values, strict=True)
+        Outgoing(system_topic(prefix, "replay"), key, value) for key, value in replay.entries
     ]
     return PreparedPost(
         records=records,
-        replay_values=replay_values,
+        replay=replay,
         failures=failures,
         total_ok=total_ok,
         duplicates=total_ok - len(valid),

@@ -30,7 +30,7 @@ from azuld.core.delivery import Deferred, Job, Lane
 from azuld.core.filters import skip_reason
 from azuld.core.params import ConsumeParams
 from azuld.core.posts import DECODERS
-from azuld.core.replay import CacheEntry
+from azuld.core.replay import CacheEntry, ReplayCache, settings_digest
 from azuld.core.security import SECURITY_FILTER
 from azuld.dispatch.avro_records import AvroRecords
 from azuld.dispatch.keys import KeyRegistry, KeyState
@@ -340,7 +340,9 @@ class Fetcher:
                     return SECURITY_FILTER
             if reoffered or key_prefix is None or job.event.flags.bypass_cache:
                 return None
-            entry = cache_get(key_prefix + job.event.entity.sha256)
+            event = job.event
+            settings = settings_digest(event.source.settings)
+            entry = cache_get(key_prefix + ReplayCache.job_key(settings, event.entity.sha256))
             if entry is not None:
                 cached.append((job, entry))
                 return "ReplayPluginCompletion-cached"

@@ -118,7 +118,7 @@ class Statuses:
             )
         self.replay.configs.update(post.configs)
         records = post.records
-        self.replay.remember(post.replay_values)
+        self.replay.remember(post.replay)
         for author, count in post.authors.items():
             self.metrics.child(self.metrics.published, model, author).inc(count)
         if post.statuses:
@@ -143,9 +143,12 @@ class Statuses:
             body,
             prefix=self.prefix,
             max_events=self.settings.max_events_per_post,
-            configs=self.replay.configs,
-            replay_min_runtime_seconds=(
-                self.settings.replay_min_runtime_seconds if self.replay.enabled else None
+            cache=(
+                self.replay.rules(
+                    self.registry, self._storing, self.settings.replay_min_runtime_seconds
+                )
+                if model == "status"
+                else None
             ),
             store=self._not_stored_yet if model == "status" else None,
             vet=self._vet,
