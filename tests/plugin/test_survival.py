@@ -167,6 +167,32 @@ async def test_a_plugin_outlives_its_dispatcher(tmp_path: Path) -> None:
             await daemon.kill()
 
 
+async def test_sigterm_while_waiting_for_the_daemon_ends_at_once(tmp_path: Path) -> None:
+    log = tmp_path / "plugin.log"
+    url = f"http://127.0.0.1:{free_port()}"
+    with open(log, "wb") as out:  # noqa: ASYNC230 - opening a local file is instant
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "azuld", "plugin", "run", "entropy", "--server", url],
+            stdout=out,
+            stderr=out,
+        )
+    plugin = Plugin(process, log)
+    try:
+        await plugin.wait_for(lambda: "dispatcher unreachable at" in plugin.log(), "outage line")
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(5):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    line = next(x for x in plugin.log().splitlines() if "dispatcher unreachable" in x)
+    message = line.partition("azuld.plugin.link: ")[2]
+    expected = f"dispatcher unreachable at {url} (cannot connect: Connection refused), retrying in"
+    assert message.rpartition(" ")[0].rpartition(" ")[0] == expected
+    assert message.endswith(("0.2 s", "0.3 s", "0.4 s", "0.5 s"))  # 0.5 s, jittered
+
+
 BAD_FILTER_PLUGIN = """
 from azuld.plugin import Filters, Plugin
 

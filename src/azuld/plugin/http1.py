@@ -85,7 +85,8 @@ class Http1Client:
         self._tls = parts.scheme == "https"
         self._prefix = parts.path.rstrip("/")
         self._ssl_context = ssl_context
-        self._headers = [(b"host", parts.netloc.encode()), (b"accept", b"*/*")] + [
+        host = parts.netloc.rpartition("@")[2]  # never the userinfo
+        self._headers = [(b"host", host.encode()), (b"accept", b"*/*")] + [
             (name.encode(), value.encode()) for name, value in headers
         ]
         self._connect_timeout = connect_timeout_seconds
