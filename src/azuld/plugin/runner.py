@@ -322,7 +322,8 @@ class PluginRunner:
             finally:
                 self._stop_beating(held)
                 self._job_scopes.discard(abandon)
-                del self._held[key]
+                if self._held.get(key) is held:  # (run_job may be called for one event twice)
+                    del self._held[key]
                 if self.link.outages != held.outages:
                     self._remember(key, held.lease_ends_at)
         if abandon.cancelled_caught:
