@@ -382,9 +382,9 @@ class PluginRunner:
         self.jobs_done += 1
         self.statuses.append(status)
         if status.startswith("error"):
-            log.info("job %s: %s (%s)", job.sha256[:12], status, final.entity.error)
+            log.info("job %s %s: %s (%s)", job.sha256[:12], job.id, status, final.entity.error)
         else:
-            log.debug("job %s: %s", job.sha256[:12], status)
+            log.debug("job %s %s: %s", job.sha256[:12], job.id, status)
 
     def _remember(self, key: JobKey, until: float) -> None:
         now = trio.current_time()
