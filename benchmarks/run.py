@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
+import sdk  # noqa: E402
 import uploads  # noqa: E402
 from tests.daemon import Daemon, start_daemon  # noqa: E402
 from tests.services import KafkaBroker, S3Server, fetch_kafka, free_port  # noqa: E402
@@ -87,6 +88,11 @@ class Plan:
     # interleaved `encoding_rounds` times (the machine is shared: the best round of each counts).
     encodings: tuple[str, ...] = ("json", "avro")
     encoding_rounds: int = 3
+    # The plugin SDK (benchmarks/sdk.py): a backlog of `sdk_events` drained by one plugin
+    # process with each number of workers; `sdk_clients` adds the raw-client reference rows.
+    sdk_events: int = 2000
+    sdk_workers: tuple[int, ...] = (1, 4, 16)
+    sdk_clients: tuple[str, ...] = ("sdk", "raw")
 
     @classmethod
     def default(cls) -> Plan:
@@ -114,6 +120,8 @@ class Plan:
             upload_count=40,
             submit_files=40,
             encoding_rounds=1,
+            sdk_events=60,
+            sdk_clients=("sdk",),
         )
 
 
@@ -199,9 +207,10 @@ class KafkaBackend:
         self.services: dict[str, dict[str, float]] = {}
 
     def plan(self, *, quick: bool) -> Plan:
+        # The SDK's figures are measured on the embedded backend only.
         if quick:  # one log size: the broker's start-up already takes 10-15 s
-            return replace(Plan.quick(), sizes=[1_000])
-        return replace(Plan.default(), sizes=[1_000, 10_000], compare_clients=())
+            return replace(Plan.quick(), sizes=[1_000], sdk_workers=())
+        return replace(Plan.default(), sizes=[1_000, 10_000], compare_clients=(), sdk_workers=())
 
     async def start(self, work: Path) -> Daemon:
         try:
@@ -1024,6 +1033,17 @@ def targets(data: dict[str, Any]) -> list[dict[str, Any]]:
                 + ("" if at_million else f" (only {largest:,} events: run with --million)"),
             }
         )
+    single = find(data["scenarios"], kind="sdk", client="sdk", workers=1)
+    if single:
+        out.append(
+            {
+                "target": "plugin SDK: plugin-process CPU per trivial job, count=1: ms",
+                "required": "<= 2",
+                "measured": single["cpu_ms_per_job"],
+                "met": single["cpu_ms_per_job"] <= 2,
+                "scenario": f"{single['id']} ({single['jobs']} jobs: fetch, download, status)",
+            }
+        )
     return out
 
 
@@ -1170,6 +1190,7 @@ def compare(new: dict[str, Any], old: dict[str, Any]) -> list[dict[str, Any]]:
         "latency": [("handout_ms.p99", "handout p99 ms"), ("end_to_end_ms.p99", "e2e p99 ms")],
         "upload": [("uploads_per_s", "uploads/s"), ("daemon_cpu_ms_per_upload", "CPU ms/upload")],
         "submit": [("files_per_s", "files/s"), ("daemon_cpu_ms_per_file", "CPU ms/file")],
+        "sdk": [("jobs_per_s", "jobs/s"), ("cpu_ms_per_job", "plugin CPU ms/job")],
     }
     for scenario in new["scenarios"]:
         before = old_by_id.get(scenario["id"])
@@ -1256,7 +1277,7 @@ def markdown(data: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in data["scenarios"]:
-        if s["kind"] in ("latency", "upload", "submit"):
+        if s["kind"] in ("latency", "upload", "submit", "sdk"):
             continue
         fetch = s["request_ms"]["fetch"]
         lines.append(
@@ -1378,6 +1399,26 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{s['exit_code']}); daemon {fmt(s['daemon_cpu_ms_per_file'], 2)} ms CPU per "
                 f"file, the command {fmt(s['submit_cpu_ms_per_file'], 2)} ms.",
             ]
+    sdk_rows = [s for s in data["scenarios"] if s["kind"] == "sdk"]
+    if sdk_rows:
+        lines += [
+            "",
+            "## Plugin SDK",
+            "",
+            "One plugin process drains a backlog of trivial jobs (download the content, one "
+            "feature, a `completed` status) with 1, 4, 16 workers: `sdk` is the SDK's "
+            "`PluginRunner` as `azuld plugin run` builds it, `raw` a hand-written keep-alive "
+            "client doing the same three requests per job (the floor). CPU: the plugin "
+            "process's own (getrusage), registration included.",
+            "",
+            "| client | workers | jobs | jobs/s | plugin CPU ms/job | plugin CPU |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {s['client']} | {s['workers']} | {s['jobs']:,} | {fmt(s['jobs_per_s'])} | "
+            f"{fmt(s['cpu_ms_per_job'], 3)} | {s['plugin_cpu_util']:.2f} |"
+            for s in sdk_rows
+        ]
     lines += ["", "## Preloading", ""]
     for p in data["preloads"]:
         if p["what"] == "blob uploads":
@@ -1543,6 +1584,16 @@ async def measure(
     run.say(f"azuld ({backend.name}) at {daemon.url}, pid {daemon.process.pid}")
     data: dict[str, Any] = {}
     try:
+        if plan.sdk_workers:
+            # First: the SDK's plugin keys replay every sourced event of the log.
+            run.say(f"plugin SDK: draining {plan.sdk_events} jobs with {plan.sdk_workers} workers")
+            run.scenarios += await sdk.sdk_scenarios(
+                daemon.url,
+                events=plan.sdk_events,
+                workers=list(plan.sdk_workers),
+                clients=plan.sdk_clients,
+                daemon_pid=daemon.process.pid,
+            )
         await run.upload_blobs()
         largest = max(plan.sizes)
         for size in sorted(plan.sizes):

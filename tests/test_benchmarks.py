@@ -100,7 +100,7 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert scenario["samples"] > 0, scenario["errors"]
         assert scenario["handout_ms"]["p99"] > 0
         assert scenario["end_to_end_ms"]["p50"] >= scenario["handout_ms"]["p50"]
-    assert len(data["targets"]) == 7
+    assert len(data["targets"]) == 8  # with the plugin SDK's
 
     plan = data["plan"]
     uploaded = [s for s in data["scenarios"] if s["kind"] == "upload"]
@@ -138,6 +138,14 @@ def test_quick_run_writes_results(tmp_path: Path) -> None:
         assert scenario["errors"] == 0, scenario["first_error"]
         assert scenario["completed_total"] > 0, scenario["id"]
         assert scenario["daemon_cpu_s_per_1000"] > 0
+
+    sdk = [s for s in data["scenarios"] if s["kind"] == "sdk"]
+    assert {s["workers"] for s in sdk} == set(data["plan"]["sdk_workers"])
+    for scenario in sdk:
+        assert scenario["jobs"] == data["plan"]["sdk_events"], scenario
+        assert scenario["jobs_per_s"] > 0
+        assert scenario["cpu_ms_per_job"] > 0
+    assert "## Plugin SDK" in (out / "latest.md").read_text()
 
     assert data["previous"] == "previous-run"
     compared = {(row["scenario"], row["metric"]) for row in data["comparison"]}
@@ -202,6 +210,7 @@ def test_quick_kafka_run_writes_results(tmp_path: Path, storage: str) -> None:
     kafka_targets = [t for t in data["targets"] if t["target"].startswith("Kafka, ")]
     assert len(kafka_targets) == 4, data["targets"]
     assert all(isinstance(t["measured"], int | float) for t in kafka_targets)
+    assert not [s for s in data["scenarios"] if s["kind"] == "sdk"]  # embedded only
     assert "Backend **kafka**" in (out / "latest.md").read_text()
     for name in data["plots"]:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

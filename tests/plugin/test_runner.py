@@ -3,20 +3,28 @@ cadence, run timeout, opt-out, exceptions, stopping, and the result shapes."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 
 import pytest
 import trio
 import trio.testing
 
-from azuld.models.events import BinaryEvent, PluginEvent, StatusEvent
+from azuld.models.events import BinaryEvent, Datastream, PluginEvent, StatusEvent
 from azuld.plugin import Feature, Job, LocalDispatcher, OptOut, Plugin, PluginRunner
+from azuld.plugin.client import DispatcherRefused, DispatcherUnreachable
 from azuld.plugin.local import local_event
 from tests.conftest import sha
 
 
 class FakeDispatcher(LocalDispatcher):
-    """Hands out queued events one at a time; remembers when each status arrived."""
+    """Hands out queued events one at a time; remembers when each status arrived.
+
+    `down` makes every request fail as if nothing listened; `refusals` refuses one kind of
+    request (`register`, `fetch`, `read`, `upload`, `heartbeat`, `status`); `attempts` holds
+    when each kind was tried."""
+
+    url = "http://fake.test"
 
     def __init__(self) -> None:
         super().__init__()
@@ -24,23 +32,46 @@ class FakeDispatcher(LocalDispatcher):
         self.registered: list[PluginEvent] = []
         self.times: list[float] = []
         self.fetches = 0
+        self.down = False
+        self.refusals: dict[str, DispatcherRefused] = {}
+        self.attempts: dict[str, list[float]] = defaultdict(list)
+
+    async def _try(self, kind: str) -> None:
+        await trio.lowlevel.checkpoint()
+        self.attempts[kind].append(trio.current_time())
+        if kind in self.refusals:
+            raise self.refusals[kind]
+        if self.down:
+            raise DispatcherUnreachable("connection refused")
 
     async def register(self, event: PluginEvent) -> None:
+        await self._try("register")
         self.registered.append(event)
 
     async def fetch(self, query: Sequence[tuple[str, str]]) -> list[BinaryEvent]:
+        await self._try("fetch")
         self.fetches += 1
         if self.queue:
             return [self.queue.pop(0)]
         await trio.sleep(10)
+        await self._try("fetch")
         return []
 
+    async def read(self, source: str, stream: Datastream, offset: int, length: int | None) -> bytes:
+        await self._try("read")
+        return await super().read(source, stream, offset, length)
+
+    async def upload(self, source: str, label: str, data: bytes) -> Datastream:
+        await self._try("upload")
+        return await super().upload(source, label, data)
+
     async def post_status(self, event: StatusEvent) -> None:
+        await self._try("heartbeat" if event.entity.status == "heartbeat" else "status")
         self.times.append(trio.current_time())
         await super().post_status(event)
 
     async def add(self, data: bytes, name: str = "sample.bin") -> BinaryEvent:
-        stream = await self.upload("samples", "content", data)
+        stream = await LocalDispatcher.upload(self, "samples", "content", data)
         event = local_event(stream, name, source="samples")
         event.dequeued = f"job-{len(self.queue)}-{name}"
         self.queue.append(event)

@@ -183,7 +183,12 @@ COMMANDS: tuple[Command, ...] = (
         (
             arg("plugin"),
             arg("--workers", type=int, default=1, help="jobs run at once (default 1)"),
-            arg("--grace", type=float, default=30.0, help="seconds running jobs get on SIGTERM"),
+            arg(
+                "--grace",
+                type=float,
+                default=30.0,
+                help="seconds running jobs, and statuses being retried, get on SIGTERM",
+            ),
             # `--config` is the plugin's here; the config file comes from $AZULD_CONFIG.
             arg("-c", "--config", **_repeated("a plugin setting (repeatable)")),
             arg(

@@ -15,10 +15,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
 import msgspec
 
-from azuld.cli.errors import ConnectionLost, Unreachable, UsageError
+from azuld.cli.errors import Refused, UsageError
 from azuld.plugins import BUNDLED
 
 if TYPE_CHECKING:
@@ -115,16 +114,14 @@ async def serve_until_signalled(runner: PluginRunner) -> None:
 def _run_consumer(consumer: Consumer, args: argparse.Namespace) -> None:
     import trio
 
-    from azuld.plugin.client import HttpDispatcherClient
+    from azuld.plugin.client import open_dispatcher
     from azuld.plugin.consumer import ConsumerRunner
 
     if args.local:
         raise UsageError("--local runs plugins; a consumer reads a dispatcher")
 
     async def main() -> None:
-        timeout = httpx.Timeout(60.0, connect=10.0)
-        async with httpx.AsyncClient(base_url=args.server, timeout=timeout) as http:
-            client = HttpDispatcherClient(http, type(consumer).name)
+        async with open_dispatcher(args.server, type(consumer).name) as client:
             runner = ConsumerRunner(consumer, client, max_events=args.max_jobs)
             async with trio.open_nursery() as nursery:
                 with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -139,25 +136,38 @@ def _run_consumer(consumer: Consumer, args: argparse.Namespace) -> None:
                     nursery.cancel_scope.cancel()
             log.info("%s consumed %d events", type(consumer).name, runner.consumed)
 
-    _talking_to(args.server, main)
+    _refusal_is_one_line(main)
+
+
+def lease_seconds() -> float:
+    """The daemon's `dispatch.lease_seconds`, as far as this machine knows it: from the config
+    file (`AZULD_CONFIG`) and `AZULD_*` variables the daemon would read, else its default.
+
+    Raises:
+        ConfigError: that config file is missing or wrong.
+    """
+    from azuld.cli.target import config_file
+    from azuld.settings import load_settings
+
+    return load_settings(config_file(None)).dispatch.lease_seconds
 
 
 def _run_plugin(plugin: Plugin, args: argparse.Namespace) -> None:
-
-    from azuld.plugin.client import HttpDispatcherClient
+    from azuld.plugin.client import open_dispatcher
     from azuld.plugin.runner import PluginRunner
 
     cls = type(plugin)
+    lease = lease_seconds()
 
     async def main() -> None:
-        timeout = httpx.Timeout(60.0, connect=10.0)
-        async with httpx.AsyncClient(base_url=args.server, timeout=timeout) as http:
+        async with open_dispatcher(args.server, cls.name) as client:
             runner = PluginRunner(
                 plugin,
-                HttpDispatcherClient(http, cls.name),
+                client,
                 workers=args.workers,
                 grace_seconds=args.grace,
                 max_jobs=args.max_jobs,
+                lease_seconds=lease,
             )
             log.info(
                 "%s %s polling %s with %d worker(s)",
@@ -168,26 +178,27 @@ def _run_plugin(plugin: Plugin, args: argparse.Namespace) -> None:
             )
             await serve_until_signalled(runner)
 
-    _talking_to(args.server, main)
+    _refusal_is_one_line(main)
 
 
-def _talking_to(server: str, main: Callable[[], Awaitable[None]]) -> None:
-    """`run(main)`, with a connection failure to `server` as one `DaemonError`, not a traceback
-    through the runner's nurseries.
+def _refusal_is_one_line(main: Callable[[], Awaitable[None]]) -> None:
+    """`run(main)`, with the dispatcher refusing the plugin's registration or fetch as one
+    `Refused`, not a traceback through the runner's nurseries. (A dispatcher that is away is
+    waited for: the runner retries.)
 
     Raises:
-        Unreachable: nothing answers at `server`.
-        ConnectionLost: the daemon went away (the runner does not retry yet).
+        Refused: the dispatcher's status and message.
     """
     import trio
+
+    from azuld.plugin.client import DispatcherRefused
 
     try:
         trio.run(main)
     except BaseException as exc:
-        if _find(exc, (httpx.ConnectError, httpx.ConnectTimeout)) is not None:
-            raise Unreachable(server) from None
-        if (lost := _find(exc, (httpx.TransportError,))) is not None:
-            raise ConnectionLost(server, lost) from None
+        refused = _find(exc, (DispatcherRefused,))
+        if isinstance(refused, DispatcherRefused):
+            raise Refused(refused.status, "", refused.message) from None
         raise
 
 
@@ -213,8 +224,6 @@ def plugin_run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if not args.verbose:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
     cls = load_plugin_class(args.plugin)
     if issubclass(cls, Consumer):
         _run_consumer(cls(_config(args.config)), args)

@@ -3,20 +3,16 @@
 
 from __future__ import annotations
 
-import logging
-
 import trio
 
 from azuld.plugin.api import Consumer
-from azuld.plugin.client import DispatcherError, HttpDispatcherClient
+from azuld.plugin.client import HttpDispatcherClient
+from azuld.plugin.link import DispatcherLink
 
 __all__ = ["ConsumerRunner"]
 
-log = logging.getLogger(__name__)
-
 # A batch returns after this long even when it is not full, so events are not held back long.
 FETCH_DEADLINE_SECONDS = 2
-FETCH_RETRY_SECONDS = 5.0
 
 
 class ConsumerRunner:
@@ -26,6 +22,7 @@ class ConsumerRunner:
         self.consumer = consumer
         self.client = client
         self.max_events = max_events
+        self.link = DispatcherLink(client.url)
         self.consumed = 0
         self._stop = trio.Event()
         self._fetch_scope: trio.CancelScope | None = None
@@ -50,16 +47,19 @@ class ConsumerRunner:
         ]
 
     async def serve(self) -> None:
+        """Consume until stopped. A dispatcher that is away is waited for (`DispatcherLink`).
+
+        Raises:
+            DispatcherRefused: the dispatcher refused the fetch (the query is wrong).
+        """
         query = self._query()
         while not self._stop.is_set():
             events = []
             with trio.CancelScope() as scope:
                 self._fetch_scope = scope
-                try:
-                    events = await self.client.fetch(query, passive=True)
-                except (DispatcherError, OSError) as exc:
-                    log.warning("fetch failed: %s; retrying", exc)
-                    await trio.sleep(FETCH_RETRY_SECONDS)
+                events = await self.link.call(
+                    lambda: self.client.fetch(query, passive=True), what="fetch"
+                )
             for event in events:
                 await self.consumer.consume(event)
                 self.consumed += 1

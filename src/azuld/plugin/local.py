@@ -24,6 +24,8 @@ __all__ = ["LocalDispatcher", "local_event", "run_local"]
 class LocalDispatcher:
     """An in-memory `DispatcherClient`: blobs by sha256, statuses kept in order."""
 
+    url = "local"
+
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
         self.statuses: list[StatusEvent] = []
