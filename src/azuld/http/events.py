@@ -16,6 +16,7 @@ from azuld.core.keys import random_hex
 from azuld.dispatch import FetchResult
 from azuld.errors import NotFound, Unprocessable
 from azuld.http.asgi import Front, Query, Reply, Request, bytes_reply
+from azuld.http.nesting import check_nesting
 
 __all__ = [
     "decode_posted",
@@ -35,10 +36,16 @@ def decode_posted(query: Query, body: bytes) -> bytes:
     """The posted events as `Dispatcher.publish` takes them: a JSON array or object.
 
     Raises:
-        Unprocessable: `avro-format` is true (azuld takes JSON only, for now).
+        Unprocessable: `avro-format` is true (azuld takes JSON only, for now), or the JSON nests
+            deeper than `azuld.http.nesting.MAX_JSON_DEPTH`.
     """
     if query.get("avro-format") in _TRUE_LITERAL:
         raise Unprocessable("avro-format is not supported by azuld; post JSON")
+    check_nesting(
+        body,
+        what="ensure events were in json format: event message",
+        title="PostEvent TransformEvents invalid events",
+    )
     return body
 
 
