@@ -352,13 +352,7 @@ async def _serve_http(
                 task_status=started,
             )
         else:
-            server_config = http_server.ServerConfig(
-                listen=server.listen,
-                sockets=tuple(sockets),
-                ssl_context=context,
-                graceful_timeout_seconds=server.graceful_timeout_seconds,
-                keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
-            )
+            server_config = http_server.ServerConfig.from_settings(server, context, tuple(sockets))
             await http_server.serve(app, server_config, shutdown=shutdown, task_status=started)
     except (OSError, BaseExceptionGroup) as exc:
         bind_error = None if started.done else find_bind_error(exc)

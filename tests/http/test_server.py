@@ -29,6 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from azuld.errors import ConfigError
 from azuld.http.server import ServerConfig, parse_listen, serve, ssl_context
+from azuld.settings import load_settings
 
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -441,6 +442,66 @@ async def test_malformed_chunked_body_is_refused(server: Running) -> None:
     assert "malformed chunk size" in response.json()["detail"]
 
 
+@pytest.mark.parametrize(
+    ("trailers", "status", "detail"),
+    [
+        (b"GET /echo HTTP/1.1\r\n", 400, "chunked body: malformed trailer line"),
+        (b"X-Nul: a\x00b\r\n", 400, "chunked body: malformed trailer line"),
+        (b"no colon\r\n", 400, "chunked body: malformed trailer line"),
+        (b"X-Trailer: 1\r\n" * 5000, 431, "chunked body: trailer section over 64 KiB"),
+    ],
+)
+async def test_malformed_trailers_are_refused(
+    server: Running, trailers: bytes, status: int, detail: str
+) -> None:
+    with trio.fail_after(5):
+        async with server.connect() as client:
+            await client.send(
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"3\r\nabc\r\n0\r\n" + trailers + b"\r\n"
+            )
+            response = await client.response()
+            assert await client.closed()
+    assert (response.status, response.json()["detail"]) == (status, detail)
+
+
+@pytest.mark.parametrize(
+    ("head", "detail"),
+    [
+        (b"GET /echo HTTP/1.1\r\n\r\n", "an HTTP/1.1 request needs a Host header"),
+        (b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "more than one Host header"),
+    ],
+)
+async def test_host_is_required_once(server: Running, app: App, head: bytes, detail: str) -> None:
+    with trio.fail_after(5):
+        async with server.connect() as client:
+            await client.send(head)
+            response = await client.response()
+            assert await client.closed()
+    assert (response.status, response.json()["detail"]) == (400, detail)
+    assert not app.scopes
+
+
+@pytest.mark.parametrize(
+    "head",
+    [b"GET /echo HTTP/1.1\nHost: t\n\n", b"GET /echo HTTP/1.1\r\nHost: t\n\r\n"],
+)
+async def test_bare_lf_head_is_refused_at_once(
+    nursery: trio.Nursery, app: App, head: bytes
+) -> None:
+    server = await start(nursery, app, head_timeout_seconds=600)
+    with trio.fail_after(30):  # far less than the head timeout
+        async with server.connect() as client:
+            await client.send(head)
+            response = await client.response()
+            assert await client.closed()
+    assert (response.status, response.json()["detail"]) == (
+        400,
+        "bare LF in the request head: every line must end with CRLF",
+    )
+    assert not app.scopes
+
+
 async def test_expect_100_continue(server: Running) -> None:
     with trio.fail_after(5):
         async with server.connect() as client:
@@ -619,8 +680,8 @@ async def test_absolute_form_target(server: Running) -> None:
         (b"GET / HTTP/1.1\r\nx: a\r\n folded\r\n\r\n", 400, "malformed header line"),
         (b"BAD REQUEST LINE HERE\r\n\r\n", 400, "malformed request line"),
         (b"GET / HTTP/2.0\r\n\r\n", 505, "only HTTP/1.0 and HTTP/1.1"),
-        (b"GET noslash HTTP/1.1\r\n\r\n", 400, "must start with '/'"),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "chunked"),
+        (b"GET noslash HTTP/1.1\r\nHost: t\r\n\r\n", 400, "must start with '/'"),
+        (b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "chunked"),
         (b"POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400, "conflict"),
         (b"POST / HTTP/1.1\r\nExpect: nothing\r\nContent-Length: 1\r\n\r\nx", 417, "100-con"),
     ],
@@ -921,6 +982,24 @@ async def test_app_without_lifespan_support_is_served(nursery: trio.Nursery) -> 
         async with server.connect() as client:
             await client.request("GET", "/")
             assert (await client.response()).body == b"plain"
+
+
+def test_server_config_from_settings() -> None:
+    settings = load_settings(
+        environ={},
+        overrides={
+            "server.listen": "127.0.0.1:9",
+            "server.head_timeout_seconds": 4.5,
+            "server.keep_alive_timeout_seconds": 20,
+            "server.graceful_timeout_seconds": 7,
+        },
+    )
+    assert ServerConfig.from_settings(settings.server) == ServerConfig(
+        "127.0.0.1:9",
+        head_timeout_seconds=4.5,
+        keep_alive_timeout_seconds=20,
+        graceful_timeout_seconds=7,
+    )
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,7 @@ import msgspec
 import trio
 
 from azuld.http.h1 import (
+    BARE_LF,
     MAX_HEAD_BYTES,
     ProtocolError,
     RequestHead,
@@ -210,6 +211,10 @@ class Connection:
                 while end < 0:
                     if len(buffer) > MAX_HEAD_BYTES:
                         await self.refuse(431, _HEAD_TOO_LARGE)
+                        return None
+                    if buffer.count(b"\n") > buffer.count(b"\r\n"):
+                        # Its lines end with a bare LF: it would never end with CRLF CRLF.
+                        await self.refuse(400, BARE_LF)
                         return None
                     if self.peer_closed:
                         return None

@@ -15,6 +15,7 @@ from itertools import chain
 from typing import NamedTuple
 
 __all__ = [
+    "BARE_LF",
     "MAX_HEAD_BYTES",
     "ChunkedDecoder",
     "ProtocolError",
@@ -26,6 +27,9 @@ __all__ = [
 # The whole request line plus headers; larger heads get 431.
 MAX_HEAD_BYTES = 64 * 1024
 _MAX_CHUNK_LINE_BYTES = 1024
+# RFC 9112 2.2 lets a server take a bare LF as a line end; azuld refuses it, as it refuses every
+# other framing a proxy in front could read differently.
+BARE_LF = "bare LF in the request head: every line must end with CRLF"
 
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # visible ASCII: no spaces, no controls, no raw UTF-8
@@ -56,8 +60,18 @@ _HEADER_LINE = re.compile(
     + _VISIBLE_VALUE_CHAR
     + rb")?)[ \t]*\r\n"
 )
-# The headers that frame the request, of which every other header is skipped at once.
-_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect"})
+# The headers that frame the request (and `Host`, checked), of which every other header is
+# skipped at once.
+_FRAMING_HEADERS = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"expect", b"host"}
+)
+# RFC 9112 3.2: `uri-host [":" port]`, a registered name, IPv4 address or IP literal; empty when
+# the target has no authority.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+;=]*)(?::[0-9]*)?")
+# The trailer section (RFC 9112 7.1.2): header lines, at most as much as a request head, and
+# none of the fields that frame a message (RFC 9110 6.5.1).
+_MAX_TRAILER_BYTES = MAX_HEAD_BYTES
+_FRAMING_TRAILERS = frozenset({b"content-length", b"transfer-encoding"})
 # Status lines by (version, status): built once each.
 _STATUS_LINES: dict[tuple[str, int], bytes] = {}
 
@@ -102,6 +116,8 @@ def parse_request_head(head: bytes) -> RequestHead:
 def _parse_line_by_line(head: bytes) -> RequestHead:
     """`parse_request_head` for any head, with the error the first bad line deserves."""
     lines = head.split(b"\r\n")
+    if any(b"\n" in line for line in lines):
+        raise ProtocolError(400, BARE_LF)
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         raise ProtocolError(400, "malformed request line: expected 'METHOD target HTTP/1.1'")
@@ -137,6 +153,7 @@ def _interpret(
     transfer_encoding: bytes | None = None
     connection = b""
     expect_continue = False
+    host: bytes | None = None
     for raw_name, value in lines:
         name = raw_name.lower()
         headers.append((name, value))
@@ -157,6 +174,16 @@ def _interpret(
             if value.lower() != b"100-continue":
                 raise ProtocolError(417, "only 'Expect: 100-continue' is supported")
             expect_continue = True
+        elif name == b"host":
+            if host is not None:
+                raise ProtocolError(400, "more than one Host header")
+            if not _HOST.fullmatch(value):
+                raise ProtocolError(
+                    400, f"invalid Host header: {value.decode('ascii', 'backslashreplace')!r}"
+                )
+            host = value
+    if host is None and http_version == "1.1":  # RFC 9112 3.2
+        raise ProtocolError(400, "an HTTP/1.1 request needs a Host header")
 
     chunked = False
     if transfer_encoding is not None:
@@ -189,17 +216,18 @@ def _interpret(
 class ChunkedDecoder:
     """Incremental decoder of a chunked request body. `feed` consumes what it can from the front
     of `buffer` and returns the data decoded so far; `done` turns true after the last chunk and
-    its trailers."""
+    its trailers. A line it refuses stays at the front of `buffer`."""
 
     def __init__(self) -> None:
         self.done = False
         self._remaining = 0  # bytes of the current chunk still to read
         self._need_crlf = False  # the CRLF after a chunk's data
         self._in_trailers = False
+        self._trailer_bytes = 0
 
     def feed(self, buffer: bytearray) -> bytes:
         """Raises:
-        ProtocolError: malformed chunk framing (400)."""
+        ProtocolError: malformed chunk framing or trailers (400), trailers over 64 KiB (431)."""
         out: list[bytes] = []
         while not self.done:
             if self._remaining:
@@ -220,14 +248,18 @@ class ChunkedDecoder:
             if end < 0:
                 break
             line = bytes(buffer[:end])
-            del buffer[: end + 2]
             if self._need_crlf:
                 if line:
                     raise ProtocolError(400, "chunked body: chunk data longer than its size")
                 self._need_crlf = False
             elif self._in_trailers:
+                self._trailer_bytes += end + 2
+                if self._trailer_bytes > _MAX_TRAILER_BYTES:
+                    raise ProtocolError(431, "chunked body: trailer section over 64 KiB")
                 if not line:
                     self.done = True
+                else:
+                    _check_trailer(line)
             else:
                 match = _CHUNK_SIZE.fullmatch(line)
                 if match is None:
@@ -235,7 +267,21 @@ class ChunkedDecoder:
                 self._remaining = int(match[1], 16)
                 if self._remaining == 0:
                     self._in_trailers = True
+            del buffer[: end + 2]
         return b"".join(out)
+
+
+def _check_trailer(line: bytes) -> None:
+    """A trailer line is a header line, and not one that frames the message.
+
+    Raises:
+        ProtocolError: it is not (400).
+    """
+    match = _HEADER.fullmatch(line)
+    if match is None or _BAD_VALUE.search(match[2]):
+        raise ProtocolError(400, "chunked body: malformed trailer line")
+    if match[1].lower() in _FRAMING_TRAILERS:
+        raise ProtocolError(400, f"chunked body: {match[1].decode()} cannot be a trailer")
 
 
 def response_head(

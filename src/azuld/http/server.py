@@ -32,6 +32,7 @@ import trio
 from azuld.errors import ConfigError
 from azuld.http.connection import Connection
 from azuld.http.exchange import ASGIApp, Exchange, Message
+from azuld.settings import ServerSettings
 
 __all__ = ["SEND_TIMEOUT_SECONDS", "ServerConfig", "parse_listen", "serve", "ssl_context"]
 
@@ -55,6 +56,23 @@ class ServerConfig:
     backlog: int = 1024
     # Bound already (by azuld's supervisor, for processes sharing a port): listened on instead.
     sockets: tuple[socket.socket, ...] = ()
+
+    @classmethod
+    def from_settings(
+        cls,
+        server: ServerSettings,
+        context: ssl.SSLContext | None = None,
+        sockets: tuple[socket.socket, ...] = (),
+    ) -> ServerConfig:
+        """The one place `[server]` settings become the server's (either server's)."""
+        return cls(
+            listen=server.listen,
+            sockets=sockets,
+            ssl_context=context,
+            graceful_timeout_seconds=server.graceful_timeout_seconds,
+            keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
+            head_timeout_seconds=server.head_timeout_seconds,
+        )
 
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
