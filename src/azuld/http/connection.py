@@ -19,10 +19,9 @@ import msgspec
 import trio
 
 from azuld.http.h1 import (
-    BARE_LF,
-    MAX_HEAD_BYTES,
     ProtocolError,
     RequestHead,
+    find_head_end,
     parse_request_head,
     response_head,
 )
@@ -33,7 +32,6 @@ __all__ = ["DATE", "Connection", "error_body"]
 _RECEIVE_BYTES = 64 * 1024
 # The reader stops reading a connection once this much is waiting (a big upload, pipelining).
 _READ_AHEAD_BYTES = 256 * 1024
-_HEAD_TOO_LARGE = "request head (request line and headers) over 64 KiB"
 
 
 class _Date:
@@ -204,28 +202,22 @@ class Connection:
                 return None
         while buffer.startswith(b"\r\n"):  # stray CRLFs between requests (RFC 9112 2.2)
             del buffer[:2]
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:  # usually the whole head arrives in one read
-            self.head_since = trio.current_time()
-            try:
-                while end < 0:
-                    if len(buffer) > MAX_HEAD_BYTES:
-                        await self.refuse(431, _HEAD_TOO_LARGE)
-                        return None
-                    if buffer.count(b"\n") > buffer.count(b"\r\n"):
-                        # Its lines end with a bare LF: it would never end with CRLF CRLF.
-                        await self.refuse(400, BARE_LF)
-                        return None
-                    if self.peer_closed:
-                        return None
-                    await self.wait_for_data()
-                    while buffer.startswith(b"\r\n"):
-                        del buffer[:2]
-                    end = buffer.find(b"\r\n\r\n")
-            finally:
-                self.head_since = None
-        if end > MAX_HEAD_BYTES:
-            await self.refuse(431, _HEAD_TOO_LARGE)
+        try:
+            end = find_head_end(buffer)
+            if end < 0:  # usually the whole head arrives in one read
+                self.head_since = trio.current_time()
+                try:
+                    while end < 0:
+                        if self.peer_closed:
+                            return None
+                        await self.wait_for_data()
+                        while buffer.startswith(b"\r\n"):
+                            del buffer[:2]
+                        end = find_head_end(buffer)
+                finally:
+                    self.head_since = None
+        except ProtocolError as error:
+            await self.refuse(error.status, error.message)
             return None
         raw = bytes(buffer[:end])
         del buffer[: end + 4]

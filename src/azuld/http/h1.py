@@ -16,10 +16,15 @@ from typing import NamedTuple
 
 __all__ = [
     "BARE_LF",
+    "HEAD_TOO_LARGE",
     "MAX_HEAD_BYTES",
+    "Body",
     "ChunkedDecoder",
+    "Head",
     "ProtocolError",
+    "RequestFramer",
     "RequestHead",
+    "find_head_end",
     "parse_request_head",
     "response_head",
 ]
@@ -30,6 +35,7 @@ _MAX_CHUNK_LINE_BYTES = 1024
 # RFC 9112 2.2 lets a server take a bare LF as a line end; azuld refuses it, as it refuses every
 # other framing a proxy in front could read differently.
 BARE_LF = "bare LF in the request head: every line must end with CRLF"
+HEAD_TOO_LARGE = "request head (request line and headers) over 64 KiB"
 
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # visible ASCII: no spaces, no controls, no raw UTF-8
@@ -94,6 +100,25 @@ class RequestHead(NamedTuple):  # a tuple: built per request, at a third of a fr
     chunked: bool
     keep_alive: bool
     expect_continue: bool
+
+
+def find_head_end(buffer: bytes | bytearray) -> int:
+    """Where the request head at the front of `buffer` ends (the index of its CRLF CRLF), or -1
+    while it may still be arriving. Stray CRLFs before it are the caller's to drop first.
+
+    Raises:
+        ProtocolError: over `MAX_HEAD_BYTES` (431), or its lines end with a bare LF (400: it would
+            never end with CRLF CRLF).
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise ProtocolError(431, HEAD_TOO_LARGE)
+        if buffer.count(b"\n") > buffer.count(b"\r\n"):
+            raise ProtocolError(400, BARE_LF)
+    elif end > MAX_HEAD_BYTES:
+        raise ProtocolError(431, HEAD_TOO_LARGE)
+    return end
 
 
 def parse_request_head(head: bytes) -> RequestHead:
@@ -282,6 +307,97 @@ def _check_trailer(line: bytes) -> None:
         raise ProtocolError(400, "chunked body: malformed trailer line")
     if match[1].lower() in _FRAMING_TRAILERS:
         raise ProtocolError(400, f"chunked body: {match[1].decode()} cannot be a trailer")
+
+
+class Head(NamedTuple):
+    """A request head, and the bytes it took on the wire (stray CRLFs before it not included)."""
+
+    head: RequestHead
+    raw: bytes
+
+
+class Body(NamedTuple):
+    """A piece of a request body (`data`), the bytes it took on the wire (`raw`: with the chunk
+    framing), and whether the request ends with it."""
+
+    data: bytes
+    raw: bytes
+    end: bool
+
+
+class RequestFramer:
+    """The requests in a connection's bytes, split as azuld's server splits them: stray CRLFs
+    dropped, each head found by `find_head_end` and read by `parse_request_head`, each body
+    framed by its Content-Length or by a `ChunkedDecoder`, nothing read after a request that
+    closes the connection. Without I/O: `feed` bytes, then take `next_event` until it says more
+    are needed. The hypercorn front uses it to see every request before hypercorn does, and the
+    tests compare it with other parsers."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.closed = False  # a request that closes the connection was read whole
+        self._head: RequestHead | None = None  # the request whose body is being read
+        self._remaining = 0
+        self._decoder: ChunkedDecoder | None = None
+        self._failure: ProtocolError | None = None
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def next_event(self) -> Head | Body | None:
+        """The next head or piece of body, or None until more bytes are fed (or for good, once
+        `closed`). A request without a body is a `Head` and then an empty, final `Body`.
+
+        Raises:
+            ProtocolError: the bytes cannot be a request (the framer is then of no further use).
+        """
+        buffer = self.buffer
+        if self._failure is not None:
+            raise self._failure
+        if self.closed:
+            return None
+        if self._head is None:
+            while buffer.startswith(b"\r\n"):
+                del buffer[:2]
+            end = find_head_end(buffer)
+            if end < 0:
+                return None
+            raw = bytes(buffer[: end + 4])
+            del buffer[: end + 4]
+            head = parse_request_head(raw[:end])
+            self._head = head
+            self._remaining = head.content_length or 0
+            self._decoder = ChunkedDecoder() if head.chunked else None
+            return Head(head, raw)
+        if self._decoder is not None:
+            before = bytes(buffer)
+            try:
+                data = self._decoder.feed(buffer)
+            except ProtocolError as error:
+                raw = before[: len(before) - len(buffer)]
+                if not raw:
+                    raise
+                # What came before the refused line, for a caller that forwards the wire as
+                # far as it was read; its data is not told apart (the request fails anyway).
+                self._failure = error
+                return Body(b"", raw, False)
+            raw = before[: len(before) - len(buffer)]
+            if not raw:
+                return None
+            return self._body(data, raw, self._decoder.done)
+        if self._remaining and not buffer:
+            return None
+        data = bytes(buffer[: self._remaining])
+        del buffer[: len(data)]
+        self._remaining -= len(data)
+        return self._body(data, data, not self._remaining)
+
+    def _body(self, data: bytes, raw: bytes, end: bool) -> Body:
+        if end:
+            assert self._head is not None
+            self.closed = not self._head.keep_alive
+            self._head = self._decoder = None
+        return Body(data, raw, end)
 
 
 def response_head(
