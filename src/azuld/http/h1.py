@@ -341,6 +341,11 @@ class RequestFramer:
         self._decoder: ChunkedDecoder | None = None
         self._failure: ProtocolError | None = None
 
+    @property
+    def reading_head(self) -> bool:
+        """Between requests: what comes next is a request head (or stray CRLFs)."""
+        return self._head is None and not self.closed and self._failure is None
+
     def feed(self, data: bytes) -> None:
         self.buffer += data
 

@@ -31,8 +31,9 @@ blob bigger than one read of the store; a smaller one is a single send) has its 
 publish has none once its body is in: the events of a client that left are stored all the same.
 
 A watcher never interrupts a `send` (the server's own bookkeeping runs in it; see
-`azuld.service._ShieldedSend`): a fetch replies after its watched scope, and a streaming download
-shields each send, with a deadline. A client that goes away gets no reply and is not counted.
+`azuld.http.hypercorn_server._Front`): a fetch replies after its watched scope, and a streaming
+download shields each send, with a deadline. A client that goes away gets no reply and is not
+counted.
 """
 
 from __future__ import annotations
