@@ -126,7 +126,7 @@ async def open_services(
             _open_event_log(settings) as event_log,
             _open_blob_store(settings, worker) as blobs,
         ):
-            metrics = Metrics()
+            metrics = Metrics(settings.server.metrics_max_label_values)
             if worker is not None:
                 metrics.identify_worker(worker.name)
             dispatcher = Dispatcher(
