@@ -100,6 +100,7 @@ WRONG = {
     "server.worker_port_base": (65500, "expected an integer from 0 to 65472"),
     "server.head_timeout_seconds": (0, "expected a number from 0.1 to 3600"),
     "server.metrics_max_label_values": (0, "expected an integer from 1 to 100000"),
+    "server.rejected_log_lines_per_second": (-1, "expected a number from 0 to 10000"),
     "events.topic_prefix": ("a.b", "expected 1-100 letters, digits, '_' or '-'"),
     "events.default_partitions": (0, "expected an integer from 1 to 10000"),
     "events.kafka_bootstrap": ("kafka1", "expected host:port, or several separated by commas"),

@@ -30,6 +30,7 @@ from cryptography.x509.oid import NameOID
 from azuld.errors import ConfigError
 from azuld.http import connection as connection_module
 from azuld.http import hypercorn_server
+from azuld.http.rejections import REJECTIONS
 from azuld.http.server import ServerConfig, parse_listen, serve, ssl_context
 from azuld.settings import load_settings
 
@@ -762,6 +763,32 @@ async def test_ambiguous_framing_is_refused_and_nothing_after_it_is_served(
     assert (response.status, response.header(b"connection")) == (status, b"close")
     assert detail in response.json()["detail"]
     assert not app.scopes
+
+
+async def test_refusals_before_the_app_are_logged(
+    either: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    REJECTIONS.__init__()  # type: ignore[misc]  # its bucket full: other tests used it
+    with trio.fail_after(5):
+        async with either.connect() as client:
+            await client.send(b"GET /echo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+            assert (await client.response()).status == 400
+        async with either.connect() as client:
+            await client.send(
+                b"POST /echo HTTP/1.1\r\nHost: t\r\nUser-Agent: probe/1\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\nzz\r\n"
+            )
+            assert (await client.response()).status == 400
+    lines = [r for r in caplog.records if r.name == "azuld.http.rejected"]
+    assert lines[0].levelno == logging.WARNING
+    assert lines[0].getMessage() == (
+        'rejected - - 400 from 127.0.0.1 ua="-" request_id=-: more than one Host header'
+    )
+    if either.kind == "azuld":  # hypercorn answers a malformed body itself
+        assert lines[1].getMessage() == (
+            'rejected POST /echo 400 from 127.0.0.1 ua="probe/1" request_id=-: '
+            "chunked body: malformed chunk size"
+        )
 
 
 async def test_a_refusal_comes_after_the_answers_before_it(either: Running, app: App) -> None:

@@ -25,6 +25,7 @@ from azuld.http.h1 import (
     parse_request_head,
     response_head,
 )
+from azuld.http.rejections import REJECTIONS, Rejection
 from azuld.models.responses import ErrorBody
 
 __all__ = ["DATE", "Connection", "error_body"]
@@ -229,7 +230,12 @@ class Connection:
             return None
 
     async def refuse(self, status: int, detail: str) -> None:
-        """Answer a request that never reached the app, then the connection closes."""
+        """Answer a request that never reached the app (and log it), then the connection
+        closes."""
+        client = self.client[0] if self.client else "-"
+        REJECTIONS.record(
+            Rejection("-", "-", status, detail, client, before_the_app=True), trio.current_time()
+        )
         body = error_body(status, "bad request" if status == 400 else "refused", detail)
         head = response_head(
             status,

@@ -45,6 +45,7 @@ from hypercorn.utils import LifespanFailureError, wrap_app
 from azuld.errors import ConfigError
 from azuld.http.connection import error_body
 from azuld.http.h1 import Head, ProtocolError, RequestFramer, RequestHead
+from azuld.http.rejections import REJECTIONS, Rejection
 from azuld.http.server import ServerConfig, listen_on
 
 __all__ = ["REFUSAL_PATH", "hypercorn_config", "serve"]
@@ -94,7 +95,7 @@ class _Front:
         if scope["type"] == "http" and scope["path"] == REFUSAL_PATH:
             for name, value in scope["headers"]:
                 if name == _REFUSAL_HEADER:
-                    await _answer_refusal(send, value)
+                    await _answer_refusal(send, value, scope.get("client"))
                     return
 
         async def shielded_send(message: Message) -> None:
@@ -108,9 +109,13 @@ class _Front:
         await self.app(scope, receive, shielded_send)
 
 
-async def _answer_refusal(send: Any, refusal: bytes) -> None:
+async def _answer_refusal(send: Any, refusal: bytes, client: Any) -> None:
     status, _, reason = refusal.decode("ascii").partition(" ")
     code = int(status)
+    REJECTIONS.record(
+        Rejection("-", "-", code, reason, client[0] if client else "-", before_the_app=True),
+        trio.current_time(),
+    )
     body = error_body(code, "bad request" if code == 400 else "refused", reason)
     headers = [
         (b"content-type", b"application/json; charset=utf-8"),
