@@ -160,8 +160,6 @@ def json_twin_records(model: str, events: list[Any]) -> list[dict[str, Any]]:
         msgspec.json.encode(events),
         prefix="azul",
         max_events=100,
-        configs={},
-        replay_min_runtime_seconds=None,
     )
     return [without_key(msgspec.json.decode(record.value)) for record in post.records]
 

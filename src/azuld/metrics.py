@@ -1,25 +1,150 @@
-"""Prometheus metrics, one registry per running daemon (so tests can run several in a process)."""
+"""Prometheus metrics, one registry per running daemon (so tests can run several in a process).
+
+Label values that clients choose are bounded, so that `/metrics` cannot be grown without end
+(5,000 made-up authors once took it from 31 KB to 1.5 MB): plugin names, authors and plugin keys
+are kept for the first `max_label_values` distinct values of each (`LabelBudget`, shared by every
+metric with that label), and later ones are counted under `other` (gauges of later plugin keys
+are not exported: a last-writer-wins mix under `other` would mislead; `/api/azuld/v1/plugins` has
+every key). Models and HTTP methods outside the known sets are `other` too; routes are the route
+table's rules (`unmatched` for the rest), statuses the app's own. Every value folded is counted in
+`azuld_metric_labels_folded_total`.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["Metrics"]
+from azuld.models.events import MODELS
+
+__all__ = ["OTHER", "KnownValues", "LabelBudget", "Metrics"]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
+# The value that stands for every value past a label's bound.
+OTHER = "other"
+# RFC 9110's methods; any other token a client sends is `other`.
+_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"}
+)
+
+
+class _Bound(Protocol):
+    name: str
+
+    def admit(self, value: str) -> bool: ...
+
+
+class LabelBudget:
+    """The first `limit` distinct values of one label a client chooses, kept as they are."""
+
+    __slots__ = ("_kept", "limit", "name")
+
+    def __init__(self, name: str, limit: int) -> None:
+        self.name = name
+        self.limit = limit
+        self._kept: set[str] = set()
+
+    def admit(self, value: str) -> bool:
+        kept = self._kept
+        if value in kept:
+            return True
+        if len(kept) < self.limit and value != OTHER:
+            kept.add(value)
+            return True
+        return False
+
+
+class KnownValues:
+    """A label whose values are a known set (models): anything else is not kept."""
+
+    __slots__ = ("name", "values")
+
+    def __init__(self, name: str, values: Sequence[str]) -> None:
+        self.name = name
+        self.values = frozenset(values)
+
+    def admit(self, value: str) -> bool:
+        return value in self.values
+
+
+class _Folding:
+    """What the bounded metrics share: each label's bound (None: not bounded) and the counter
+    of folded values."""
+
+    def __init__(self, bounds: tuple[_Bound | None, ...], folded: Counter) -> None:
+        self.bounds = bounds
+        self.folded = folded
+
+    def map(self, values: tuple[str, ...]) -> tuple[str, ...]:
+        """`values` with every one its bound does not keep replaced by `OTHER`."""
+        mapped = values
+        for index, bound in enumerate(self.bounds):
+            if bound is not None and not bound.admit(values[index]):
+                self.folded.labels(bound.name).inc()
+                mapped = (*mapped[:index], OTHER, *mapped[index + 1 :])
+        return mapped
+
+
+class _BoundedCounter(Counter):
+    _folding: _Folding | None = None  # set on the parent metric; its children have none
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        folding = self._folding
+        if folding is not None and values:
+            values = folding.map(tuple(str(value) for value in values))
+        return super().labels(*values, **named)
+
+
+class _BoundedGauge(Gauge):
+    """A gauge whose label sets past a bound are not exported (their sets go nowhere)."""
+
+    _folding: _Folding | None = None
+    _nowhere: Gauge | None = None
+
+    def labels(self, *values: Any, **named: Any) -> Any:
+        folding = self._folding
+        if folding is not None and values:
+            strings = tuple(str(value) for value in values)
+            if folding.map(strings) != strings:
+                return self._nowhere
+        return super().labels(*values, **named)
+
 
 class Metrics:
-    """Every metric azuld exports. Label values are plugin names, models, routes: bounded sets."""
+    """Every metric azuld exports, with the label values clients choose bounded (see above)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_label_values: int = 500) -> None:
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
         self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.labels_folded = Counter(
+            "azuld_metric_labels_folded_total",
+            "Metric updates whose label value was past its bound (server.metrics_max_label_values"
+            " for names), counted under `other` or, for gauges, not exported",
+            ["label"],
+            registry=r,
+        )
+        plugin = LabelBudget("plugin", max_label_values)
+        author = LabelBudget("author", max_label_values)
+        plugin_key = LabelBudget("plugin_key", max_label_values)
+        model = KnownValues("model", MODELS)
+
+        def counter(name: str, doc: str, labels: list[str], *bounds: _Bound | None) -> Any:
+            metric = _BoundedCounter(name, doc, labels, registry=r)
+            metric._folding = _Folding(bounds, self.labels_folded)
+            return metric
+
+        def gauge(name: str, doc: str, labels: list[str], *bounds: _Bound | None) -> Any:
+            metric = _BoundedGauge(name, doc, labels, registry=r)
+            metric._folding = _Folding(bounds, self.labels_folded)
+            metric._nowhere = Gauge(name, doc, registry=None)  # its values go nowhere
+            return metric
+
         self.http_requests = Counter(
             "azuld_http_requests_total",
             "HTTP requests by route, method and status code",
@@ -33,43 +158,49 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.fetched = Counter(
+        self.fetched = counter(
             "azuld_events_fetched_total",
             "Events handed to plugins",
             ["plugin", "model"],
-            registry=r,
+            plugin,
+            model,
         )
-        self.filtered = Counter(
+        self.filtered = counter(
             "azuld_events_filtered_total",
             "Events skipped for a plugin, by filter",
             ["plugin", "model", "filter"],
-            registry=r,
+            plugin,
+            model,
+            None,
         )
-        self.published = Counter(
+        self.published = counter(
             "azuld_events_published_total",
             "Events stored, by model and author",
             ["model", "author"],
-            registry=r,
+            model,
+            author,
         )
-        self.finished = Counter(
+        self.finished = counter(
             "azuld_jobs_finished_total",
             "Jobs ended, by plugin and job state",
             ["plugin", "state"],
-            registry=r,
+            plugin,
+            None,
         )
-        self.not_stored = Counter(
+        self.not_stored = counter(
             "azuld_statuses_not_stored_total",
             "Final statuses acknowledged but not stored: their job's was already (a plugin that "
             "posted again, or a job offered again after its dispatcher died)",
             ["plugin"],
-            registry=r,
+            plugin,
         )
-        self.multiplugin_statuses = Counter(
+        self.multiplugin_statuses = counter(
             "azuld_multiplugin_statuses_total",
             "Final statuses of a runner plugin's multiplugins (they do not end the job), by the "
             "plugin key's plugin and state",
             ["plugin", "state"],
-            registry=r,
+            plugin,
+            None,
         )
         self.handed_over = Counter(
             "azuld_leases_handed_over_total",
@@ -78,35 +209,36 @@ class Metrics:
             ["direction"],
             registry=r,
         )
-        self.leases_expired = Counter(
+        self.leases_expired = counter(
             "azuld_leases_expired_total",
             "Leases that ran out without a heartbeat or status",
             ["plugin"],
-            registry=r,
+            plugin,
         )
-        self.in_flight = Gauge(
+        self.in_flight = gauge(
             "azuld_leases_in_flight",
             "Jobs leased to plugins right now",
             ["plugin_key"],
-            registry=r,
+            plugin_key,
         )
-        self.lag = Gauge(
+        self.lag = gauge(
             "azuld_lag_events",
             "Events not yet finished, per plugin key and lane",
             ["plugin_key", "lane"],
-            registry=r,
+            plugin_key,
+            None,
         )
-        self.replay_hits = Counter(
+        self.replay_hits = counter(
             "azuld_replay_cache_hits_total",
             "Jobs answered from the result replay cache instead of running the plugin",
             ["plugin"],
-            registry=r,
+            plugin,
         )
-        self.replay_saved_seconds = Counter(
+        self.replay_saved_seconds = counter(
             "azuld_replay_cache_saved_seconds_total",
             "Plugin run time the replay cache saved (the first run's runtime)",
             ["plugin"],
-            registry=r,
+            plugin,
         )
         self.upload_bytes = Counter(
             "azuld_upload_bytes_total", "Bytes received in blob uploads", registry=r
@@ -135,21 +267,29 @@ class Metrics:
         return generate_latest(self.registry)
 
     def child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, looked up once: `labels()` costs more than the update."""
+        """`metric.labels(*labels)`, looked up once: `labels()` costs more than the update.
+        Only label sets kept as they are are remembered (so the folded ones cost no memory)."""
         key = (metric, labels)
         found = self._children.get(key)
         if found is None:
-            found = self._children[key] = metric.labels(*labels)
+            found = metric.labels(*labels)
+            folding: _Folding | None = getattr(metric, "_folding", None)
+            if folding is None or folding.map(labels) == labels:
+                self._children[key] = found
         return found
 
     def http_children(self, route: str, method: str, status: int) -> tuple[Any, Any]:
         """(`http_requests` child, `http_latency` child) of a request: one lookup per request
-        instead of two `child` calls (routes, methods and statuses are bounded sets)."""
+        instead of two `child` calls. Routes are the table's rules (or `unmatched`), statuses
+        the app's; a method outside RFC 9110's is `other`."""
         key = (route, method, status)
         found = self._http_children.get(key)
         if found is None:
-            found = self._http_children[key] = (
-                self.child(self.http_requests, route, method, str(status)),
+            label = method if method in _METHODS else OTHER
+            found = (
+                self.child(self.http_requests, route, label, str(status)),
                 self.child(self.http_latency, route),
             )
+            if label == method:
+                self._http_children[key] = found
         return found

@@ -27,13 +27,11 @@ from typing import Any
 
 import trio
 import trio_asyncio
-from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from azuld.backends.embedded import open_embedded_log
 from azuld.dispatch import TICK_SECONDS, Dispatcher
 from azuld.errors import ConfigError
-from azuld.http import Services, create_app
+from azuld.http import Services, create_app, hypercorn_server
 from azuld.http import server as http_server
 from azuld.http.auth import Authorizer
 from azuld.logs import set_level
@@ -46,27 +44,9 @@ from azuld.storage.local import LocalBlobStore
 from azuld.systemd import notify, watchdog_interval_seconds
 from azuld.topics import topic_spec
 
-__all__ = ["hypercorn_config", "open_services", "serve"]
+__all__ = ["open_services", "serve"]
 
 log = logging.getLogger(__name__)
-
-
-def hypercorn_config(settings: Settings) -> HypercornConfig:
-    """The one place azuld settings become hypercorn settings."""
-    config = HypercornConfig()
-    config.bind = [settings.server.listen]
-    config.accesslog = None
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.graceful_timeout = settings.server.graceful_timeout_seconds
-    # Many plugins connecting at once (a fleet restarting) should not wait on a short queue.
-    config.backlog = 1024
-    if settings.server.tls_certfile:
-        # HTTPS (and HTTP/2 through ALPN) with hypercorn's own TLS.
-        config.certfile = settings.server.tls_certfile
-        config.keyfile = settings.server.tls_keyfile or None
-    # Long-polls may hold a request for `max_deadline_seconds`; keep idle connections a while.
-    config.keep_alive_timeout = settings.server.keep_alive_timeout_seconds
-    return config
 
 
 def _log_asyncio_error(loop: object, context: dict[str, object]) -> None:
@@ -146,7 +126,7 @@ async def open_services(
             _open_event_log(settings) as event_log,
             _open_blob_store(settings, worker) as blobs,
         ):
-            metrics = Metrics()
+            metrics = Metrics(settings.server.metrics_max_label_values)
             if worker is not None:
                 metrics.identify_worker(worker.name)
             dispatcher = Dispatcher(
@@ -300,25 +280,6 @@ async def serve(
     return daemon.stop_reason
 
 
-class _ShieldedSend:
-    """ASGI wrapper: each `send` is shielded from the request's cancellation, with a deadline
-    of its own. quart-trio cancels the app when the client disconnects, which would also cancel
-    hypercorn's close and keep-alive bookkeeping running inside `send`: connections a client
-    left open were then never closed (`Connection: close` ignored, idle timeout never fired)."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def shielded_send(message: Any) -> None:
-            with trio.CancelScope(
-                shield=True, deadline=trio.current_time() + http_server.SEND_TIMEOUT_SECONDS
-            ):
-                await send(message)
-
-        await self.app(scope, receive, shielded_send)
-
-
 async def _serve_http(
     app: Any,
     settings: Settings,
@@ -336,30 +297,16 @@ async def _serve_http(
             naming the address.
     """
     server = settings.server
+    hypercorn = server.http_server == "hypercorn"
     context = None
-    if server.tls_certfile and server.http_server == "azuld":
-        context = http_server.ssl_context(server.tls_certfile, server.tls_keyfile)
+    if server.tls_certfile:  # hypercorn also speaks HTTP/2, chosen through ALPN
+        alpn = ("h2", "http/1.1") if hypercorn else ("http/1.1",)
+        context = http_server.ssl_context(server.tls_certfile, server.tls_keyfile, alpn)
+    config = http_server.ServerConfig.from_settings(server, context, tuple(sockets))
+    serve_http = hypercorn_server.serve if hypercorn else http_server.serve
     started = _Started(task_status)
     try:
-        if server.http_server == "hypercorn":
-            config = hypercorn_config(settings)
-            if sockets:
-                config.bind = [f"fd://{sock.detach()}" for sock in sockets]
-            await hypercorn_serve(
-                _ShieldedSend(app),
-                config,
-                shutdown_trigger=shutdown.wait,
-                task_status=started,
-            )
-        else:
-            server_config = http_server.ServerConfig(
-                listen=server.listen,
-                sockets=tuple(sockets),
-                ssl_context=context,
-                graceful_timeout_seconds=server.graceful_timeout_seconds,
-                keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
-            )
-            await http_server.serve(app, server_config, shutdown=shutdown, task_status=started)
+        await serve_http(app, config, shutdown=shutdown, task_status=started)
     except (OSError, BaseExceptionGroup) as exc:
         bind_error = None if started.done else find_bind_error(exc)
         if bind_error is None:

@@ -82,6 +82,9 @@ class ServerSettings:
     processes: int = setting(1, check=checks.between(1, checks.MAX_PROCESSES))
     # 0: none. Else worker k (0 to processes - 1) also listens on its own port, this + k.
     worker_port_base: int = setting(0, check=checks.between(0, 65536 - checks.MAX_PROCESSES))
+    head_timeout_seconds: float = setting(30.0, check=checks.between(0.1, 3600))
+    metrics_max_label_values: int = setting(500, check=checks.between(1, 100_000))
+    rejected_log_lines_per_second: float = setting(10.0, check=checks.between(0, 10_000))
 
 
 @dataclass(frozen=True, slots=True)

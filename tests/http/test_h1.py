@@ -7,6 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from azuld.http.h1 import (
+    MAX_HEAD_BYTES,
     ChunkedDecoder,
     ProtocolError,
     RequestHead,
@@ -91,7 +92,8 @@ def test_bad_request_line(line: bytes, status: int) -> None:
     ],
 )
 def test_header_line(line: bytes, expected: tuple[bytes, bytes]) -> None:
-    assert parse_request_head(head(b"GET / HTTP/1.1", line)).headers == [expected]
+    # HTTP/1.0: a request without `Host` is allowed there.
+    assert parse_request_head(head(b"GET / HTTP/1.0", line)).headers == [expected]
 
 
 def test_headers_keep_their_order_and_repeats() -> None:
@@ -130,6 +132,62 @@ def test_headers_keep_their_order_and_repeats() -> None:
 )
 def test_bad_header_line(line: bytes) -> None:
     assert refused(head(b"GET / HTTP/1.1", b"Host: h", line)) == 400
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\nHost: h",
+        b"GET / HTTP/1.1\r\nHost: h\nX-A: b",
+        b"GET / HTTP/1.1\r\nX-A: b\n\r\nHost: h",
+    ],
+)
+def test_bare_lf_is_named(raw: bytes) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request_head(raw)
+    assert (caught.value.status, caught.value.message) == (
+        400,
+        "bare LF in the request head: every line must end with CRLF",
+    )
+
+
+# -- Host (RFC 9112 3.2) ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("version", "lines", "message"),
+    [
+        (b"HTTP/1.1", [], "an HTTP/1.1 request needs a Host header"),
+        (b"HTTP/1.1", [b"X-Host: h"], "an HTTP/1.1 request needs a Host header"),
+        (b"HTTP/1.1", [b"Host: a", b"Host: b"], "more than one Host header"),
+        (b"HTTP/1.1", [b"Host: a", b"host: a"], "more than one Host header"),
+        (b"HTTP/1.0", [b"Host: a", b"Host: a"], "more than one Host header"),
+        (b"HTTP/1.1", [b"Host: a b"], "invalid Host header: 'a b'"),
+        (b"HTTP/1.1", [b"Host: a/b"], "invalid Host header: 'a/b'"),
+        (b"HTTP/1.1", [b"Host: a@b"], "invalid Host header: 'a@b'"),
+        (b"HTTP/1.1", [b"Host: a:b"], "invalid Host header: 'a:b'"),
+        (b"HTTP/1.1", [b"Host: a, b"], "invalid Host header: 'a, b'"),
+        (b"HTTP/1.1", [b"Host: [::1"], "invalid Host header: '[::1'"),
+        (b"HTTP/1.1", [b"Host: caf\xc3\xa9"], "invalid Host header: 'caf\\\\xc3\\\\xa9'"),
+    ],
+)
+def test_host_is_required_once(version: bytes, lines: list[bytes], message: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_request_head(head(b"GET / " + version, *lines))
+    assert (caught.value.status, caught.value.message) == (400, message)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"example", b"example.com:8111", b"127.0.0.1", b"[::1]:80", b"[::1]", b"h:", b"x-y_z.~", b""],
+)
+def test_valid_hosts(value: bytes) -> None:
+    parsed = parse_request_head(head(b"GET / HTTP/1.1", b"Host: " + value))
+    assert parsed.headers == [(b"host", value)]
+
+
+def test_http_1_0_needs_no_host() -> None:
+    assert parse_request_head(b"GET / HTTP/1.0").headers == []
 
 
 # -- bodies: Content-Length and Transfer-Encoding ---------------------------------------------
@@ -333,12 +391,54 @@ def test_chunked(decode: Decode, wire: bytes, data: bytes, done: bool, rest: byt
         b"3;" + b"x" * 2000 + b"\r\nabc\r\n0\r\n\r\n",  # overlong size line
         b"0" * 2000 + b"3\r\nabc\r\n0\r\n\r\n",
         b"3\r\nabc\r\n0\r\nX-Trailer: " + b"x" * 2000 + b"\r\n\r\n",  # overlong trailer line
+        # Trailer lines are header lines (RFC 9112 7.1.2), checked as such.
+        b"3\r\nabc\r\n0\r\nGET / HTTP/1.1\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nX-Nul: a\x00b\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nno colon\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nX-A: 1\r\n folded\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nX-Bare: a\rb\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nX-Bare: a\nb\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nX A: b\r\n\r\n",
+        # Framing fields cannot be trailers (RFC 9110 6.5.1).
+        b"3\r\nabc\r\n0\r\nContent-Length: 3\r\n\r\n",
+        b"3\r\nabc\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
     ],
 )
 def test_bad_chunked(decode: Decode, wire: bytes) -> None:
     with pytest.raises(ProtocolError) as caught:
         decode(wire)
     assert caught.value.status == 400
+
+
+@DECODERS
+def test_the_trailer_section_is_bounded(decode: Decode) -> None:
+    line = b"X-Trailer: " + b"t" * 100 + b"\r\n"
+    fits = b"0\r\n" + line * (MAX_HEAD_BYTES // len(line)) + b"\r\n"
+    assert decode(fits) == (b"", True, b"")
+    with pytest.raises(ProtocolError) as caught:
+        decode(b"0\r\n" + line * (MAX_HEAD_BYTES // len(line) + 1) + b"\r\n")
+    assert (caught.value.status, caught.value.message) == (
+        431,
+        "chunked body: trailer section over 64 KiB",
+    )
+
+
+@pytest.mark.parametrize(
+    ("wire", "rest"),
+    [
+        (b"3\r\nabc\r\nzz\r\n", b"zz\r\n"),
+        (b"3\r\nabcd\r\n", b"d\r\n"),
+        (b"0\r\nX-A: 1\r\nbad\r\n\r\n", b"bad\r\n\r\n"),
+    ],
+)
+def test_a_refused_line_is_left_in_the_buffer(wire: bytes, rest: bytes) -> None:
+    """What came before the refused line was consumed; the line itself was not (the hypercorn
+    guard forwards exactly what the decoder consumed)."""
+    decoder = ChunkedDecoder()
+    buffer = bytearray(wire)
+    with pytest.raises(ProtocolError):
+        decoder.feed(buffer)
+    assert bytes(buffer) == rest
 
 
 def test_chunk_size_line_without_its_crlf_is_bounded() -> None:

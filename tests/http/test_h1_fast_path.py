@@ -103,7 +103,8 @@ def test_paths_agree_on_random_heads() -> None:
             start = rng.choice(
                 [b"GET / HTTP/1.1", b"POST /x HTTP/1.0", b"GET /", b"PUT * HTTP/1.1"]
             )
-            lines = [_random_line(rng) for _ in range(rng.randrange(5))]
+            lines = [b"Host: h"] * rng.randrange(2)  # HTTP/1.1 needs one
+            lines += [_random_line(rng) for _ in range(rng.randrange(5))]
             head = b"\r\n".join([start, *lines])
         else:
             head = b"".join(rng.choices(_PIECES, k=rng.randrange(12)))

@@ -19,12 +19,14 @@ from azuld.core.validation import SHA256_PATTERN
 from azuld.errors import AzuldError, BadRequest
 from azuld.http.auth import Access
 from azuld.http.hot import HotRoutes
+from azuld.http.rejections import REJECTIONS
 from azuld.http.routes import NO_ROUTE, ROUTES, QuartView
 from azuld.http.steps import (
     ERROR_CONTENT_TYPE,
     Services,
     authorize,
     error_reply,
+    record_rejection,
     record_request,
     take_request_id,
 )
@@ -35,6 +37,7 @@ __all__ = ["create_app"]
 def create_app(svc: Services) -> QuartTrio:
     """The app serving every route over `svc`."""
     app = QuartTrio("azuld")
+    REJECTIONS.configure(svc.settings.server.rejected_log_lines_per_second)
     app.config["MAX_CONTENT_LENGTH"] = svc.settings.server.max_event_body_bytes
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
     get_rules = {route.rule for route in ROUTES if route.method == "GET"}
@@ -62,10 +65,21 @@ def create_app(svc: Services) -> QuartTrio:
 
     async def finish_request(response: Response) -> Response:
         started = getattr(g, "started", None)
+        route = request.url_rule.rule if request.url_rule is not None else "unmatched"
         if started is not None:
-            route = request.url_rule.rule if request.url_rule is not None else "unmatched"
             record_request(svc, route, request.method, response.status_code, started)
-        response.headers["X-Request-Id"] = getattr(g, "request_id", "")
+        request_id = getattr(g, "request_id", "")
+        if 400 <= response.status_code < 500:
+            record_rejection(
+                route,
+                request.method,
+                response.status_code,
+                getattr(g, "rejection", ""),
+                request.remote_addr or "-",
+                request.headers.get("User-Agent", ""),
+                request_id or "-",
+            )
+        response.headers["X-Request-Id"] = request_id
         return response
 
     app.before_request(start_request)
@@ -94,6 +108,7 @@ async def _served_in_front(**parts: str) -> Response:
 
 async def _error_response(error: Exception) -> Response:
     reply = error_reply(_misrouted_upload(error))
+    g.rejection = reply.detail  # for the log line of a 4xx (`finish_request`)
     response = Response(
         reply.body,
         status=reply.status,

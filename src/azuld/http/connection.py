@@ -19,12 +19,13 @@ import msgspec
 import trio
 
 from azuld.http.h1 import (
-    MAX_HEAD_BYTES,
     ProtocolError,
     RequestHead,
+    find_head_end,
     parse_request_head,
     response_head,
 )
+from azuld.http.rejections import REJECTIONS, Rejection
 from azuld.models.responses import ErrorBody
 
 __all__ = ["DATE", "Connection", "error_body"]
@@ -32,7 +33,6 @@ __all__ = ["DATE", "Connection", "error_body"]
 _RECEIVE_BYTES = 64 * 1024
 # The reader stops reading a connection once this much is waiting (a big upload, pipelining).
 _READ_AHEAD_BYTES = 256 * 1024
-_HEAD_TOO_LARGE = "request head (request line and headers) over 64 KiB"
 
 
 class _Date:
@@ -203,24 +203,22 @@ class Connection:
                 return None
         while buffer.startswith(b"\r\n"):  # stray CRLFs between requests (RFC 9112 2.2)
             del buffer[:2]
-        end = buffer.find(b"\r\n\r\n")
-        if end < 0:  # usually the whole head arrives in one read
-            self.head_since = trio.current_time()
-            try:
-                while end < 0:
-                    if len(buffer) > MAX_HEAD_BYTES:
-                        await self.refuse(431, _HEAD_TOO_LARGE)
-                        return None
-                    if self.peer_closed:
-                        return None
-                    await self.wait_for_data()
-                    while buffer.startswith(b"\r\n"):
-                        del buffer[:2]
-                    end = buffer.find(b"\r\n\r\n")
-            finally:
-                self.head_since = None
-        if end > MAX_HEAD_BYTES:
-            await self.refuse(431, _HEAD_TOO_LARGE)
+        try:
+            end = find_head_end(buffer)
+            if end < 0:  # usually the whole head arrives in one read
+                self.head_since = trio.current_time()
+                try:
+                    while end < 0:
+                        if self.peer_closed:
+                            return None
+                        await self.wait_for_data()
+                        while buffer.startswith(b"\r\n"):
+                            del buffer[:2]
+                        end = find_head_end(buffer)
+                finally:
+                    self.head_since = None
+        except ProtocolError as error:
+            await self.refuse(error.status, error.message)
             return None
         raw = bytes(buffer[:end])
         del buffer[: end + 4]
@@ -232,7 +230,12 @@ class Connection:
             return None
 
     async def refuse(self, status: int, detail: str) -> None:
-        """Answer a request that never reached the app, then the connection closes."""
+        """Answer a request that never reached the app (and log it), then the connection
+        closes."""
+        client = self.client[0] if self.client else "-"
+        REJECTIONS.record(
+            Rejection("-", "-", status, detail, client, before_the_app=True), trio.current_time()
+        )
         body = error_body(status, "bad request" if status == 400 else "refused", detail)
         head = response_head(
             status,

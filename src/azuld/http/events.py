@@ -17,6 +17,7 @@ from azuld.core.keys import random_hex
 from azuld.dispatch import FetchResult
 from azuld.errors import NotFound
 from azuld.http.asgi import Front, Query, Reply, Request, bytes_reply
+from azuld.http.nesting import check_nesting
 from azuld.models.avro import bulk_record
 
 __all__ = [
@@ -69,9 +70,14 @@ def encode_fetch_reply(result: FetchResult, *, avro: bool = False) -> tuple[byte
 async def _publish(front: Front, request: Request, model: str) -> Reply:
     body = await front.read_body(request)
     include_ok = request.query.get("include_ok") in _TRUE_LITERAL
-    result = await front.svc.dispatcher.publish(
-        model, body, include_ok=include_ok, avro=posted_in_avro(request.query)
-    )
+    avro = posted_in_avro(request.query)
+    if not avro:  # refused before a deep decode could run out of stack (Avro has no nesting)
+        check_nesting(
+            body,
+            what="ensure events were in json format: event message",
+            title="PostEvent TransformEvents invalid events",
+        )
+    result = await front.svc.dispatcher.publish(model, body, include_ok=include_ok, avro=avro)
     return bytes_reply(_JSON, msgspec.json.encode(result))
 
 

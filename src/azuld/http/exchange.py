@@ -17,6 +17,7 @@ import trio
 
 from azuld.http.connection import DATE, Connection, error_body
 from azuld.http.h1 import ChunkedDecoder, ProtocolError, RequestHead, response_head
+from azuld.http.rejections import REJECTIONS, Rejection
 
 __all__ = ["ASGIApp", "Exchange", "Host", "Message"]
 
@@ -149,13 +150,12 @@ class Exchange:
             self._declared_length = None
             self._no_body = self.head.method == "HEAD"
             if self.body_error is not None:
-                bad = self.body_error
-                await self._send_error(bad.status, "bad request", bad.message)
+                await self._refuse_body(self.body_error)
             else:
                 await self._send_error(500, "internal error", "the error was logged")
             return False
         if self.body_error is not None and not self.response_started:
-            await self._send_error(self.body_error.status, "bad request", self.body_error.message)
+            await self._refuse_body(self.body_error)
             return False
         if not self.response_started:
             if connection.peer_closed:
@@ -169,6 +169,24 @@ class Exchange:
             await self._linger()
             return False
         return self.keep_alive and not self.host.draining
+
+    async def _refuse_body(self, error: ProtocolError) -> None:
+        """Answer a request whose body was malformed (and log it)."""
+        head, connection = self.head, self.connection
+        user_agent = next((v for k, v in head.headers if k == b"user-agent"), b"-")
+        REJECTIONS.record(
+            Rejection(
+                head.method,
+                head.target.partition(b"?")[0].decode("ascii"),
+                error.status,
+                error.message,
+                connection.client[0] if connection.client else "-",
+                user_agent.decode("latin-1"),
+                before_the_app=True,
+            ),
+            trio.current_time(),
+        )
+        await self._send_error(error.status, "bad request", error.message)
 
     async def _send_error(self, status: int, title: str, detail: str) -> None:
         self.keep_alive = False

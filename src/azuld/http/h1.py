@@ -15,10 +15,16 @@ from itertools import chain
 from typing import NamedTuple
 
 __all__ = [
+    "BARE_LF",
+    "HEAD_TOO_LARGE",
     "MAX_HEAD_BYTES",
+    "Body",
     "ChunkedDecoder",
+    "Head",
     "ProtocolError",
+    "RequestFramer",
     "RequestHead",
+    "find_head_end",
     "parse_request_head",
     "response_head",
 ]
@@ -26,6 +32,10 @@ __all__ = [
 # The whole request line plus headers; larger heads get 431.
 MAX_HEAD_BYTES = 64 * 1024
 _MAX_CHUNK_LINE_BYTES = 1024
+# RFC 9112 2.2 lets a server take a bare LF as a line end; azuld refuses it, as it refuses every
+# other framing a proxy in front could read differently.
+BARE_LF = "bare LF in the request head: every line must end with CRLF"
+HEAD_TOO_LARGE = "request head (request line and headers) over 64 KiB"
 
 _METHOD = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TARGET = re.compile(rb"[\x21-\x7e]+")  # visible ASCII: no spaces, no controls, no raw UTF-8
@@ -56,8 +66,18 @@ _HEADER_LINE = re.compile(
     + _VISIBLE_VALUE_CHAR
     + rb")?)[ \t]*\r\n"
 )
-# The headers that frame the request, of which every other header is skipped at once.
-_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"expect"})
+# The headers that frame the request (and `Host`, checked), of which every other header is
+# skipped at once.
+_FRAMING_HEADERS = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"expect", b"host"}
+)
+# RFC 9112 3.2: `uri-host [":" port]`, a registered name, IPv4 address or IP literal; empty when
+# the target has no authority.
+_HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+;=]*)(?::[0-9]*)?")
+# The trailer section (RFC 9112 7.1.2): header lines, at most as much as a request head, and
+# none of the fields that frame a message (RFC 9110 6.5.1).
+_MAX_TRAILER_BYTES = MAX_HEAD_BYTES
+_FRAMING_TRAILERS = frozenset({b"content-length", b"transfer-encoding"})
 # Status lines by (version, status): built once each.
 _STATUS_LINES: dict[tuple[str, int], bytes] = {}
 
@@ -82,6 +102,25 @@ class RequestHead(NamedTuple):  # a tuple: built per request, at a third of a fr
     expect_continue: bool
 
 
+def find_head_end(buffer: bytes | bytearray) -> int:
+    """Where the request head at the front of `buffer` ends (the index of its CRLF CRLF), or -1
+    while it may still be arriving. Stray CRLFs before it are the caller's to drop first.
+
+    Raises:
+        ProtocolError: over `MAX_HEAD_BYTES` (431), or its lines end with a bare LF (400: it would
+            never end with CRLF CRLF).
+    """
+    end = buffer.find(b"\r\n\r\n")
+    if end < 0:
+        if len(buffer) > MAX_HEAD_BYTES:
+            raise ProtocolError(431, HEAD_TOO_LARGE)
+        if buffer.count(b"\n") > buffer.count(b"\r\n"):
+            raise ProtocolError(400, BARE_LF)
+    elif end > MAX_HEAD_BYTES:
+        raise ProtocolError(431, HEAD_TOO_LARGE)
+    return end
+
+
 def parse_request_head(head: bytes) -> RequestHead:
     """Parse everything before the blank line (`head` excludes the final CRLF CRLF).
 
@@ -102,6 +141,8 @@ def parse_request_head(head: bytes) -> RequestHead:
 def _parse_line_by_line(head: bytes) -> RequestHead:
     """`parse_request_head` for any head, with the error the first bad line deserves."""
     lines = head.split(b"\r\n")
+    if any(b"\n" in line for line in lines):
+        raise ProtocolError(400, BARE_LF)
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         raise ProtocolError(400, "malformed request line: expected 'METHOD target HTTP/1.1'")
@@ -137,6 +178,7 @@ def _interpret(
     transfer_encoding: bytes | None = None
     connection = b""
     expect_continue = False
+    host: bytes | None = None
     for raw_name, value in lines:
         name = raw_name.lower()
         headers.append((name, value))
@@ -157,6 +199,16 @@ def _interpret(
             if value.lower() != b"100-continue":
                 raise ProtocolError(417, "only 'Expect: 100-continue' is supported")
             expect_continue = True
+        elif name == b"host":
+            if host is not None:
+                raise ProtocolError(400, "more than one Host header")
+            if not _HOST.fullmatch(value):
+                raise ProtocolError(
+                    400, f"invalid Host header: {value.decode('ascii', 'backslashreplace')!r}"
+                )
+            host = value
+    if host is None and http_version == "1.1":  # RFC 9112 3.2
+        raise ProtocolError(400, "an HTTP/1.1 request needs a Host header")
 
     chunked = False
     if transfer_encoding is not None:
@@ -189,17 +241,18 @@ def _interpret(
 class ChunkedDecoder:
     """Incremental decoder of a chunked request body. `feed` consumes what it can from the front
     of `buffer` and returns the data decoded so far; `done` turns true after the last chunk and
-    its trailers."""
+    its trailers. A line it refuses stays at the front of `buffer`."""
 
     def __init__(self) -> None:
         self.done = False
         self._remaining = 0  # bytes of the current chunk still to read
         self._need_crlf = False  # the CRLF after a chunk's data
         self._in_trailers = False
+        self._trailer_bytes = 0
 
     def feed(self, buffer: bytearray) -> bytes:
         """Raises:
-        ProtocolError: malformed chunk framing (400)."""
+        ProtocolError: malformed chunk framing or trailers (400), trailers over 64 KiB (431)."""
         out: list[bytes] = []
         while not self.done:
             if self._remaining:
@@ -220,14 +273,18 @@ class ChunkedDecoder:
             if end < 0:
                 break
             line = bytes(buffer[:end])
-            del buffer[: end + 2]
             if self._need_crlf:
                 if line:
                     raise ProtocolError(400, "chunked body: chunk data longer than its size")
                 self._need_crlf = False
             elif self._in_trailers:
+                self._trailer_bytes += end + 2
+                if self._trailer_bytes > _MAX_TRAILER_BYTES:
+                    raise ProtocolError(431, "chunked body: trailer section over 64 KiB")
                 if not line:
                     self.done = True
+                else:
+                    _check_trailer(line)
             else:
                 match = _CHUNK_SIZE.fullmatch(line)
                 if match is None:
@@ -235,7 +292,117 @@ class ChunkedDecoder:
                 self._remaining = int(match[1], 16)
                 if self._remaining == 0:
                     self._in_trailers = True
+            del buffer[: end + 2]
         return b"".join(out)
+
+
+def _check_trailer(line: bytes) -> None:
+    """A trailer line is a header line, and not one that frames the message.
+
+    Raises:
+        ProtocolError: it is not (400).
+    """
+    match = _HEADER.fullmatch(line)
+    if match is None or _BAD_VALUE.search(match[2]):
+        raise ProtocolError(400, "chunked body: malformed trailer line")
+    if match[1].lower() in _FRAMING_TRAILERS:
+        raise ProtocolError(400, f"chunked body: {match[1].decode()} cannot be a trailer")
+
+
+class Head(NamedTuple):
+    """A request head, and the bytes it took on the wire (stray CRLFs before it not included)."""
+
+    head: RequestHead
+    raw: bytes
+
+
+class Body(NamedTuple):
+    """A piece of a request body (`data`), the bytes it took on the wire (`raw`: with the chunk
+    framing), and whether the request ends with it."""
+
+    data: bytes
+    raw: bytes
+    end: bool
+
+
+class RequestFramer:
+    """The requests in a connection's bytes, split as azuld's server splits them: stray CRLFs
+    dropped, each head found by `find_head_end` and read by `parse_request_head`, each body
+    framed by its Content-Length or by a `ChunkedDecoder`, nothing read after a request that
+    closes the connection. Without I/O: `feed` bytes, then take `next_event` until it says more
+    are needed. The hypercorn front uses it to see every request before hypercorn does, and the
+    tests compare it with other parsers."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.closed = False  # a request that closes the connection was read whole
+        self._head: RequestHead | None = None  # the request whose body is being read
+        self._remaining = 0
+        self._decoder: ChunkedDecoder | None = None
+        self._failure: ProtocolError | None = None
+
+    @property
+    def reading_head(self) -> bool:
+        """Between requests: what comes next is a request head (or stray CRLFs)."""
+        return self._head is None and not self.closed and self._failure is None
+
+    def feed(self, data: bytes) -> None:
+        self.buffer += data
+
+    def next_event(self) -> Head | Body | None:
+        """The next head or piece of body, or None until more bytes are fed (or for good, once
+        `closed`). A request without a body is a `Head` and then an empty, final `Body`.
+
+        Raises:
+            ProtocolError: the bytes cannot be a request (the framer is then of no further use).
+        """
+        buffer = self.buffer
+        if self._failure is not None:
+            raise self._failure
+        if self.closed:
+            return None
+        if self._head is None:
+            while buffer.startswith(b"\r\n"):
+                del buffer[:2]
+            end = find_head_end(buffer)
+            if end < 0:
+                return None
+            raw = bytes(buffer[: end + 4])
+            del buffer[: end + 4]
+            head = parse_request_head(raw[:end])
+            self._head = head
+            self._remaining = head.content_length or 0
+            self._decoder = ChunkedDecoder() if head.chunked else None
+            return Head(head, raw)
+        if self._decoder is not None:
+            before = bytes(buffer)
+            try:
+                data = self._decoder.feed(buffer)
+            except ProtocolError as error:
+                raw = before[: len(before) - len(buffer)]
+                if not raw:
+                    raise
+                # What came before the refused line, for a caller that forwards the wire as
+                # far as it was read; its data is not told apart (the request fails anyway).
+                self._failure = error
+                return Body(b"", raw, False)
+            raw = before[: len(before) - len(buffer)]
+            if not raw:
+                return None
+            return self._body(data, raw, self._decoder.done)
+        if self._remaining and not buffer:
+            return None
+        data = bytes(buffer[: self._remaining])
+        del buffer[: len(data)]
+        self._remaining -= len(data)
+        return self._body(data, data, not self._remaining)
+
+    def _body(self, data: bytes, raw: bytes, end: bool) -> Body:
+        if end:
+            assert self._head is not None
+            self.closed = not self._head.keep_alive
+            self._head = self._decoder = None
+        return Body(data, raw, end)
 
 
 def response_head(

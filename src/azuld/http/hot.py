@@ -33,8 +33,9 @@ blob bigger than one read of the store; a smaller one is a single send) has its 
 publish has none once its body is in: the events of a client that left are stored all the same.
 
 A watcher never interrupts a `send` (the server's own bookkeeping runs in it; see
-`azuld.service._ShieldedSend`): a fetch replies after its watched scope, and a streaming download
-shields each send, with a deadline. A client that goes away gets no reply and is not counted.
+`azuld.http.hypercorn_server._Front`): a fetch replies after its watched scope, and a streaming
+download shields each send, with a deadline. A client that goes away gets no reply and is not
+counted.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 from azuld.core.params import ConsumeParams, parse_consume_params
 from azuld.dispatch import Dispatcher, FetchResult
 from azuld.http.asgi import ClientGone, Message, Query, Receive, Reply, Request, Send
+from azuld.http.rejections import REJECTIONS, SUMMARY_EVERY_SECONDS
 from azuld.http.router import Router
 from azuld.http.routes import ROUTES, Route
 from azuld.http.server import SEND_TIMEOUT_SECONDS
@@ -58,6 +60,7 @@ from azuld.http.steps import (
     Services,
     authorize,
     error_reply,
+    record_rejection,
     record_request,
     take_request_id,
 )
@@ -107,7 +110,8 @@ class _Memo(Generic[_Key, _Value]):
         entries[key] = value
 
 
-def _error(error: Exception) -> Reply:
+def _error(error: Exception) -> tuple[Reply, str]:
+    """The reply to `error`, and its detail."""
     reply = error_reply(error)
     headers = [
         (b"x-content-type-options", b"nosniff"),
@@ -116,7 +120,22 @@ def _error(error: Exception) -> Reply:
     ]
     if reply.content_range is not None:
         headers.append((b"content-range", reply.content_range.encode()))
-    return Reply(reply.status, headers, reply.body)
+    return Reply(reply.status, headers, reply.body), reply.detail
+
+
+def _rejected(scope: Message, route: str, method: str, reply: Reply, reason: str, rid: str) -> None:
+    """Log a 4xx (rarely needed: the user agent is looked up only then)."""
+    user_agent = next((v for k, v in scope["headers"] if k.lower() == b"user-agent"), b"")
+    client = scope.get("client")
+    record_rejection(
+        route,
+        method,
+        reply.status,
+        reason,
+        client[0] if client else "<local>",
+        user_agent.decode("latin-1"),
+        rid,
+    )
 
 
 async def _close(chunks: AsyncIterator[bytes]) -> None:
@@ -241,6 +260,7 @@ class HotRoutes:
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._watch_long_polls, nursery)
+            nursery.start_soon(_sum_up_rejections)
             self._nursery = nursery
             try:
                 await self.fallback(scope, receive, send)
@@ -317,7 +337,9 @@ class HotRoutes:
         except ClientGone:
             reply = None
         except Exception as error:
-            reply = _error(error)
+            reply, reason = _error(error)
+            if 400 <= reply.status < 500:
+                _rejected(scope, route.rule, method, reply, reason, request_id)
         if reply is None:
             return
         record_request(self.svc, route.rule, method, reply.status, started)
@@ -376,6 +398,13 @@ class HotRoutes:
                 nursery.cancel_scope.cancel()
         finally:
             await _close(rest)
+
+
+async def _sum_up_rejections() -> None:
+    """The summary of rejections not logged (`azuld.http.rejections`), when one is due."""
+    while True:
+        await trio.sleep(SUMMARY_EVERY_SECONDS / 2)
+        REJECTIONS.flush(trio.current_time())
 
 
 async def _fetch_watched(

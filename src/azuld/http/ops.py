@@ -11,6 +11,7 @@ from quart import Response, g, request
 
 from azuld.core.keys import validate_name
 from azuld.errors import BadRequest
+from azuld.http.nesting import check_nesting
 from azuld.http.steps import Services
 from azuld.views import source_tree
 
@@ -104,6 +105,7 @@ async def reoffer(svc: Services) -> Response:
     """Put jobs back in front of their plugin key: `{"job_ids": [...], "by": "who"}`."""
     body = await request.get_data(cache=False)
     assert isinstance(body, bytes)
+    check_nesting(body, what="the request body", title="invalid JSON")
     try:
         wanted = msgspec.json.decode(body, type=ReoffersRequest)
     except msgspec.DecodeError as exc:

@@ -574,7 +574,7 @@ ROUTES: tuple[Route, ...] = (
             "Put jobs back in front of their plugin key (recorded in `system.reoffer`)",
             "introspection",
             {"200": json_reply("What became of each job id.", ref("Reoffered"))},
-            (400, 408, 413, 503),
+            (400, 408, 413, 422, 503),
             body=json_body(ops.ReoffersRequest),
         ),
         quart=ops.reoffer,

@@ -32,8 +32,16 @@ import trio
 from azuld.errors import ConfigError
 from azuld.http.connection import Connection
 from azuld.http.exchange import ASGIApp, Exchange, Message
+from azuld.settings import ServerSettings
 
-__all__ = ["SEND_TIMEOUT_SECONDS", "ServerConfig", "parse_listen", "serve", "ssl_context"]
+__all__ = [
+    "SEND_TIMEOUT_SECONDS",
+    "ServerConfig",
+    "listen_on",
+    "parse_listen",
+    "serve",
+    "ssl_context",
+]
 
 # The longest one write may block on a client that stops reading (here, and in the sends that
 # apps shield from their own cancellation).
@@ -55,6 +63,23 @@ class ServerConfig:
     backlog: int = 1024
     # Bound already (by azuld's supervisor, for processes sharing a port): listened on instead.
     sockets: tuple[socket.socket, ...] = ()
+
+    @classmethod
+    def from_settings(
+        cls,
+        server: ServerSettings,
+        context: ssl.SSLContext | None = None,
+        sockets: tuple[socket.socket, ...] = (),
+    ) -> ServerConfig:
+        """The one place `[server]` settings become the server's (either server's)."""
+        return cls(
+            listen=server.listen,
+            sockets=sockets,
+            ssl_context=context,
+            graceful_timeout_seconds=server.graceful_timeout_seconds,
+            keep_alive_timeout_seconds=server.keep_alive_timeout_seconds,
+            head_timeout_seconds=server.head_timeout_seconds,
+        )
 
 
 def parse_listen(listen: str) -> tuple[str | None, int]:
@@ -89,6 +114,10 @@ class _Server:
         self.connections.add(connection)
         try:
             await connection.run(self._serve_requests)
+        except Exception:  # a failure, whatever it is, stays in its connection
+            log.warning(
+                "a connection from %s failed and was closed", connection.client, exc_info=True
+            )
         finally:
             self.connections.discard(connection)
             if self.draining and not self.connections:
@@ -213,6 +242,33 @@ def _url(scheme: str, listener: trio.abc.Listener[Any]) -> str:
     return f"{scheme}://{host}:{port}"
 
 
+async def listen_on(config: ServerConfig) -> tuple[list[Any], list[str]]:
+    """The listeners of `config.listen`, or of `config.sockets` if there are any (TLS ones with
+    an `ssl_context`), and their URLs. Bound before the app starts: a port in use fails fast and
+    as a plain OSError (raised inside the lifespan's nursery it would come out wrapped in an
+    ExceptionGroup).
+
+    Raises:
+        ConfigError: a bad `listen`.
+        OSError: the address cannot be bound (in use, not local).
+    """
+    host, port = parse_listen(config.listen)
+    listeners: list[Any] = []
+    for sock in config.sockets:
+        sock.listen(config.backlog)
+        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
+    if not listeners:
+        listeners = list(await trio.open_tcp_listeners(port, host=host, backlog=config.backlog))
+    scheme = "http"
+    if config.ssl_context is not None:
+        scheme = "https"
+        listeners = [
+            trio.SSLListener(listener, config.ssl_context, https_compatible=True)
+            for listener in listeners
+        ]
+    return listeners, [_url(scheme, listener) for listener in listeners]
+
+
 async def serve(
     app: ASGIApp,
     config: ServerConfig,
@@ -228,24 +284,8 @@ async def serve(
         ConfigError: a bad `listen`, or the app's lifespan startup failed.
         OSError: the address cannot be bound (in use, not local).
     """
-    host, port = parse_listen(config.listen)
     server = _Server(app, config)
-    # Bound before the app starts: a port in use fails fast and as a plain OSError (raised inside
-    # the lifespan's nursery it would come out wrapped in an ExceptionGroup).
-    listeners: list[Any] = []
-    for sock in config.sockets:
-        sock.listen(config.backlog)
-        listeners.append(trio.SocketListener(trio.socket.from_stdlib_socket(sock)))
-    if not listeners:
-        listeners = list(await trio.open_tcp_listeners(port, host=host, backlog=config.backlog))
-    scheme = "http"
-    if config.ssl_context is not None:
-        scheme = "https"
-        listeners = [
-            trio.SSLListener(listener, config.ssl_context, https_compatible=True)
-            for listener in listeners
-        ]
-    urls = [_url(scheme, listener) for listener in listeners]
+    listeners, urls = await listen_on(config)
     try:
         async with (
             _lifespan(app, config.graceful_timeout_seconds),
@@ -273,9 +313,12 @@ async def serve(
             await trio.aclose_forcefully(listener)
 
 
-def ssl_context(certfile: str, keyfile: str) -> ssl.SSLContext:
-    """A server TLS context for HTTP/1.1 (ALPN advertises http/1.1 only)."""
+def ssl_context(
+    certfile: str, keyfile: str, alpn: tuple[str, ...] = ("http/1.1",)
+) -> ssl.SSLContext:
+    """A server TLS context; ALPN advertises `alpn` (azuld's server speaks HTTP/1.1 only;
+    hypercorn also h2)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(certfile, keyfile or None)
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     return context

@@ -22,6 +22,7 @@ from azuld.core.keys import random_hex
 from azuld.dispatch import Dispatcher
 from azuld.errors import AzuldError, ClientError, RangeNotSatisfiable, UpstreamError
 from azuld.http.auth import Access, Authorizer
+from azuld.http.rejections import REJECTIONS, Rejection
 from azuld.metrics import Metrics
 from azuld.models.responses import ErrorBody
 from azuld.ports import BlobStore, EventLog
@@ -35,6 +36,7 @@ __all__ = [
     "authorize",
     "error",
     "error_reply",
+    "record_rejection",
     "record_request",
     "take_request_id",
 ]
@@ -101,6 +103,22 @@ def record_request(svc: Services, route: str, method: str, status: int, started:
     latency.observe(trio.current_time() - started)
 
 
+def record_rejection(
+    route: str,
+    method: str,
+    status: int,
+    reason: str,
+    client: str,
+    user_agent: str,
+    request_id: str,
+) -> None:
+    """Log a request answered with a 4xx (rate-limited: `azuld.http.rejections`)."""
+    REJECTIONS.record(
+        Rejection(method, route, status, reason, client, user_agent or "-", request_id),
+        trio.current_time(),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorReply:
     """An error as HTTP: the status and the JSON `ErrorBody`, served as `ERROR_CONTENT_TYPE` with
@@ -108,6 +126,7 @@ class ErrorReply:
 
     status: int
     body: bytes
+    detail: str = ""  # the body's `detail`, for the log of rejections
     content_range: str | None = None
 
 
@@ -118,7 +137,7 @@ def error(status: int, title: str, detail: str, error_enum: str = "") -> ErrorRe
         detail=detail,
         error_enum=error_enum or "ErrorStringEnumUnset",
     )
-    return ErrorReply(status, msgspec.json.encode(body))
+    return ErrorReply(status, msgspec.json.encode(body), detail)
 
 
 def error_reply(exc: Exception) -> ErrorReply:
@@ -128,7 +147,7 @@ def error_reply(exc: Exception) -> ErrorReply:
     if isinstance(exc, ClientError):
         reply = error(exc.http_status, exc.title, exc.detail, exc.error_enum)
         if isinstance(exc, RangeNotSatisfiable):
-            return ErrorReply(reply.status, reply.body, f"bytes */{exc.size}")
+            return ErrorReply(reply.status, reply.body, reply.detail, f"bytes */{exc.size}")
         return reply
     if isinstance(exc, UpstreamError):
         log.warning("backend unavailable: %s", exc)
