@@ -107,6 +107,11 @@ class EventLog(Protocol):
         every record appended before this call. Raises `ValueError` for a topic the log does not
         keep as a table (the system `handover` topic is one)."""
 
+    async def caught_up(self, topic: str) -> None:
+        """Return once every record appended to `topic` (by any instance) before the call has
+        reached this instance's followers of it (`follow`): what they know is then current.
+        Raises `UpstreamError`; cancellation: safe."""
+
     async def first_value(self, key: str, value: bytes) -> bytes:
         """Keep `value` under `key` unless a value is kept there already, and return the one kept:
         the first stored wins, for every instance of the log (a cluster-wide setting such as

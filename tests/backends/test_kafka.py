@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 
 import trio
 import trio_asyncio
@@ -89,3 +89,33 @@ async def test_azulds_own_topics_exist_from_the_start_and_a_new_source_at_once(
         # No rebalance for azuld's own topics; at most one (in progress) for the new source.
         await trio.sleep(3)
         assert kafka.ownership.rebalances <= rebalances + 1
+
+
+async def test_caught_up_means_what_other_instances_stored_has_been_followed(
+    kafka_broker: KafkaBroker,
+) -> None:
+    prefix = f"t{secrets.token_hex(4)}"
+    topic = system_topic(prefix, "status")
+    async with (
+        trio_asyncio.open_loop(),
+        instance(kafka_broker, prefix) as first,
+        instance(kafka_broker, prefix) as second,
+    ):
+        if True:
+            seen: list[bytes] = []
+            async with trio.open_nursery() as nursery:
+
+                async def follow() -> None:
+                    async with aclosing(second.follow(topic)) as values:
+                        async for value in values:
+                            seen.append(value)
+
+                nursery.start_soon(follow)
+                await trio.sleep(0.2)
+                for round_ in range(3):
+                    values = [f"{round_}-{i}".encode() for i in range(20)]
+                    await first.append([Outgoing(topic, f"k{i}", v) for i, v in enumerate(values)])
+                    with trio.fail_after(30):
+                        await second.caught_up(topic)
+                    assert set(values) <= set(seen), sorted(set(values) - set(seen))
+                nursery.cancel_scope.cancel()

@@ -11,6 +11,7 @@ from azuld.backends.embedded import EmbeddedLog
 from azuld.core.delivery import JobRef
 from azuld.core.finished import MAIN
 from azuld.core.keys import system_topic
+from azuld.core.posts import prepare_post
 from azuld.dispatch import Dispatcher
 from azuld.models.events import Author, BinaryEvent, StatusEntity, StatusEvent
 from azuld.settings import DispatchSettings
@@ -240,3 +241,43 @@ async def test_heartbeats_and_other_dispatchers_ids_are_always_stored(
     kinds = [s.entity.status for s in await stored_statuses(event_log)]
     assert kinds.count("heartbeat") == 2
     assert kinds.count("completed") == 2
+
+
+async def test_a_status_stored_before_a_crash_is_not_stored_again_after_it(
+    event_log: EmbeddedLog, nursery: trio.Nursery
+) -> None:
+    # The daemon stored a job's status and was killed before its commit (and before its answer):
+    # the plugin posts again after the restart. Restarted, the daemon remembers what was stored
+    # lately, so the status is stored once and the job is not offered again.
+    settings = DispatchSettings(lease_seconds=LEASE, max_attempts=3, read_ahead=8)
+    first = Dispatcher(event_log, settings, "test")
+    await nursery.start(first.run)
+    await submit(first, make_binary("a"), make_binary("b"))
+    job = await fetch_one(first)
+    assert job is not None
+    post = prepare_post("status", status(job, "completed"), prefix="test", max_events=10)
+    await event_log.append(post.records)  # stored; then the kill: no commit, no answer
+
+    restarted = Dispatcher(event_log, settings, "test")
+    restarted.ids.secret = first.ids.secret
+    await nursery.start(restarted.run)
+    await restarted.publish("status", status(job, "completed"))  # the plugin posts again
+    assert len([s for s in await stored_statuses(event_log) if s.entity.input.dequeued]) == 1
+    got = decode(await restarted.fetch(params(count="5")))
+    assert [j.entity.sha256 for j in got] == [make_binary("b").entity.sha256]
+
+
+async def test_only_a_job_handed_out_here_since_the_takeover_is_a_sure_report(
+    dispatcher: Dispatcher, event_log: EmbeddedLog
+) -> None:
+    await submit(dispatcher, make_binary("a"))
+    job = await fetch_one(dispatcher)
+    assert job is not None
+    ref, attempt = dispatcher.ids.parse(job.dequeued)  # type: ignore[misc]
+    (ks,) = dispatcher.keys()
+    assert ks.lanes.sure_report(ref, attempt)
+    assert not ks.lanes.sure_report(ref, attempt + 1)  # another attempt's
+    # The same partition assigned from a commit (a takeover): what lies below its end then may
+    # be another owner's plugin's too.
+    ks.lanes.suspect(ref.lane, ref.tp, ref.offset + 1)
+    assert not ks.lanes.sure_report(ref, attempt)

@@ -539,6 +539,9 @@ class EmbeddedLog:
                 table[key] = bytes(value)
         return table
 
+    async def caught_up(self, topic: str) -> None:
+        """At once: only this process appends to this log, and knows what it appended."""
+
     async def first_value(self, key: str, value: bytes) -> bytes:
         with self._write() as db:
             db.execute("INSERT OR IGNORE INTO kept (key, value) VALUES (?, ?)", (key, value))

@@ -218,6 +218,20 @@ class _Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self.version += 1
 
 
+class _Follower:
+    """One `follow()`: its channel, the end of each partition when it started, and how many
+    values the tail sent it that it has not handled yet (`caught_up` waits for none)."""
+
+    __slots__ = ("send", "starts", "unhandled")
+
+    def __init__(
+        self, send: trio.MemorySendChannel[bytes], starts: dict[TopicPartition, int]
+    ) -> None:
+        self.send = send
+        self.starts = starts
+        self.unhandled = 0
+
+
 class _CommitRound:
     """One OffsetCommit request of a group: the positions it carries (merged from every caller
     that joined it, later ones winning) and, once sent, whether it failed."""
@@ -253,7 +267,9 @@ class KafkaLog:
         # Topics read whole from their start, kept as tables of their newest value per key.
         self._table_topics = frozenset({system_topic(self.prefix, HANDOVER_TOPIC)})
         self._tables: dict[str, dict[str, bytes]] = {t: {} for t in self._table_topics}
-        self._read_up_to: dict[TopicPartition, int] = {}  # the tail's position in table topics
+        self._read_up_to: dict[TopicPartition, int] = {}  # where the tail has read each to
+        self._tail_moved = trio.Event()
+        self._followers_done = trio.Event()  # set when a follower has handled all it was sent
         self._tables_moved = trio.Event()
         # Names this process in the instances' group (client id), in logs and on the dashboard.
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
@@ -263,10 +279,7 @@ class KafkaLog:
         self._partitions: dict[str, int] = {}  # topic -> partition count
         self._ends: dict[TopicPartition, int] = {}
         self._recent: dict[TopicPartition, deque[tuple[int, bytes]]] = {}
-        # Per topic: (channel, the end of each partition when the follower started).
-        self._followers: dict[
-            str, list[tuple[trio.MemorySendChannel[bytes], dict[TopicPartition, int]]]
-        ] = {}
+        self._followers: dict[str, list[_Follower]] = {}
         self._registry: dict[str, tuple[bytes, Snapshot]] = {}
         self._kept: dict[str, bytes] = {}  # `first_value`s, by their registry key
         self._registry_position = 0
@@ -445,7 +458,9 @@ class KafkaLog:
         if not new_tps:
             return
         starting = not self._ends
-        await self._call("assign partitions", self._assign_tail, new_tps, starting)
+        skipped = await self._call("assign partitions", self._assign_tail, new_tps, starting)
+        for tp, position in skipped.items():
+            self._read_up_to[tp] = max(self._read_up_to.get(tp, 0), position)
         for tp in new_tps:
             self._ends.setdefault(tp, 0)
             self._recent[tp] = deque(maxlen=max(1, self.settings.kafka_tail_cache_records))
@@ -455,9 +470,12 @@ class KafkaLog:
         self._topology += 1
         self._bump()
 
-    async def _assign_tail(self, new_tps: list[TopicPartition], starting: bool) -> None:
+    async def _assign_tail(
+        self, new_tps: list[TopicPartition], starting: bool
+    ) -> dict[TopicPartition, int]:
         """(asyncio) Add partitions to the tail: the registry from its start, others from the
-        end at start-up, and partitions born later from their start (all of them is new)."""
+        end at start-up, and partitions born later from their start (all of them is new).
+        Returns where the tail starts on those it starts at their end (it has read that far)."""
         before = {tp: await self.tail.position(tp) for tp in self.tail.assignment()}
         self.tail.assign([*before, *(_ktp(t) for t in new_tps)])
         for ktp, position in before.items():
@@ -471,8 +489,10 @@ class KafkaLog:
                 await self.tail.seek_to_beginning(*registry)
             if others:
                 await self.tail.seek_to_end(*others)
+                return {_tp(t): await self.tail.position(t) for t in others}
         elif fresh:
             await self.tail.seek_to_beginning(*fresh)
+        return {}
 
     # -- background tasks ------------------------------------------------------------------
 
@@ -507,25 +527,29 @@ class KafkaLog:
                     if tp.topic == self._registry_topic:
                         self._apply_registry(message.key, message.value)
                         self._registry_position = message.offset + 1
-                    elif tp.topic in self._table_topics:
-                        if message.key is not None:
-                            self._tables[tp.topic][message.key.decode()] = value
-                        self._read_up_to[tp] = message.offset + 1
-                    for channel, starts in followers:
-                        if message.offset < starts.get(tp, 0):
+                    elif tp.topic in self._table_topics and message.key is not None:
+                        self._tables[tp.topic][message.key.decode()] = value
+                    for follower in followers:
+                        if message.offset < follower.starts.get(tp, 0):
                             continue  # appended before the follower started
                         try:
-                            channel.send_nowait(value)
+                            follower.send.send_nowait(value)
+                            follower.unhandled += 1
                         except trio.WouldBlock:
                             log.warning("a follower of %s fell behind; value dropped", tp.topic)
                         except trio.BrokenResourceError:
                             pass  # a follower that stopped: it is being taken off the list
+                if messages:
+                    self._read_up_to[tp] = messages[-1].offset + 1
                 if tp.topic == self._registry_topic:
                     self._registry_moved.set()
                     self._registry_moved = trio.Event()
                 elif tp.topic in self._table_topics:
                     self._tables_moved.set()
                     self._tables_moved = trio.Event()
+            if batch:
+                self._tail_moved.set()
+                self._tail_moved = trio.Event()
             if moved:
                 self._bump()
             if not started and self._registry_position >= registry_target:
@@ -789,6 +813,18 @@ class KafkaLog:
                 await self._registry_moved.wait()
         return self._registry[key][1]
 
+    async def caught_up(self, topic: str) -> None:
+        tps = [KafkaTP(topic, p) for p in range(self._partitions.get(topic, 0))]
+        if not tps:
+            return
+        ends = await self._call("end offsets", self.tail.end_offsets, tps)
+        with trio.fail_after(self.settings.kafka_request_timeout_seconds):
+            while any(self._read_up_to.get(_tp(k), 0) < end for k, end in ends.items()):
+                await self._tail_moved.wait()
+            # Read by the tail and sent to the followers: wait until they have handled it all.
+            while any(follower.unhandled for follower in self._followers.get(topic, [])):
+                await self._followers_done.wait()
+
     async def first_value(self, key: str, value: bytes) -> bytes:
         # Kept in the registry topic (read whole at start-up by every instance, never aged off),
         # under a key no plugin key can have; the first record Kafka ordered wins.
@@ -823,11 +859,16 @@ class KafkaLog:
     async def follow(self, topic: str) -> AsyncGenerator[bytes, None]:
         send, receive = trio.open_memory_channel[bytes](FOLLOW_BUFFER)
         starts = {tp: end for tp, end in self._ends.items() if tp.topic == topic}
-        follower = (send, starts)
+        follower = _Follower(send, starts)
         self._followers.setdefault(topic, []).append(follower)
         try:
             async for value in receive:
                 yield value
+                # Asked for the next value: the consumer is done with this one.
+                follower.unhandled -= 1
+                if not follower.unhandled:
+                    self._followers_done.set()
+                    self._followers_done = trio.Event()
         finally:
             # Off the list before the channel closes: the tail never sends into a closed one.
             self._followers[topic].remove(follower)

@@ -174,6 +174,7 @@ class PartitionCursor:
         "position",
         "presumed_out",
         "stop",
+        "suspect_below",
     )
 
     def __init__(self, commit: Commit) -> None:
@@ -191,6 +192,9 @@ class PartitionCursor:
         self.handed_out = max(commit.handed_out, commit.offset)
         self.presumed_out = commit.handed_out
         self.expected: dict[int, LeaseNote] = {}
+        # Below this offset a job may also be in the hands of a plugin of this partition's
+        # previous owner (see `suspect`).
+        self.suspect_below = 0
 
     @property
     def open_count(self) -> int:
@@ -487,6 +491,25 @@ class PluginLanes:
             if self._leased.get(job.ref) is job and job.state is JobState.LEASED:
                 job.leased_at = now
                 self._lease(job, now + lease_seconds)
+
+    def suspect(self, lane: str, tp: TopicPartition, below: int) -> None:
+        """The partition was assigned from another owner's commit (a takeover, a restart):
+        offsets below `below` that are not finished may also be in the hands of that owner's
+        plugins. Offered here, they are new attempts; their statuses are not `sure_report`s."""
+        cursor = self.cursors[lane][tp]
+        cursor.suspect_below = max(cursor.suspect_below, below)
+        cursor.presumed_out = max(cursor.presumed_out, below)
+
+    def sure_report(self, ref: JobRef, attempt: int) -> bool:
+        """Whether a final status for `attempt` of the job can only be its one final status: the
+        job is leased here as that attempt, handed out by this instance past any offset an
+        earlier owner may have handed out. Any other status may meet another plugin's for the
+        same job, posted elsewhere."""
+        job = self._leased.get(ref)
+        if job is None or job.attempt != attempt:
+            return False
+        cursor = self.cursors.get(ref.lane, {}).get(ref.tp)
+        return cursor is not None and ref.offset >= cursor.suspect_below
 
     def leases_on(self, lane: str, tp: TopicPartition) -> list[LeaseNote]:
         """The leases of one partition, to hand over: those held here, and those handed over

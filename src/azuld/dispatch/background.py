@@ -72,9 +72,10 @@ class Background:
             else await self.log.first_value("job-id-secret", secrets.token_hex(32).encode())
         )
         await self.replay.load()
+        # What was stored lately (a status whose answer a kill cut off is posted again).
+        await self.statuses.remember_recent()
         shared = self.log.shared
         if shared:
-            await self.statuses.remember_recent()
             self.log.on_revoke(self.registry.hand_over)
         try:
             async with trio.open_nursery() as nursery:

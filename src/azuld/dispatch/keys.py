@@ -247,6 +247,10 @@ class KeyRegistry:
                     covered = lane == Lane.HISTORIC and self._lane_covering(tp) in ks.params.lanes
                     commit = Commit(start, stop=start if covered else None)
                 ks.lanes.assign(lane, tp, commit)
+                if tp in committed:
+                    # Another owner's position (or this process's before a restart): what it
+                    # may have handed out lies below the partition's end.
+                    ks.lanes.suspect(lane, tp, offsets[tp][1])
                 self._take_over(ks, lane, group, tp, commit, notes)
 
     def _take_over(

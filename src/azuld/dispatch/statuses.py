@@ -76,6 +76,7 @@ class Statuses:
         # the same waits for the first, then finds it stored.
         self._storing: dict[tuple[JobRef, str], trio.Event] = {}
         self._not_stored: list[str] = []  # the plugins whose statuses the last post did not store
+        self._status_topic = system_topic(prefix, "status")
 
     async def publish(
         self, model: str, body: bytes, *, include_ok: bool = False, avro: bool = False
@@ -91,6 +92,12 @@ class Statuses:
             UpstreamError: the log could not store them; nothing was acknowledged.
         """
         post = self._prepare(model, body, avro=avro)
+        if self.log.shared and not self._all_sure(post):
+            # A final status that another plugin may have reported for the same job (a job its
+            # dispatcher was gone for, offered again elsewhere): first read what every instance
+            # stored until now, then decide (the first stored wins).
+            await self.log.caught_up(self._status_topic)
+            post = self._prepare(model, body, avro=avro)
         busy = [self._storing[k] for k in self._finals(post) if k in self._storing]
         if busy:
             for storing in busy:
@@ -215,6 +222,20 @@ class Statuses:
         main = is_main_status(ref.plugin_key, author, ks.params.name if ks is not None else None)
         return ref, MAIN if main else author
 
+    def _all_sure(self, post: PreparedPost) -> bool:
+        """Whether each final status of the post is a `sure_report` (the usual case)."""
+        for summary in post.statuses:
+            if ending_for_status(summary.status) is None:
+                continue
+            parsed = self.registry.ids.parse(summary.job_id)
+            if parsed is None:
+                continue  # not ours: finishes nothing
+            ref, attempt = parsed
+            ks = self.registry.get(ref.plugin_key)
+            if ks is None or not ks.lanes.sure_report(ref, attempt):
+                return False
+        return True
+
     def _finals(self, post: PreparedPost) -> list[tuple[JobRef, str]]:
         """The (job, author) of each final status the post stores."""
         finals = []
@@ -242,9 +263,9 @@ class Statuses:
                     log.warning("could not apply a followed status: %s", exc)
 
     async def remember_recent(self) -> None:
-        """At start-up on a shared log: the final statuses stored in the last
-        `finished_memory_seconds`, into `KeyRegistry.finished` (a partition this instance takes
-        over from one that died must not offer them again).
+        """At start-up: the final statuses stored in the last `finished_memory_seconds`, into
+        `KeyRegistry.finished` (a partition taken over from an instance that died, or this
+        process's before a restart, must not offer them again, nor store them twice).
 
         Raises:
             UpstreamError: the log failed.
