@@ -18,16 +18,15 @@ from tests.services import REPO, free_port
 
 pytestmark = pytest.mark.slow
 
-# README.md, "The whole loop" (keep the two the same).
-WHOLE_LOOP = """\
-scripts/serve &                                                    # the daemon (a first run sets it up)
-python3 -m zipfile -c sample.zip config.example.toml scripts/serve # a sample: any zip will do
-scripts/azuld submit sample.zip --source demo                      # waits for the daemon; uploads, publishes
-scripts/azuld plugin run unbox --max-jobs 1                        # extracts the zip's members
-scripts/azuld plugin run entropy --max-jobs 3                      # entropy of the zip and of its members
-scripts/azuld show --source demo                                   # the tree and what the plugins found
-kill %1                                                            # stops the daemon (it drains first)
-"""  # noqa: E501 - the README's lines, verbatim
+
+def readme_loop() -> str:
+    """The shell block under README.md's "## The whole loop", verbatim."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## The whole loop", 1)[1]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+WHOLE_LOOP = readme_loop()
 
 # Around the loop: stop at the first failing command, and never leave the daemon behind.
 HARNESS = "set -e\ntrap 'kill %1 2>/dev/null || true; wait' EXIT\n{loop}wait\n"
