@@ -4,12 +4,13 @@ Theory of operation
 -------------------
 Everything here talks asyncio to aiokafka through `trio_asyncio.aio_as_trio`, one bridge call
 per operation (batches stay inside one asyncio coroutine), under the single `open_loop()` the
-service opens. This is the only module in azuld that touches asyncio.
+service opens. This module and `kafka_produce.py` are the only ones in azuld that touch asyncio.
 
 The number of Kafka clients does not grow with the number of plugin keys. Per instance:
 
 * a **producer** (acks=all: `append` returns once Kafka acknowledged, so a status is durable
-  before the plugin hears 200). Partitions are chosen as Go does (FNV-1a of the key);
+  before the plugin hears 200), sending the appends of every caller in rounds of one batch per
+  partition (`kafka_produce.py`). Partitions are chosen as Go does (FNV-1a of the key);
 * an **admin client**, also used for group coordinator requests: commits are written with
   OffsetCommit under the standard group names (reference 5.1) as "simple" commits (generation
   -1), with azuld's metadata (stop offset, offsets finished above the mark); no consumer joins
@@ -32,14 +33,12 @@ refresh succeeds again.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import re
 import secrets
 import socket
-import time
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -61,7 +60,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
 
-from azuld.backends.embedded import fnv1a_32
+from azuld.backends.kafka_produce import BATCH_BYTES, RoundProducer
 from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
 from azuld.core.delivery import (
     Commit,
@@ -106,14 +105,6 @@ _KEPT = "azuld:"
 # (a loaded machine) must not get its instance put out of the group, its leases unknown.
 HANDOVER_SECONDS = 20.0
 REBALANCE_TIMEOUT_MS = 30_000
-
-
-def _partitioner(key: bytes | None, all_partitions: list[int], available: list[int]) -> int:
-    """Sarama's hash partitioner: FNV-1a of the key; no key spreads at random (time-based)."""
-    ordered = sorted(all_partitions)
-    if key is None:
-        return ordered[time.monotonic_ns() % len(ordered)]
-    return ordered[fnv1a_32(key) % len(ordered)]
 
 
 def _tp(tp: KafkaTP) -> TopicPartition:
@@ -298,6 +289,7 @@ class KafkaLog:
         self.tail: AIOKafkaConsumer
         self.reader: AIOKafkaConsumer
         self.ownership: _Ownership
+        self.rounds: RoundProducer
 
     # -- bridging --------------------------------------------------------------------------
 
@@ -336,14 +328,17 @@ class KafkaLog:
         async def start() -> None:
             self.admin = AIOKafkaAdminClient(**common)
             await self.admin.start()
+            # Records go in batches built by `RoundProducer` (its notes); `send()` is never
+            # called, so the partitioner and lingering do not apply: a round is sent at once.
             self.producer = AIOKafkaProducer(
                 acks="all",
-                partitioner=_partitioner,
                 max_request_size=self.settings.kafka_message_max_bytes,
-                linger_ms=1,
+                max_batch_size=min(BATCH_BYTES, self.settings.kafka_message_max_bytes),
+                linger_ms=0,
                 **common,
             )
             await self.producer.start()
+            self.rounds = RoundProducer(self.producer, self._call)
             consumer_options = {
                 "enable_auto_commit": False,
                 "fetch_max_wait_ms": 100,
@@ -628,17 +623,10 @@ class KafkaLog:
         if new:
             await self.ensure_topics([s for t in sorted(new) for s in siblings(self.settings, t)])
 
-        async def produce() -> list[Any]:
-            futures = [
-                await self.producer.send(r.topic, r.value, key=r.key.encode()) for r in records
-            ]
-            return list(await asyncio.gather(*futures))
-
-        metadata = await self._call("produce", produce)
-        for md in metadata:
-            tp = TopicPartition(md.topic, md.partition)
-            if md.offset + 1 > self._ends.get(tp, 0):
-                self._ends[tp] = md.offset + 1
+        ends = self._ends
+        for tp, offset in await self.rounds.append(records):
+            if offset + 1 > ends.get(tp, 0):
+                ends[tp] = offset + 1
         self._bump()
 
     async def partitions(
@@ -936,6 +924,7 @@ async def open_kafka_log(settings: EventsSettings) -> AsyncIterator[KafkaLog]:
                 f"{settings.kafka_connect_timeout_seconds:g} s"
             )
         async with trio.open_nursery() as nursery:
+            await nursery.start(kafka.rounds.run)
             await nursery.start(kafka._run_tail)
             await nursery.start(kafka._run_member)
             nursery.start_soon(kafka._run_refresh)
