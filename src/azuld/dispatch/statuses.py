@@ -289,8 +289,9 @@ class Statuses:
 
     async def apply(self, statuses: Iterable[StatusSummary], *, load_missing: bool = True) -> None:
         """Apply stored statuses to their jobs: heartbeats extend leases, final statuses finish
-        jobs; then store the commits that moved. `load_missing` loads a key this process has
-        not seen (a status posted here after a restart).
+        jobs; then store the commits that moved (on a shared log: have them stored within
+        `commit_interval_seconds`). `load_missing` loads a key this process has not seen (a
+        status posted here after a restart).
 
         Raises:
             UpstreamError: the log failed; what was finished stays finished, and the commits
@@ -352,10 +353,16 @@ class Statuses:
         finally:
             for (key, ending), count in endings.items():
                 self._count_endings(touched[key], ending, count)
+        # On a shared log, the commits can wait: the statuses are stored, and every instance
+        # knows them (`KeyRegistry.finished`), so none offers their jobs again meanwhile.
+        later = self.log.shared and self.settings.commit_interval_seconds > 0
         for ks in touched.values():
             if ks.polls and self.registry.reads(ks):
                 ks.wake()  # the window moved: a poll that waited on a full window may read
-            await self.registry.commit(ks)
+            if later:
+                self.registry.commit_soon(ks)
+            else:
+                await self.registry.commit(ks)
 
     async def store_own_failure(self, ks: KeyState, job: Job, status: StatusEvent) -> None:
         """Store a final status the dispatcher authors itself for a job (the `error-timeout` of
