@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 Everything here talks asyncio to aiokafka through `trio_asyncio.aio_as_trio`, one bridge call
 per operation (batches stay inside one asyncio coroutine), under the single `open_loop()` the
-service opens. This module and `kafka_produce.py` are the only ones in azuld that touch asyncio.
+service opens (its callbacks run in bursts: `kafka_loop.py`). This module, `kafka_produce.py`
+and `kafka_loop.py` are the only ones in azuld that touch asyncio.
 
 The number of Kafka clients does not grow with the number of plugin keys. Per instance:
 
@@ -60,6 +61,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
 
+from azuld.backends.kafka_loop import run_in_bursts
 from azuld.backends.kafka_produce import BATCH_BYTES, RoundProducer
 from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
 from azuld.core.delivery import (
@@ -903,9 +905,11 @@ class KafkaLog:
 async def open_kafka_log(settings: EventsSettings) -> AsyncIterator[KafkaLog]:
     """Connect to Kafka, create the configured topics, join the instance group; closed on exit.
 
-    Must run inside `trio_asyncio.open_loop()`. Keeps trying to connect for
-    `kafka_connect_timeout_seconds`, then raises `UpstreamError` naming the broker.
+    Must run inside `trio_asyncio.open_loop()`, whose loop then runs aiokafka's callbacks in
+    bursts (`kafka_loop.py`). Keeps trying to connect for `kafka_connect_timeout_seconds`, then
+    raises `UpstreamError` naming the broker.
     """
+    run_in_bursts(trio_asyncio.current_loop.get())
     kafka = KafkaLog(settings)
     try:
         with trio.move_on_after(settings.kafka_connect_timeout_seconds) as connecting:
