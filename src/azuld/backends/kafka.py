@@ -25,7 +25,8 @@ The number of Kafka clients does not grow with the number of plugin keys. Per in
   at the live edge need no fetch of their own, feeds `follow()` (the status topic), and reads
   the registry topic `system.consumers` from the start;
 * a **reader consumer** (no group) for random access behind the live edge (historic lanes,
-  catching up): it seeks to the asked offset with every other partition paused.
+  catching up): it seeks to the asked offset with every other partition paused, and what the
+  fetch brought beyond the read is kept for the reads after it (`kafka_reads.py`).
 
 Kafka outages: aiokafka reconnects by itself. Calls fail with `UpstreamError` meanwhile (HTTP 503
 for posts, `ready: false` for fetches), and `health()` names the problem until a metadata
@@ -63,6 +64,7 @@ from aiokafka.protocol.commit import OffsetCommitRequest
 
 from azuld.backends.kafka_loop import run_in_bursts
 from azuld.backends.kafka_produce import BATCH_BYTES, RoundProducer
+from azuld.backends.kafka_reads import ReadAhead
 from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
 from azuld.core.delivery import (
     Commit,
@@ -95,6 +97,10 @@ T = TypeVar("T")
 REFRESH_SECONDS = 2.0
 # A read behind the live edge waits at most this long for the fetch to come back.
 READ_WAIT_MS = 1000
+# What a read behind the live edge fetches (Kafka returns at least one whole record batch, up to
+# 1 MB from `RoundProducer`), and what is kept of such fetches for the reads after them.
+READ_FETCH_BYTES = 512 * 1024
+READ_AHEAD_BYTES = 16 * 1024 * 1024
 # OffsetCommit errors worth asking again: COORDINATOR_LOAD_IN_PROGRESS,
 # COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
 _COORDINATOR_RETRIABLE = frozenset({14, 15, 16})
@@ -279,6 +285,8 @@ class KafkaLog:
         self._registry_moved = trio.Event()
         self._reader_lock = trio.Lock()
         self._reader_assigned: set[TopicPartition] = set()
+        self._reader_resumed: KafkaTP | None = None  # the one partition the reader fetches
+        self._read_ahead = ReadAhead(READ_AHEAD_BYTES)
         self._coordinators: dict[str, int] = {}
         self._group_commits: dict[str, _GroupCommits] = {}
         self.commit_requests = 0  # OffsetCommit requests sent (coalescing is tested by it)
@@ -349,7 +357,10 @@ class KafkaLog:
             }
             self.tail = AIOKafkaConsumer(auto_offset_reset="latest", **consumer_options)
             await self.tail.start()
-            self.reader = AIOKafkaConsumer(auto_offset_reset="earliest", **consumer_options)
+            self.reader = AIOKafkaConsumer(
+                auto_offset_reset="earliest",
+                **{**consumer_options, "max_partition_fetch_bytes": READ_FETCH_BYTES},
+            )
             await self.reader.start()
             # Even per topic and sticky (core.assignment): with eager rebalancing every
             # partition is handed over and taken back, but most come back to the same instance.
@@ -674,22 +685,33 @@ class KafkaLog:
         recent = self._recent.get(tp)
         if recent and recent[0][0] <= offset:
             return [(o, v) for o, v in recent if o >= offset][:limit]
+        kept = self._read_ahead.get(tp, offset, limit)
+        if kept:
+            return kept
         async with self._reader_lock:
-            return await self._call("fetch", self._read_at, tp, offset, limit)
+            kept = self._read_ahead.get(tp, offset, limit)  # fetched while this read waited
+            if kept:
+                return kept
+            fetched = await self._call("fetch", self._read_at, tp, offset)
+        self._read_ahead.keep(tp, fetched)
+        return fetched[:limit]
 
-    async def _read_at(
-        self, tp: TopicPartition, offset: int, limit: int
-    ) -> list[tuple[int, bytes]]:
-        """(asyncio) Fetch from `tp` at `offset` with every other partition paused."""
+    async def _read_at(self, tp: TopicPartition, offset: int) -> list[tuple[int, bytes]]:
+        """(asyncio) What one fetch from `tp` at `offset` brings, with every other partition
+        paused (`kafka_reads.py` keeps it for the reads after)."""
         ktp = _ktp(tp)
         if tp not in self._reader_assigned:
             self._reader_assigned.add(tp)
             self.reader.assign([_ktp(t) for t in self._reader_assigned])
-        self.reader.pause(*self.reader.assignment())
+            self._reader_resumed = None  # a new assignment fetches every partition
+        if self._reader_resumed is not None:
+            self.reader.pause(self._reader_resumed)
+        else:
+            self.reader.pause(*self.reader.assignment())
         self.reader.resume(ktp)
+        self._reader_resumed = ktp
         self.reader.seek(ktp, offset)
-        batch = await self.reader.getmany(ktp, timeout_ms=READ_WAIT_MS, max_records=limit)
-        self.reader.pause(ktp)
+        batch = await self.reader.getmany(ktp, timeout_ms=READ_WAIT_MS)
         return [(m.offset, m.value or b"") for m in batch.get(ktp, [])]
 
     async def _coordinator(self, group: str) -> int:
