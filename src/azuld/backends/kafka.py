@@ -108,6 +108,8 @@ _COORDINATOR_RETRIABLE = frozenset({14, 15, 16})
 FOLLOW_BUFFER = 10_000
 # Registry keys of `first_value`s: a ':' no plugin key can contain.
 _KEPT = "azuld:"
+# ... and take up to this many at a time.
+FOLLOW_BURST = 512
 # How long a rebalance waits for this instance to hand over the partitions it gives up. Kafka
 # waits for every member to rejoin within the rebalance timeout, which is longer: a slow hand-over
 # (a loaded machine) must not get its instance put out of the group, its leases unknown.
@@ -530,8 +532,8 @@ class KafkaLog:
                     if message.offset + 1 > self._ends.get(tp, 0):
                         self._ends[tp] = message.offset + 1
                     value = message.value if message.value is not None else b""
-                    if recent is not None:
-                        recent.append((message.offset, value))
+                    if recent is not None and (not recent or recent[-1][0] < message.offset):
+                        recent.append((message.offset, value))  # unless `append` put it there
                     if tp.topic == self._registry_topic:
                         self._apply_registry(message.key, message.value)
                         self._registry_position = message.offset + 1
@@ -636,10 +638,16 @@ class KafkaLog:
         if new:
             await self.ensure_topics([s for t in sorted(new) for s in siblings(self.settings, t)])
 
-        ends = self._ends
-        for tp, offset in await self.rounds.append(records):
+        ends, cached = self._ends, self._recent
+        placed = await self.rounds.append(records)
+        for record, (tp, offset) in zip(records, placed, strict=True):
             if offset + 1 > ends.get(tp, 0):
                 ends[tp] = offset + 1
+            # Straight into the tail's cache when it follows on from it: a poll waiting at the
+            # live edge takes the record now, not after the tail has fetched it back.
+            recent = cached.get(tp)
+            if recent and recent[-1][0] + 1 == offset:
+                recent.append((offset, record.value))
         self._bump()
 
     async def partitions(
@@ -873,18 +881,32 @@ class KafkaLog:
         starts = {tp: end for tp, end in self._ends.items() if tp.topic == topic}
         follower = _Follower(send, starts)
         self._followers.setdefault(topic, []).append(follower)
-        try:
-            async for value in receive:
-                yield value
-                # Asked for the next value: the consumer is done with this one.
-                follower.unhandled -= 1
-                if not follower.unhandled:
-                    self._followers_done.set()
-                    self._followers_done = trio.Event()
-        finally:
-            # Off the list before the channel closes: the tail never sends into a closed one.
-            self._followers[topic].remove(follower)
-            receive.close()
+        # Off the list before the channel closes, with no checkpoint between: the tail never
+        # sends into a closed one.
+        with receive:
+            try:
+                async for value in receive:
+                    yield value
+                    self._handled(follower)
+                    # What else has come, without a scheduler pass per value (a busy daemon
+                    # gives a task one pass per round of all its tasks: one value a pass fell
+                    # behind the tail and dropped values at count=100).
+                    for _ in range(FOLLOW_BURST):
+                        try:
+                            value = receive.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        yield value
+                        self._handled(follower)
+            finally:
+                self._followers[topic].remove(follower)
+
+    def _handled(self, follower: _Follower) -> None:
+        """The consumer asked for the next value: it is done with the last one."""
+        follower.unhandled -= 1
+        if not follower.unhandled:
+            self._followers_done.set()
+            self._followers_done = trio.Event()
 
     def on_revoke(self, hook: RevokeHook | None) -> None:
         self.ownership.hook = hook

@@ -248,15 +248,18 @@ class Statuses:
     async def follow(self) -> None:
         """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
         extend, final statuses finish) and remember every final status (`KeyRegistry.finished`).
-        Statuses posted here were applied already; again is a no-op. Runs until cancelled."""
+        A final status known already (posted here, or followed before) is not applied again.
+        Runs until cancelled."""
         async with aclosing(self.log.follow(system_topic(self.prefix, "status"))) as values:
             async for value in values:
                 summary = decode_status_summary(value)
                 if summary is None:
                     continue
                 final = self._final(summary.job_id, summary.status, summary.author)
-                if final is not None:
-                    self.registry.finished.add(*final, trio.current_time())
+                if final is not None and not self.registry.finished.add(
+                    *final, trio.current_time()
+                ):
+                    continue  # known: posted here (and applied), or seen before
                 try:
                     await self.apply([summary], load_missing=False)
                 except UpstreamError as exc:
