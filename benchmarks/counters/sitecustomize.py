@@ -36,7 +36,7 @@ if os.environ.get("BENCH_COUNTERS_FILE"):
 
     def _dump(*_: Any) -> None:
         for log in LOGS:
-            ahead = getattr(log, "_read_ahead", None)
+            ahead = getattr(getattr(log, "reads", None), "kept", None)
             if ahead is not None:  # reads answered from what an earlier fetch brought
                 COUNTS["read.from_read_ahead"] = ahead.hits
             rounds = getattr(log, "rounds", None)

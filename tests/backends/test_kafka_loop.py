@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import trio
 import trio_asyncio
 
@@ -79,6 +80,8 @@ async def test_a_cancelled_call_and_closing_the_loop_still_work() -> None:
             await trio_asyncio.aio_as_trio(forever)()
         assert scope.cancelled_caught
         assert cleaned == [True]
+        with pytest.raises(TypeError, match="a callable object was expected by call_soon"):
+            loop.call_soon("not callable")
         # Work queued just before the loop closes runs as it closes.
         loop.call_soon(cleaned.append, False)
     assert cleaned == [True, False]

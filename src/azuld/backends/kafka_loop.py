@@ -7,7 +7,8 @@ about 12 per count=1 job, 3 per record batch), so under trio-asyncio the same ai
 about twice its CPU on plain asyncio, and each hop added latency (benchmarks/README.md, "Where
 the Kafka path's CPU and latency go"). `run_in_bursts(loop)` gives that loop a step that runs the
 callbacks already queued one after another, with a checkpoint every `BURST` (Trio's tasks are not
-starved), and waits (until the next timer is due) only when none is queued.
+starved), and waits (until the next timer is due) only when none is queued; and it checks each
+callback queued as asyncio does outside its debug mode.
 
 This replaces a private method, `BaseTrioEventLoop._main_loop_one`, of the trio-asyncio that
 pyproject.toml pins (0.16.0), on the one loop it is given. It does so only while that method is
@@ -63,7 +64,15 @@ def run_in_bursts(loop: Any) -> bool:
         return False
     loop._azuld_burst = 0
     loop._main_loop_one = types.MethodType(_step, loop)
+    # trio-asyncio checks every callback it is given as asyncio does in debug mode only (an
+    # `inspect` call each, 2 % of a count=1 job's samples): a plain `callable` check here.
+    loop._check_callback = _check_callable
     return True
+
+
+def _check_callable(callback: Any, method: str) -> None:
+    if not callable(callback):
+        raise TypeError(f"a callable object was expected by {method}(), got {callback!r}")
 
 
 async def _step(self: Any, no_wait: bool = False) -> None:

@@ -7,17 +7,34 @@ cost the next read a fetch of the same batch again (3.5-6 ms of CPU each, most o
 job's reader cost). `ReadAhead` keeps, per partition, the records the last fetch of it brought,
 for any key's lane reading there; the least recently fetched partitions go first past
 `max_bytes`. Kafka records never change once written, so what is kept is never stale.
-No I/O here.
+`Reader` fetches with the reader consumer, one fetch at a time, when nothing kept covers a read.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import trio
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as KafkaTP
+
+from azuld.backends.kafka_members import to_kafka
 from azuld.core.delivery import TopicPartition
 
-__all__ = ["ReadAhead"]
+__all__ = ["READ_FETCH_BYTES", "ReadAhead", "Reader"]
+
+# What a read behind the live edge fetches (Kafka returns at least one whole record batch, up to
+# 1 MB from `RoundProducer`), what is kept of such fetches for the reads after them, and how long
+# a fetch may wait.
+READ_FETCH_BYTES = 512 * 1024
+READ_AHEAD_BYTES = 16 * 1024 * 1024
+READ_WAIT_MS = 1000
+
+# A bridge call: `KafkaLog._call` (bounded by the request timeout; Kafka errors as UpstreamError).
+Call = Callable[..., Awaitable[Any]]
 
 
 class _Fetched:
@@ -68,3 +85,46 @@ class ReadAhead:
 
     def __len__(self) -> int:
         return len(self._by_partition)
+
+
+class Reader:
+    """Reads behind the live edge: from what an earlier fetch brought, or by a fetch of the
+    reader consumer (assigned every partition it was asked for, all but one paused)."""
+
+    def __init__(self, consumer: AIOKafkaConsumer, call: Call) -> None:
+        self.consumer = consumer
+        self._call = call
+        self.kept = ReadAhead(READ_AHEAD_BYTES)
+        self._lock = trio.Lock()
+        self._assigned: set[TopicPartition] = set()
+        self._resumed: KafkaTP | None = None  # the one partition the consumer fetches
+
+    async def read(self, tp: TopicPartition, offset: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to `limit` records of `tp` from `offset`. Raises `UpstreamError`."""
+        kept = self.kept.get(tp, offset, limit)
+        if kept:
+            return kept
+        async with self._lock:
+            kept = self.kept.get(tp, offset, limit)  # fetched while this read waited
+            if kept:
+                return kept
+            fetched: list[tuple[int, bytes]] = await self._call("fetch", self._fetch, tp, offset)
+        self.kept.keep(tp, fetched)
+        return fetched[:limit]
+
+    async def _fetch(self, tp: TopicPartition, offset: int) -> list[tuple[int, bytes]]:
+        """(asyncio) What one fetch from `tp` at `offset` brings."""
+        ktp = to_kafka(tp)
+        if tp not in self._assigned:
+            self._assigned.add(tp)
+            self.consumer.assign([to_kafka(t) for t in self._assigned])
+            self._resumed = None  # a new assignment fetches every partition
+        if self._resumed is not None:
+            self.consumer.pause(self._resumed)
+        else:
+            self.consumer.pause(*self.consumer.assignment())
+        self.consumer.resume(ktp)
+        self._resumed = ktp
+        self.consumer.seek(ktp, offset)
+        batch = await self.consumer.getmany(ktp, timeout_ms=READ_WAIT_MS)
+        return [(m.offset, m.value or b"") for m in batch.get(ktp, [])]
