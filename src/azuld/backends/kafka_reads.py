@@ -4,10 +4,10 @@ A Kafka fetch returns whole record batches from where it starts: at least one, a
 of them here (`RoundProducer`'s batches; preloads of a thousand events fill one). A lane reads
 `read_ahead` (64) records at a time, so a fetch brought many reads' worth, and dropping the rest
 cost the next read a fetch of the same batch again (3.5-6 ms of CPU each, most of a count=1
-job's reader cost). `ReadAhead` keeps, per partition, the records the last fetch of it brought,
-for any key's lane reading there; the least recently fetched partitions go first past
-`max_bytes`. Kafka records never change once written, so what is kept is never stale.
-`Reader` fetches with the reader consumer, one fetch at a time, when nothing kept covers a read.
+job's reader cost). `ReadAhead` keeps what fetches brought, for any key's lane reading there;
+the least recently read go first past `max_bytes`. Kafka records never change once written, so
+what is kept is never stale. `Reader` fetches with the reader consumer, one fetch at a time, when
+nothing kept covers a read.
 """
 
 from __future__ import annotations
@@ -47,44 +47,56 @@ class _Fetched:
 
 
 class ReadAhead:
-    """The records of each partition's last fetch (at most `max_bytes` in all)."""
+    """What fetches behind the live edge brought, by partition and first offset (at most
+    `max_bytes` in all; the least recently read go first). Several per partition: the lanes of
+    several plugin keys replaying one partition read near each other, each from the fetch any
+    of them made."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
-        self._by_partition: OrderedDict[TopicPartition, _Fetched] = OrderedDict()
+        self._by_partition: dict[TopicPartition, dict[int, _Fetched]] = {}
+        self._order: OrderedDict[tuple[TopicPartition, int], _Fetched] = OrderedDict()
         self._bytes = 0
         self.hits = 0  # reads answered from what was kept
 
     def get(self, tp: TopicPartition, offset: int, limit: int) -> list[tuple[int, bytes]]:
-        """Up to `limit` kept records of `tp` from `offset` on; empty if what is kept does not
-        cover `offset` (a fetch must start there)."""
-        fetched = self._by_partition.get(tp)
-        if fetched is None or not fetched.offsets or offset < fetched.offsets[0]:
-            return []
-        start = bisect_left(fetched.offsets, offset)  # a compacted gap: the next one kept
-        found = fetched.records[start : start + limit]
-        if found:
-            self.hits += 1
-        return found
+        """Up to `limit` kept records of `tp` from `offset` on; empty if no fetch kept covers
+        `offset` (one must start there)."""
+        for first, fetched in self._by_partition.get(tp, {}).items():
+            if first <= offset <= fetched.offsets[-1]:
+                start = bisect_left(fetched.offsets, offset)  # a compacted gap: the next one
+                self._order.move_to_end((tp, first))
+                self.hits += 1
+                return fetched.records[start : start + limit]
+        return []
 
     def keep(self, tp: TopicPartition, records: list[tuple[int, bytes]]) -> None:
-        """Keep what a fetch of `tp` brought (in offset order), instead of what was kept."""
-        old = self._by_partition.pop(tp, None)
-        if old is not None:
-            self._bytes -= old.bytes
+        """Keep what a fetch of `tp` brought (in offset order)."""
         if not records:
             return
         fetched = _Fetched(records)
         if fetched.bytes > self.max_bytes:
             return
-        self._by_partition[tp] = fetched
+        key = (tp, records[0][0])
+        self._forget(key)
+        self._by_partition.setdefault(tp, {})[key[1]] = fetched
+        self._order[key] = fetched
         self._bytes += fetched.bytes
         while self._bytes > self.max_bytes:
-            _, evicted = self._by_partition.popitem(last=False)
-            self._bytes -= evicted.bytes
+            self._forget(next(iter(self._order)))
+
+    def _forget(self, key: tuple[TopicPartition, int]) -> None:
+        fetched = self._order.pop(key, None)
+        if fetched is None:
+            return
+        self._bytes -= fetched.bytes
+        kept = self._by_partition[key[0]]
+        del kept[key[1]]
+        if not kept:
+            del self._by_partition[key[0]]
 
     def __len__(self) -> int:
-        return len(self._by_partition)
+        return len(self._order)
 
 
 class Reader:

@@ -375,6 +375,13 @@ class KeyRegistry:
         if dirty:
             await self.store_commits(ks, dirty)
 
+    @property
+    def commits_in_background(self) -> bool:
+        """Whether the commits that statuses (and active fetches) move are stored in the
+        background (`commit_in_background`): on a shared log, unless the interval is 0. The
+        embedded log stores them before answering (a restart reads no statuses back)."""
+        return self.log.shared and self.settings.commit_interval_seconds > 0
+
     def commit_soon(self, ks: KeyState) -> None:
         """Have `commit_in_background` store the key's moved commits within
         `commit_interval_seconds` (gathered with those of every status meanwhile)."""

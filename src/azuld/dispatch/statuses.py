@@ -358,7 +358,7 @@ class Statuses:
                 self._count_endings(touched[key], ending, count)
         # On a shared log, the commits can wait: the statuses are stored, and every instance
         # knows them (`KeyRegistry.finished`), so none offers their jobs again meanwhile.
-        later = self.log.shared and self.settings.commit_interval_seconds > 0
+        later = self.registry.commits_in_background
         for ks in touched.values():
             if ks.polls and self.registry.reads(ks):
                 ks.wake()  # the window moved: a poll that waited on a full window may read
