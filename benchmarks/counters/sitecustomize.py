@@ -32,7 +32,17 @@ if os.environ.get("BENCH_COUNTERS_FILE"):
     WALL: Counter[str] = Counter()
     CLIENTS: dict[int, str] = {}
 
+    LOGS: list[Any] = []  # the KafkaLog, once started: some counts are its own
+
     def _dump(*_: Any) -> None:
+        for log in LOGS:
+            ahead = getattr(getattr(log, "reads", None), "kept", None)
+            if ahead is not None:  # reads answered from what an earlier fetch brought
+                COUNTS["read.from_read_ahead"] = ahead.hits
+            rounds = getattr(log, "rounds", None)
+            if rounds is not None:  # produce rounds (appends sent together)
+                COUNTS["produce.rounds"] = rounds.rounds
+            COUNTS["commit.requests"] = getattr(log, "commit_requests", 0)
         path = os.environ["BENCH_COUNTERS_FILE"]
         with open(path + ".tmp", "w") as out:
             json.dump({"counts": dict(COUNTS), "wall_seconds": dict(WALL)}, out)
@@ -128,6 +138,7 @@ if os.environ.get("BENCH_COUNTERS_FILE"):
         return after
 
     def _started(_: Any, self: Any) -> None:
+        LOGS.append(self)
         for name, client in (
             ("producer", getattr(getattr(self, "producer", None), "client", None)),
             ("admin", getattr(getattr(self, "admin", None), "_client", None)),
@@ -149,7 +160,7 @@ if os.environ.get("BENCH_COUNTERS_FILE"):
             COUNTS["read.at_end"] += 1
         elif recent and recent[0][0] <= offset:
             COUNTS["read.tail_cache"] += 1
-        else:
+        else:  # by the reader consumer, or from what it fetched before (read.from_read_ahead)
             COUNTS["read.reader"] += 1
 
     def _read_done(records: Any, self: Any, tp: Any, offset: int, limit: int) -> None:

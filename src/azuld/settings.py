@@ -166,6 +166,11 @@ class DispatchSettings:
     # Signs job ids (all instances of a cluster must share it). Empty: one is generated at the
     # first start and kept in the event log, where every instance finds it.
     job_id_secret: str = setting("", check=checks.SECRET_OR_EMPTY)
+    # On a shared log (Kafka): how long the commits that statuses moved are gathered before they
+    # are stored, in one request per consumer group (0: each post stores its own before it is
+    # answered). A status is stored before it is answered either way; `finished_memory_seconds`
+    # covers the jobs whose commits an instance that died had not stored yet.
+    commit_interval_seconds: float = setting(0.05, check=checks.between(0, 5), reload=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -139,6 +139,49 @@ async def test_restart_reoffers_exactly_the_unfinished_as_new_attempts(
     assert {j.dequeued.split("|")[6] for j in again} == {"1"}  # a new attempt
 
 
+async def test_a_status_is_answered_before_its_commit_and_a_crash_offers_it_not_again(
+    backend: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    topic_prefix: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On Kafka a status post returns once the status is stored; its commit follows within
+    # `commit_interval_seconds`. An instance that dies before storing it (no commits on the
+    # way out, as after a SIGKILL) offers the finished jobs not again when it starts: it reads
+    # the statuses back. On the embedded log each post still stores its commit.
+    path = tmp_path / "events.sqlite3"
+    settings = DispatchSettings(lease_seconds=60.0, read_ahead=16, commit_interval_seconds=5.0)
+    async with open_log(backend, request, path, topic_prefix) as log:
+        dispatcher = Dispatcher(log, settings, topic_prefix)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dispatcher.run)
+            events = [make_binary(f"file-{i}") for i in range(4)]
+            await dispatcher.publish("binary", msgspec.json.encode(events))
+            jobs = await fetch_n(dispatcher, 4, count="4")
+            requests = getattr(log, "commit_requests", 0)
+            for job in jobs[:2]:
+                await complete(dispatcher, job)
+            if backend == "kafka":
+                assert log.commit_requests == requests  # type: ignore[attr-defined]
+            # Dies: what the background had not stored yet is lost.
+            monkeypatch.setattr(dispatcher.background, "_commit_everything", _nothing)
+            nursery.cancel_scope.cancel()
+    monkeypatch.undo()
+    async with open_log(backend, request, path, topic_prefix) as log:
+        dispatcher = Dispatcher(log, SETTINGS, topic_prefix)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(dispatcher.run)
+            again = await fetch_n(dispatcher, 2, count="4")
+            assert await fetch(dispatcher, count="4") == []
+            nursery.cancel_scope.cancel()
+    assert {j.entity.sha256 for j in again} == {j.entity.sha256 for j in jobs[2:]}
+
+
+async def _nothing() -> None:
+    pass
+
+
 async def test_two_clearances_on_one_source(dispatcher: Dispatcher) -> None:
     """Two plugins read one source with different `max-security`: each gets exactly the events
     its clearance may see; the rest are filtered for it, never handed out."""

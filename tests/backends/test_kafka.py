@@ -119,3 +119,29 @@ async def test_caught_up_means_what_other_instances_stored_has_been_followed(
                         await second.caught_up(topic)
                     assert set(values) <= set(seen), sorted(set(values) - set(seen))
                 nursery.cancel_scope.cancel()
+
+
+async def test_what_an_append_stored_is_read_at_the_live_edge_at_once(
+    kafka_broker: KafkaBroker,
+) -> None:
+    # A poll waiting at the live edge is woken by the append itself, and takes what it stored
+    # from the tail's cache before the tail has fetched it back from Kafka.
+    prefix = f"t{secrets.token_hex(4)}"
+    topic = binary_topic(prefix, "edge", "sourced")
+    tp = TopicPartition(topic, 0)
+    async with trio_asyncio.open_loop(), instance(kafka_broker, prefix) as kafka:
+        await kafka.append([Outgoing(topic, "k", b"first")])
+        with trio.fail_after(20):  # the tail has read the first one
+            while not await kafka.read(tp, 0, 10):
+                await trio.sleep(0.05)
+        values = [f"v{i}".encode() for i in range(50)]
+        await kafka.append([Outgoing(topic, "k", v) for v in values])
+        assert [v for _, v in await kafka.read(tp, 1, 100)] == values
+        # Another instance's record in between: what follows it waits for the tail.
+        async with instance(kafka_broker, prefix) as other:
+            await other.append([Outgoing(topic, "k", b"theirs")])
+            await kafka.append([Outgoing(topic, "k", b"mine")])
+            with trio.fail_after(20):
+                while len(got := await kafka.read(tp, 51, 10)) < 2:
+                    await trio.sleep(0.05)
+            assert [v for _, v in got] == [b"theirs", b"mine"]

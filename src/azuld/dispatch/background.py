@@ -4,7 +4,9 @@ At start-up the replay cache is loaded; then, until cancelled: the log follower 
 long-polls the log's changes concern, the lease reaper (`leases.py`) expires leases, the
 `max-security` checks that fetches deferred are decided (`security.py`), and on a log other
 instances share, the status and replay-cache followers (`statuses.py`, `replay.py`) apply what the
-other instances post.
+other instances post, and the commits that statuses moved are stored in the background
+(`KeyRegistry.commit_in_background`: gathered for `dispatch.commit_interval_seconds`, so a status
+post waits for its status to be stored, not for a commit).
 
 On a shared log (Kafka), partitions move between live instances. Before they do, the log calls
 `KeyRegistry.hand_over` (their leases are noted for the next owner, so plugins at work keep their
@@ -86,6 +88,7 @@ class Background:
                     # would decode and apply every status twice.
                     nursery.start_soon(self.statuses.follow)
                     nursery.start_soon(self.replay.follow)
+                    nursery.start_soon(self.registry.commit_in_background)
                 nursery.start_soon(self.leases.reap)
                 nursery.start_soon(self.security.run)
                 task_status.started()

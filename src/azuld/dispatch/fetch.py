@@ -1,8 +1,9 @@
 """Fetching: `Dispatcher.fetch`, a plugin's long-poll for jobs.
 
 Theory of operation: a fetch tops up its key's lanes from the log, takes jobs in lane order,
-commits what moved (skips, passive handouts) and, if it has fewer than `count`, waits for a
-wake-up until its deadline. Wake-ups are per key: new records the key can read, a status that
+commits what moved (skips, passive handouts; on a shared log an active key's commit is left to
+the background, `KeyRegistry.commit_in_background`) and, if it has fewer than `count`, waits for
+a wake-up until its deadline. Wake-ups are per key: new records the key can read, a status that
 moved its window, re-offered leases (all keys), new partitions (all keys); an append that concerns
 no waiting key (most are statuses) wakes nobody.
 
@@ -246,7 +247,13 @@ class Fetcher:
                     return not_ready
                 cached.clear()
             try:
-                dirty = ks.lanes.dirty_commits()  # skips and passive handouts move commits
+                if lease is not None and self.registry.commits_in_background:
+                    # Active jobs: what moved the commit (skips, statuses, cached answers)
+                    # needs no commit before the answer; a passive handout does.
+                    self.registry.commit_soon(ks)
+                    dirty = {}
+                else:
+                    dirty = ks.lanes.dirty_commits()  # skips and passive handouts move commits
                 if dirty:
                     with trio.move_on_at(deadline + BACKEND_GRACE_SECONDS) as slow:
                         await self.registry.store_commits(ks, dirty)

@@ -39,6 +39,7 @@ from azuld.core.jobids import JobIds
 from azuld.core.keys import consumer_group, expedite_topic, system_topic
 from azuld.core.params import ConsumeParams
 from azuld.core.publish import Outgoing
+from azuld.errors import UpstreamError
 from azuld.metrics import Metrics
 from azuld.models.admin import PluginFailure
 from azuld.ports import EventLog
@@ -127,6 +128,8 @@ class KeyRegistry:
         self.instance = f"{socket.gethostname()}-{os.getpid()}"
         self._handover_topic = system_topic(prefix, HANDOVER_TOPIC)
         self._notes: tuple[int, dict[str, bytes]] = (-1, {})  # (topology, hand-over table)
+        self._commit_due: dict[str, KeyState] = {}  # keys whose commits `commit_soon` asked for
+        self._commit_asked = trio.Event()
 
     def get(self, key: str) -> KeyState | None:
         return self.states.get(key)
@@ -371,6 +374,41 @@ class KeyRegistry:
         dirty = ks.lanes.dirty_commits()
         if dirty:
             await self.store_commits(ks, dirty)
+
+    @property
+    def commits_in_background(self) -> bool:
+        """Whether the commits that statuses (and active fetches) move are stored in the
+        background (`commit_in_background`): on a shared log, unless the interval is 0. The
+        embedded log stores them before answering (a restart reads no statuses back)."""
+        return self.log.shared and self.settings.commit_interval_seconds > 0
+
+    def commit_soon(self, ks: KeyState) -> None:
+        """Have `commit_in_background` store the key's moved commits within
+        `commit_interval_seconds` (gathered with those of every status meanwhile)."""
+        self._commit_due[ks.params.key] = ks
+        self._commit_asked.set()
+
+    async def commit_in_background(self) -> None:
+        """Store the commits `commit_soon` asked for, every `commit_interval_seconds` while
+        there are some: all keys at once, each key's groups in one call. What fails stays
+        dirty and is tried again the next time. Runs until cancelled (the dispatcher stores
+        every commit when it stops, and a rebalance those of the partitions it moves)."""
+        while True:
+            await self._commit_asked.wait()
+            await trio.sleep(self.settings.commit_interval_seconds)
+            due, self._commit_due = self._commit_due, {}
+            self._commit_asked = trio.Event()
+            async with trio.open_nursery() as nursery:
+                for key, ks in due.items():
+                    if self.states.get(key) is ks:  # not reset meanwhile
+                        nursery.start_soon(self._commit_or_retry, ks)
+
+    async def _commit_or_retry(self, ks: KeyState) -> None:
+        try:
+            await self.commit(ks)
+        except UpstreamError as exc:
+            log.warning("cannot store the commits of %s for now: %s", ks.params.key, exc)
+            self.commit_soon(ks)
 
     async def store_commits(
         self, ks: KeyState, dirty: dict[tuple[str, TopicPartition], Commit]

@@ -248,15 +248,18 @@ class Statuses:
     async def follow(self) -> None:
         """Apply statuses posted to any instance to the jobs this instance holds (heartbeats
         extend, final statuses finish) and remember every final status (`KeyRegistry.finished`).
-        Statuses posted here were applied already; again is a no-op. Runs until cancelled."""
+        A final status known already (posted here, or followed before) is not applied again.
+        Runs until cancelled."""
         async with aclosing(self.log.follow(system_topic(self.prefix, "status"))) as values:
             async for value in values:
                 summary = decode_status_summary(value)
                 if summary is None:
                     continue
                 final = self._final(summary.job_id, summary.status, summary.author)
-                if final is not None:
-                    self.registry.finished.add(*final, trio.current_time())
+                if final is not None and not self.registry.finished.add(
+                    *final, trio.current_time()
+                ):
+                    continue  # known: posted here (and applied), or seen before
                 try:
                     await self.apply([summary], load_missing=False)
                 except UpstreamError as exc:
@@ -289,8 +292,9 @@ class Statuses:
 
     async def apply(self, statuses: Iterable[StatusSummary], *, load_missing: bool = True) -> None:
         """Apply stored statuses to their jobs: heartbeats extend leases, final statuses finish
-        jobs; then store the commits that moved. `load_missing` loads a key this process has
-        not seen (a status posted here after a restart).
+        jobs; then store the commits that moved (on a shared log: have them stored within
+        `commit_interval_seconds`). `load_missing` loads a key this process has not seen (a
+        status posted here after a restart).
 
         Raises:
             UpstreamError: the log failed; what was finished stays finished, and the commits
@@ -352,10 +356,16 @@ class Statuses:
         finally:
             for (key, ending), count in endings.items():
                 self._count_endings(touched[key], ending, count)
+        # On a shared log, the commits can wait: the statuses are stored, and every instance
+        # knows them (`KeyRegistry.finished`), so none offers their jobs again meanwhile.
+        later = self.registry.commits_in_background
         for ks in touched.values():
             if ks.polls and self.registry.reads(ks):
                 ks.wake()  # the window moved: a poll that waited on a full window may read
-            await self.registry.commit(ks)
+            if later:
+                self.registry.commit_soon(ks)
+            else:
+                await self.registry.commit(ks)
 
     async def store_own_failure(self, ks: KeyState, job: Job, status: StatusEvent) -> None:
         """Store a final status the dispatcher authors itself for a job (the `error-timeout` of
