@@ -166,6 +166,8 @@ class DispatchSettings:
     # Signs job ids (all instances of a cluster must share it). Empty: one is generated at the
     # first start and kept in the event log, where every instance finds it.
     job_id_secret: str = setting("", check=checks.SECRET_OR_EMPTY)
+    # An ephemeral key (a watcher's feed) is forgotten once no poll has come for this long.
+    ephemeral_idle_seconds: float = setting(60.0, check=checks.between(1, 86400), reload=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -157,9 +157,10 @@ class Admin:
         summaries = []
         for key, ks in sorted(self.registry.states.items()):
             lag = await self.lag(ks)
-            for lane, value in lag.items():
-                self.metrics.lag.labels(key, lane).set(value)
-            self.metrics.in_flight.labels(key).set(ks.lanes.leased)
+            if not ks.params.ephemeral:  # a watcher's key would stay in the gauges for ever
+                for lane, value in lag.items():
+                    self.metrics.lag.labels(key, lane).set(value)
+                self.metrics.in_flight.labels(key).set(ks.lanes.leased)
             summaries.append(
                 PluginKeySummary(
                     key=key,
@@ -167,6 +168,7 @@ class Admin:
                     version=ks.params.version,
                     model=ks.params.model,
                     active=ks.params.active,
+                    ephemeral=ks.params.ephemeral,
                     lanes=list(ks.lanes.lanes),
                     lag=lag,
                     queued=ks.lanes.queued,

@@ -191,6 +191,26 @@ _FETCH_QUERY = (
     ),
     query("reset", BOOL, "Forget this key's progress first (admin role)." + GO_BOOL),
     query("debug", BOOL, "A separate plugin key (flag `D`) for debugging." + GO_BOOL),
+    query(
+        "ephemeral",
+        BOOL,
+        "azuld's watchers (passive only, 422 on active): a plugin key of its own (flag `W`) "
+        "that is never registered, stores no commits, reads every partition, and is forgotten "
+        "once no poll has come for it for `dispatch.ephemeral_idle_seconds`." + GO_BOOL,
+    ),
+    query(
+        "since",
+        {"type": "number", "minimum": 0},
+        "With `ephemeral`: start the live lanes at the first record appended at or after this "
+        "time (Unix seconds; the embedded log may start up to a minute earlier). Read when the "
+        "key is created.",
+    ),
+    query(
+        "last",
+        {"type": "integer", "minimum": 0},
+        "With `ephemeral`, instead of `since`: start the live lanes this many records back on "
+        "each partition. Read when the key is created.",
+    ),
 )
 _FETCH_REPLIES: dict[str, Schema] = {
     "200": {

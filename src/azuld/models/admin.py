@@ -85,6 +85,8 @@ class PluginKeySummary(msgspec.Struct, kw_only=True):
     version: str
     model: str
     active: bool
+    # A watcher's feed (`azuld watch`): forgotten soon after its last poll.
+    ephemeral: bool = False
     lanes: list[str]
     lag: dict[str, int]  # per lane: events not finished yet
     queued: int
