@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -57,7 +59,7 @@ from azuld.core.delivery import (
 )
 from azuld.core.publish import Outgoing
 from azuld.errors import InsufficientStorage, UpstreamError
-from azuld.ports import RevokeHook
+from azuld.ports import GroupMember, Membership, RevokeHook
 
 __all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
 
@@ -562,6 +564,11 @@ class EmbeddedLog:
                 ).fetchone()
             found[tp] = max(self._starts.get(tp, 0), mark or 0)
         return found
+
+    async def membership(self) -> Membership:
+        host = socket.gethostname()
+        me = f"{host}-{os.getpid()}"
+        return Membership(me, 0, (GroupMember(me, host, tuple(sorted(self._tp_ids))),))
 
     async def health(self) -> str | None:
         try:
