@@ -53,6 +53,11 @@ class EventLog(Protocol):
         """A counter that moves whenever topics or partitions appear, or ownership changes."""
 
     @property
+    def instance(self) -> str:
+        """This process's id among the instances sharing the log (in logs, hand-over notes and
+        the dashboard; on Kafka also its client id in the instances' group)."""
+
+    @property
     def shared(self) -> bool:
         """Whether other processes (other azuld instances) may append to this log. When not,
         every record in it was appended by this process, and following it for statuses posted

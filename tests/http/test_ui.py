@@ -52,6 +52,33 @@ async def test_ui_page_is_self_contained_html(client: Client) -> None:
         assert f"{directive} 'sha256-{digest}'" in policy
 
 
+async def test_the_api_the_dashboard_reads(client: Client) -> None:
+    cluster = await client.get("/api/azuld/v1/cluster")
+    assert cluster.status_code == 200
+    view = await cluster.get_json()
+    (member,) = view["members"]
+    assert member["this"] is True
+    assert (view["shared"], view["problem"]) == (False, "")
+    jobs = await client.get("/api/azuld/v1/jobs")
+    assert await jobs.get_json() == {"instance": view["instance"], "total": 0, "jobs": []}
+    bad = await client.get("/api/azuld/v1/jobs?limit=many")
+    assert bad.status_code == 400
+    assert "limit='many' is not an integer" in (await bad.get_json())["detail"]
+
+    # The re-offer button posts JSON; a form (which another site could make a browser send)
+    # is refused.
+    body = '{"job_ids": ["nonsense"]}'
+    form = await client.post(
+        "/api/azuld/v1/reoffer", data=body, headers={"Content-Type": "text/plain"}
+    )
+    assert form.status_code == 400
+    assert "Content-Type: application/json" in (await form.get_json())["detail"]
+    posted = await client.post(
+        "/api/azuld/v1/reoffer", data=body, headers={"Content-Type": "application/json"}
+    )
+    assert (await posted.get_json())["reoffered"][0]["reason"] == "not an azuld job id"
+
+
 def test_ui_page_inlines_the_static_files() -> None:
     """The page is `static/dashboard.html` with the css and js files inlined where it says."""
     static = REPO / "src" / "azuld" / "http" / "static"

@@ -161,6 +161,7 @@ class EmbeddedLog:
         retention_ms_for: Callable[[str], int] = lambda topic: -1,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.instance = f"{socket.gethostname()}-{os.getpid()}"
         self._db = db
         self._partitions_for = partitions_for
         self._retention_ms_for = retention_ms_for  # -1: kept forever
@@ -566,9 +567,8 @@ class EmbeddedLog:
         return found
 
     async def membership(self) -> Membership:
-        host = socket.gethostname()
-        me = f"{host}-{os.getpid()}"
-        return Membership(me, 0, (GroupMember(me, host, tuple(sorted(self._tp_ids))),))
+        member = GroupMember(self.instance, socket.gethostname(), tuple(sorted(self._tp_ids)))
+        return Membership(self.instance, 0, (member,))
 
     async def health(self) -> str | None:
         try:

@@ -160,11 +160,15 @@ class Fetcher:
         filtered = sum(skipped.values())
         if not params.ephemeral:  # a watcher is no plugin: its name would stay in the metrics
             if events:
-                self.metrics.child(self.metrics.fetched, params.name, params.model).inc(len(events))
-            for reason, count in skipped.items():
-                self.metrics.child(self.metrics.filtered, params.name, params.model, reason).inc(
-                    count
+                fetched = self.metrics.child(
+                    self.metrics.fetched, params.name, params.key, params.model
                 )
+                fetched.inc(len(events))
+            for reason, count in skipped.items():
+                filtered_by = self.metrics.child(
+                    self.metrics.filtered, params.name, params.key, params.model, reason
+                )
+                filtered_by.inc(count)
         info = FetchInfo(
             filtered=filtered,
             fetched=len(events),

@@ -16,8 +16,6 @@ may start a while back (`since`, `last`), and is forgotten once no poll has come
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -45,7 +43,7 @@ from azuld.core.keys import consumer_group, expedite_topic, system_topic
 from azuld.core.params import ConsumeParams
 from azuld.core.publish import Outgoing
 from azuld.metrics import Metrics
-from azuld.models.admin import PluginFailure
+from azuld.models.admin import ClusterEvent, PluginFailure
 from azuld.ports import EventLog
 from azuld.settings import DispatchSettings
 from azuld.topics import HANDOVER_TOPIC
@@ -54,6 +52,8 @@ __all__ = ["History", "KeyRegistry", "KeyState"]
 
 # Failures kept per key for `azuld status` and the dashboard.
 RECENT_FAILURES = 50
+# Hand-overs and take-overs kept for the dashboard's cluster view.
+RECENT_MOVES = 50
 # Distinct multiplugin outcomes ("<author>: <status>") counted per key.
 MULTIPLUGIN_OUTCOMES = 100
 
@@ -134,9 +134,13 @@ class KeyRegistry:
         self._creating: dict[str, trio.Lock] = {}  # plugin keys whose state is being built
         # Final statuses stored by any instance, for a while (`core.finished`).
         self.finished = RecentlyFinished(settings.finished_memory_seconds)
-        self.instance = f"{socket.gethostname()}-{os.getpid()}"
+        self.instance = log.instance
         self._handover_topic = system_topic(prefix, HANDOVER_TOPIC)
         self._notes: tuple[int, dict[str, bytes]] = (-1, {})  # (topology, hand-over table)
+        # Work that moved with partitions, for the dashboard: leases given and taken, and the
+        # latest hand-overs and take-overs, newest first.
+        self.handed_over: Counter[str] = Counter(given=0, taken=0)
+        self.recent_moves: deque[ClusterEvent] = deque(maxlen=RECENT_MOVES)
 
     def get(self, key: str) -> KeyState | None:
         return self.states.get(key)
@@ -311,6 +315,18 @@ class KeyRegistry:
         if leases:
             ks.lanes.expect_leases(lane, tp, leases)
             self.metrics.handed_over.labels("taken").inc(len(leases))
+            self.handed_over["taken"] += len(leases)
+            self.recent_moves.appendleft(
+                ClusterEvent(
+                    at=time.time(),
+                    kind="took-over",
+                    partitions=1,
+                    leases=len(leases),
+                    plugin_key=ks.params.key,
+                    partition=f"{tp.topic}:{tp.partition}",
+                    peer=note.by,
+                )
+            )
             log.info(
                 "took over %d leases of %s %s from %s", len(leases), ks.params.key, tp, note.by
             )
@@ -361,6 +377,10 @@ class KeyRegistry:
                     ks.lanes.unassign(lane, tp)
             if dirty:
                 commits.append((ks, dirty))
+        self.handed_over["given"] += leases
+        self.recent_moves.appendleft(
+            ClusterEvent(at=wall, kind="handed-over", partitions=len(lost), leases=leases)
+        )
         # The notes first: they are what keeps plugins at work on their jobs; then every
         # key's commits in one call (the partitions' final positions here).
         await self.log.append(notes)

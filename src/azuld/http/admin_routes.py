@@ -10,6 +10,7 @@ from azuld.http.auth import ADMIN_ONLY
 from azuld.http.openapi import Doc, json_body, json_reply, param_ref, query, ref, text_reply
 from azuld.http.route import Route
 from azuld.http.steps import Services
+from azuld.models.admin import ClusterView, JobsInFlight
 
 __all__ = ["ADMIN_ROUTES"]
 
@@ -89,6 +90,46 @@ ADMIN_ROUTES: tuple[Route, ...] = (
             (503,),
         ),
         quart=ops.reoffers,
+    ),
+    Route(
+        "GET",
+        "/api/azuld/v1/cluster",
+        ADMIN_ONLY,
+        Doc(
+            "cluster",
+            "The instances sharing the event log: each one's partitions, rebalances, hand-overs",
+            "introspection",
+            {"200": json_reply("The cluster as this instance sees it.", ClusterView)},
+            (503,),
+            description=(
+                "On Kafka, the members of the instances' group as its coordinator describes "
+                "them (if Kafka does not answer, `problem` says so and `members` is empty); on "
+                "the embedded log, this process alone, owning every partition. `recent` lists "
+                "this instance's latest hand-overs (a rebalance took partitions from it; their "
+                "leases were noted for the next owner) and take-overs (leases it took on)."
+            ),
+        ),
+        quart=ops.cluster,
+    ),
+    Route(
+        "GET",
+        "/api/azuld/v1/jobs",
+        ADMIN_ONLY,
+        Doc(
+            "jobsInFlight",
+            "Jobs leased to plugins on this instance, the longest-running first",
+            "introspection",
+            {"200": json_reply("The jobs in flight.", JobsInFlight)},
+            (400, 503),
+            parameters=(
+                query(
+                    "limit",
+                    {"type": "integer", "minimum": 0, "default": 200},
+                    "At most this many (`total` counts them all).",
+                ),
+            ),
+        ),
+        quart=ops.jobs,
     ),
     Route(
         "GET",
