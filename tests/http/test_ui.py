@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -224,9 +225,12 @@ async def test_the_cluster_on_kafka_in_headless_chromium(
 ) -> None:
     config = kafka_config(tmp_path / "azuld.toml", kafka_broker, f"ui{os.getpid()}")
     daemons: list[Daemon] = []
+    clients = AsyncExitStack()
     try:
         daemons.append(await start_daemon(tmp_path / "node0", extra_args=["--config", str(config)]))
-        first = httpx.AsyncClient(base_url=daemons[0].url, timeout=30)
+        first = await clients.enter_async_context(
+            httpx.AsyncClient(base_url=daemons[0].url, timeout=30)
+        )
         # Eight binaries, all leased on the first instance (on its every partition).
         events = [replay.sourced("samples") for _ in range(8)]
         for i, event in enumerate(events):
@@ -241,7 +245,9 @@ async def test_the_cluster_on_kafka_in_headless_chromium(
         # A second instance joins: the first hands its partitions' leases over, and the second
         # takes them on when Alpha first fetches from it.
         daemons.append(await start_daemon(tmp_path / "node1", extra_args=["--config", str(config)]))
-        second = httpx.AsyncClient(base_url=daemons[1].url, timeout=30)
+        second = await clients.enter_async_context(
+            httpx.AsyncClient(base_url=daemons[1].url, timeout=30)
+        )
         with trio.fail_after(90):
             while True:
                 view = await cluster_of(second)
@@ -283,10 +289,21 @@ async def test_the_cluster_on_kafka_in_headless_chromium(
             assert "loading" not in rendered
             await page.screenshot(tmp_path / "dashboard-cluster.png")
             keep_screenshot(tmp_path / "dashboard-cluster.png", "dashboard-cluster.png")
-        await first.aclose()
-        await second.aclose()
+
+        # A watcher on the second instance sees every status, also those in partitions of the
+        # status topic the first owns (a watcher reads every partition; it hands nothing out).
+        for job in leased:
+            await post(first, "status", status_event(job, "Alpha", "completed-empty"))
+        seen: set[str] = set()
+        watch = "version=1&r-live=true&ephemeral=true&last=100&count=100"
+        with trio.fail_after(30):
+            while len(seen) < 8:
+                _, statuses = await fetch(second, "azuld-watch-ui", "status", "passive", watch)
+                seen |= {status["entity"]["input"]["entity"]["sha256"] for status in statuses}
+        assert seen == {job["entity"]["sha256"] for job in leased}
     finally:
         with trio.CancelScope(shield=True):
+            await clients.aclose()
             for daemon in daemons:
                 if daemon.process.returncode is None:
                     await daemon.kill()
