@@ -41,6 +41,8 @@ __all__ = ["FAILED_SCAN_RECORDS", "Admin"]
 
 # `azuld failed` looks at this many of the newest statuses per partition.
 FAILED_SCAN_RECORDS = 50_000
+# How long the cluster view waits for the log to list its members.
+MEMBERSHIP_SECONDS = 3.0
 
 _encode = msgspec.json.Encoder().encode
 _REOFFER_DECODER = msgspec.json.Decoder(Reoffer)
@@ -252,11 +254,15 @@ class Admin:
         has been through and the work that moved. Sets the cluster gauges on the way. Kafka
         not answering is said in `problem`, with this instance's own part still shown."""
         problem = ""
+        membership = Membership(self.log.instance, self._rebalances_counted, ())
         try:
-            membership = await self.log.membership()
+            # A scrape or a dashboard poll must not wait out Kafka's request timeout.
+            with trio.move_on_after(MEMBERSHIP_SECONDS) as slow:
+                membership = await self.log.membership()
+            if slow.cancelled_caught:
+                problem = f"the event log did not list its members within {MEMBERSHIP_SECONDS} s"
         except UpstreamError as exc:
             problem = str(exc)
-            membership = Membership(self.log.instance, self._rebalances_counted, ())
         try:
             owned = len(await self.log.partitions(lambda topic: True))
             self.metrics.partitions_owned.set(owned)
