@@ -134,7 +134,7 @@ async def plugin_keys(client: httpx.AsyncClient) -> dict[str, str]:
 @pytest.mark.slow
 async def test_dashboard_in_headless_chromium(tmp_path: Path, chromium: str) -> None:
     async with (
-        running_daemon(tmp_path / "data") as daemon,
+        running_daemon(tmp_path / "data", env=replay.CACHE_ENV) as daemon,
         httpx.AsyncClient(base_url=daemon.url, timeout=30) as client,
         open_page(chromium, tmp_path / "profile") as page,
     ):
