@@ -172,7 +172,8 @@ async def test_two_plugins_at_different_clearances(
         metrics = (await client.get("/metrics")).text
         for name, count in (("Low", 4), ("High", 1)):
             line = (
-                f'azuld_events_filtered_total{{filter="{FILTER}",model="binary",plugin="{name}"}}'
+                f'azuld_events_filtered_total{{filter="{FILTER}",model="binary",plugin="{name}",'
+                f'plugin_key="{name}-1-binary-allsrc-alltype-LH"}}'
             )
             assert f"{line} {count}.0" in metrics
         plugins = (await client.get("/api/azuld/v1/plugins")).json()["plugins"]

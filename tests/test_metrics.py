@@ -92,9 +92,16 @@ async def test_plugin_names_and_keys_past_the_limit(
         assert response.status_code == 200
     await client.get("/metrics")  # refreshes the per-key gauges
     fetched = "azuld_events_fetched_total"
-    assert sample(svc, fetched, plugin="P0", model="binary") == 1
-    assert sample(svc, fetched, plugin=f"P{LIMIT}", model="binary") is None
-    assert sample(svc, fetched, plugin=OTHER, model="binary") == 2 * LIMIT
+
+    def key(name: str) -> str:
+        return f"{name}--binary-allsrc-alltype-H"
+
+    assert sample(svc, fetched, plugin="P0", plugin_key=key("P0"), model="binary") == 1
+    assert (
+        sample(svc, fetched, plugin=f"P{LIMIT}", plugin_key=key(f"P{LIMIT}"), model="binary")
+        is None
+    )
+    assert sample(svc, fetched, plugin=OTHER, plugin_key=OTHER, model="binary") == 2 * LIMIT
     # Gauges of keys past the limit are not exported (a sum of them under `other` would be
     # a last-writer-wins mix); /api/azuld/v1/plugins has every key.
     gauges = [m for m in svc.metrics.registry.collect() if m.name == "azuld_leases_in_flight"]
@@ -121,16 +128,20 @@ async def test_methods_a_client_invents_are_other(
 def test_label_budgets_are_shared_per_label_and_fixed_sets_are_kept_to() -> None:
     metrics = Metrics(max_label_values=2)
     for name in ("a", "b", "c"):
-        metrics.child(metrics.fetched, name, "binary").inc()
-    metrics.finished.labels("b", "completed").inc()  # `b` was kept: kept in every metric
-    metrics.finished.labels("d", "completed").inc()
-    metrics.child(metrics.fetched, "a", "no-such-model").inc()
+        metrics.child(metrics.fetched, name, f"{name}-1", "binary").inc()
+    metrics.finished.labels("b", "b-1", "completed").inc()  # `b` was kept: kept everywhere
+    metrics.finished.labels("d", "d-1", "completed").inc()
+    metrics.child(metrics.fetched, "a", "a-1", "no-such-model").inc()
     text = metrics.render().decode()
-    assert 'azuld_events_fetched_total{model="binary",plugin="a"} 1.0' in text
-    assert 'azuld_events_fetched_total{model="binary",plugin="other"} 1.0' in text
-    assert 'azuld_jobs_finished_total{plugin="b",state="completed"} 1.0' in text
-    assert 'azuld_jobs_finished_total{plugin="other",state="completed"} 1.0' in text
-    assert 'azuld_events_fetched_total{model="other",plugin="a"} 1.0' in text
+    assert 'azuld_events_fetched_total{model="binary",plugin="a",plugin_key="a-1"} 1.0' in text
+    assert (
+        'azuld_events_fetched_total{model="binary",plugin="other",plugin_key="other"} 1.0' in text
+    )
+    assert 'azuld_jobs_finished_total{plugin="b",plugin_key="b-1",state="completed"} 1.0' in text
+    assert (
+        'azuld_jobs_finished_total{plugin="other",plugin_key="other",state="completed"} 1.0' in text
+    )
+    assert 'azuld_events_fetched_total{model="other",plugin="a",plugin_key="a-1"} 1.0' in text
     assert 'plugin="c"' not in text
 
 

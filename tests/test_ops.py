@@ -41,15 +41,26 @@ async def test_metrics_readiness_and_admin_commands(tmp_path: Path) -> None:
             assert fetched.status_code == 200
 
             metrics = (await client.get("/metrics")).text
-            assert 'azuld_events_fetched_total{model="binary",plugin="Sizer"} 1.0' in metrics
+            key = "Sizer-2-binary-allsrc-alltype-LH"
+            # `plugin` is the name, `plugin_key` the key, on every metric of a plugin key.
+            plugin = f'plugin="Sizer",plugin_key="{key}"'
+            assert f'azuld_events_fetched_total{{model="binary",{plugin}}} 1.0' in metrics
             assert (
                 'azuld_events_filtered_total{filter="FilterConsumerRules-reject_content_too_large",'
-                'model="binary",plugin="Sizer"} 1.0'
+                f'model="binary",{plugin}}} 1.0'
             ) in metrics
             assert 'azuld_events_published_total{author="bob",model="binary"} 2.0' in metrics
-            key = "Sizer-2-binary-allsrc-alltype-LH"
-            assert f'azuld_leases_in_flight{{plugin_key="{key}"}} 1.0' in metrics
-            assert f'azuld_lag_events{{lane="historic",plugin_key="{key}"}} 1.0' in metrics
+            assert f"azuld_leases_in_flight{{{plugin}}} 1.0" in metrics
+            assert f'azuld_lag_events{{lane="historic",{plugin}}} 1.0' in metrics
+            # The process, the cluster (the embedded log: one member owning every partition),
+            # and no `_created` twins.
+            for name in ("process_resident_memory_bytes", "process_cpu_seconds_total"):
+                assert f"\n{name} " in metrics
+            assert "\nprocess_open_fds " in metrics
+            assert "\nazuld_cluster_members 1.0\n" in metrics
+            assert "\nazuld_partitions_owned " in metrics
+            assert "\nazuld_rebalances_total 0.0\n" in metrics
+            assert "_created" not in metrics
             assert (
                 'azuld_http_requests_total{code="200",method="GET",route="/api/v2/event/<model>/<mode>"}'
                 in metrics

@@ -129,6 +129,7 @@ WRONG = {
     "dispatch.finished_memory_seconds": (-1, "expected a number >= 0"),
     "dispatch.job_id_secret": ("short", "expected empty, or at least 16 characters"),
     "dispatch.commit_interval_seconds": (6, "expected a number from 0 to 5"),
+    "dispatch.ephemeral_idle_seconds": (0.5, "expected a number from 1 to 86400"),
     "auth.open_networks": (["10.0.0.0/8", "lan"], "expected a list of IP networks"),
     "auth.open_roles": (["root"], "expected a list of roles from 'plugin', 'ingest', 'admin'"),
     "cli.server": ("azuld:8111", "expected empty, or an http:// or https:// URL"),

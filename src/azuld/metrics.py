@@ -8,6 +8,11 @@ are not exported: a last-writer-wins mix under `other` would mislead; `/api/azul
 every key). Models and HTTP methods outside the known sets are `other` too; routes are the route
 table's rules (`unmatched` for the rest), statuses the app's own. Every value folded is counted in
 `azuld_metric_labels_folded_total`.
+
+Label names mean one thing everywhere: `plugin` is a plugin's name, `plugin_key` the whole plugin
+key (name, version, model, filters and flags: what a consumer group is named after). A metric of
+one plugin key carries both, so that `sum by (plugin)` adds up a plugin's versions. The process
+collector adds `process_*` (RSS, CPU, open fds); counters have no `_created` twins.
 """
 
 from __future__ import annotations
@@ -16,11 +21,22 @@ import os
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
 from azuld.models.events import MODELS
 
 __all__ = ["OTHER", "KnownValues", "LabelBudget", "Metrics"]
+
+# A `_created` sample beside every counter and histogram doubles what is scraped for nothing.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -145,6 +161,7 @@ class Metrics:
             metric._nowhere = Gauge(name, doc, registry=None)  # its values go nowhere
             return metric
 
+        ProcessCollector(registry=r)
         self.http_requests = Counter(
             "azuld_http_requests_total",
             "HTTP requests by route, method and status code",
@@ -161,15 +178,17 @@ class Metrics:
         self.fetched = counter(
             "azuld_events_fetched_total",
             "Events handed to plugins",
-            ["plugin", "model"],
+            ["plugin", "plugin_key", "model"],
             plugin,
+            plugin_key,
             model,
         )
         self.filtered = counter(
             "azuld_events_filtered_total",
             "Events skipped for a plugin, by filter",
-            ["plugin", "model", "filter"],
+            ["plugin", "plugin_key", "model", "filter"],
             plugin,
+            plugin_key,
             model,
             None,
         )
@@ -182,9 +201,10 @@ class Metrics:
         )
         self.finished = counter(
             "azuld_jobs_finished_total",
-            "Jobs ended, by plugin and job state",
-            ["plugin", "state"],
+            "Jobs ended, by plugin key and job state",
+            ["plugin", "plugin_key", "state"],
             plugin,
+            plugin_key,
             None,
         )
         self.not_stored = counter(
@@ -197,9 +217,10 @@ class Metrics:
         self.multiplugin_statuses = counter(
             "azuld_multiplugin_statuses_total",
             "Final statuses of a runner plugin's multiplugins (they do not end the job), by the "
-            "plugin key's plugin and state",
-            ["plugin", "state"],
+            "plugin key and state",
+            ["plugin", "plugin_key", "state"],
             plugin,
+            plugin_key,
             None,
         )
         self.handed_over = Counter(
@@ -212,19 +233,22 @@ class Metrics:
         self.leases_expired = counter(
             "azuld_leases_expired_total",
             "Leases that ran out without a heartbeat or status",
-            ["plugin"],
+            ["plugin", "plugin_key"],
             plugin,
+            plugin_key,
         )
         self.in_flight = gauge(
             "azuld_leases_in_flight",
             "Jobs leased to plugins right now",
-            ["plugin_key"],
+            ["plugin", "plugin_key"],
+            plugin,
             plugin_key,
         )
         self.lag = gauge(
             "azuld_lag_events",
             "Events not yet finished, per plugin key and lane",
-            ["plugin_key", "lane"],
+            ["plugin", "plugin_key", "lane"],
+            plugin,
             plugin_key,
             None,
         )
@@ -250,6 +274,22 @@ class Metrics:
             "azuld_backend_errors_total",
             "Backend (log, blob store) failures",
             ["backend"],
+            registry=r,
+        )
+        # The cluster, as of the last scrape (or dashboard poll).
+        self.cluster_members = Gauge(
+            "azuld_cluster_members",
+            "Instances sharing the event log (the members of the instances' group; 1 embedded)",
+            registry=r,
+        )
+        self.partitions_owned = Gauge(
+            "azuld_partitions_owned",
+            "Partitions of the event log this instance owns (the embedded log owns all)",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "azuld_rebalances_total",
+            "Rebalances of the instances' group (Kafka) this instance has been through",
             registry=r,
         )
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -11,12 +12,30 @@ from azuld.core.delivery import Commit, Snapshot, TopicPartition
 from azuld.core.publish import Outgoing
 from azuld.core.security import EventLabel
 
-__all__ = ["BlobStore", "EventLog", "RevokeHook", "SecurityCheck"]
+__all__ = ["BlobStore", "EventLog", "GroupMember", "Membership", "RevokeHook", "SecurityCheck"]
 
 T = TypeVar("T")
 
 RevokeHook = Callable[[frozenset[TopicPartition]], Awaitable[None]]
 """Called with partitions about to move to another instance, to hand over their work first."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """One instance sharing a log's partitions: its id, its host and the partitions it owns."""
+
+    instance: str
+    host: str
+    partitions: tuple[TopicPartition, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    """The instances sharing a log now, as the log sees them (`EventLog.membership`)."""
+
+    instance: str  # this process's id among them
+    rebalances: int  # partition moves this instance has been through since it started
+    members: tuple[GroupMember, ...]  # by instance id
 
 
 class EventLog(Protocol):
@@ -32,6 +51,11 @@ class EventLog(Protocol):
     @property
     def topology(self) -> int:
         """A counter that moves whenever topics or partitions appear, or ownership changes."""
+
+    @property
+    def instance(self) -> str:
+        """This process's id among the instances sharing the log (in logs, hand-over notes and
+        the dashboard; on Kafka also its client id in the instances' group)."""
 
     @property
     def shared(self) -> bool:
@@ -122,6 +146,11 @@ class EventLog(Protocol):
     ) -> dict[TopicPartition, int]:
         """For each partition, an offset at or before its first record appended at or after
         `wall_seconds` (Unix time): reading on from it finds every record appended since."""
+
+    async def membership(self) -> Membership:
+        """The instances sharing this log's partitions now, each with the partitions it owns
+        (Kafka: the instances' group as its coordinator describes it; the embedded log: this
+        process alone, owning every partition)."""
 
 
 class BlobStore(Protocol):

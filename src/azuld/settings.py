@@ -171,6 +171,8 @@ class DispatchSettings:
     # answered). A status is stored before it is answered either way; `finished_memory_seconds`
     # covers the jobs whose commits an instance that died had not stored yet.
     commit_interval_seconds: float = setting(0.05, check=checks.between(0, 5), reload=True)
+    # An ephemeral key (a watcher's feed) is forgotten once no poll has come for this long.
+    ephemeral_idle_seconds: float = setting(60.0, check=checks.between(1, 86400), reload=True)
 
 
 @dataclass(frozen=True, slots=True)

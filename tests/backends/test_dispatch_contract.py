@@ -4,6 +4,7 @@ re-offers exactly the unfinished jobs."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import trio
 
 from azuld.core.finished import MAIN
+from azuld.core.keys import consumer_group
 from azuld.core.params import parse_consume_params
 from azuld.dispatch import Dispatcher
 from azuld.models.events import Author, BinaryEvent, StatusEntity, StatusEvent
@@ -198,3 +200,40 @@ async def test_two_clearances_on_one_source(dispatcher: Dispatcher) -> None:
     assert sorted(e.entity.sha256 for e in low) == sorted([sha("labelled-0"), sha("labelled-2")])
     assert sorted(e.entity.sha256 for e in high) == sorted(e.entity.sha256 for e in events)
     assert await fetch(dispatcher, "Low", max_security="OFFICIAL") == []
+
+
+async def test_a_watcher_starts_back_and_commits_nothing(
+    dispatcher: Dispatcher, event_log: EventLog, topic_prefix: str
+) -> None:
+    await dispatcher.publish(
+        "binary", msgspec.json.encode([make_binary(f"w{i}") for i in range(3)])
+    )
+    jobs = await fetch_n(dispatcher, 3, count="3")
+    for job in jobs:
+        await complete(dispatcher, job)
+
+    def watcher(name: str, **start: str) -> Any:
+        return parse_consume_params(
+            "status",
+            False,
+            query(name=name, version="1", r_live=True, ephemeral=True, count="10", **start),
+            default_deadline_seconds=1,
+            max_deadline_seconds=60,
+            max_count=1000,
+        )
+
+    # Each starts before the three statuses: a minute back, or three records back on each
+    # partition of the status topic.
+    for name, start in (("since", {"since": str(time.time() - 60)}), ("last", {"last": "3"})):
+        seen: list[str] = []
+        with trio.fail_after(30):
+            while len(seen) < 3:
+                result = await dispatcher.fetch(watcher(f"watch-{name}", **start))
+                seen += [
+                    msgspec.json.decode(e, type=StatusEvent).entity.input.entity.sha256
+                    for e in result.events
+                ]
+        assert sorted(seen) == sorted(job.entity.sha256 for job in jobs)
+        key = f"watch-{name}-1-status-LW"
+        assert key not in await event_log.consumers()
+        assert await event_log.committed(consumer_group(topic_prefix, key, "live")) == {}

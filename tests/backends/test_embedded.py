@@ -111,6 +111,14 @@ async def test_cancelled_before_submitting_writes_nothing(event_log: EmbeddedLog
 
 async def test_the_log_is_not_shared(event_log: EmbeddedLog) -> None:
     assert event_log.shared is False  # one azuld per data folder: nobody else appends
+    # Its one member is this process, owning every partition, never rebalanced.
+    await event_log.append([record("v")])
+    membership = await event_log.membership()
+    (member,) = membership.members
+    assert member.instance == membership.instance
+    assert membership.rebalances == 0
+    assert member.partitions == tuple(await event_log.partitions(lambda topic: True))
+    assert TP in member.partitions
 
 
 async def append_and_watch_the_wal(event_log: EmbeddedLog, wal: Path) -> int:

@@ -71,6 +71,17 @@ async def test_a_second_instance_takes_partitions_after_they_are_handed_over(
             assert not {tp.topic for tp in first.ownership.owned | second.ownership.owned} & (
                 internal
             )
+            # Either instance describes the group: both members, each with what it owns.
+            seen = await second.membership()
+            assert seen.instance == second.instance
+            assert seen.rebalances == second.ownership.rebalances
+            owned = {member.instance: set(member.partitions) for member in seen.members}
+            assert owned == {
+                first.instance: first.ownership.owned,
+                second.instance: second.ownership.owned,
+            }
+            assert {member.host for member in seen.members} == {"127.0.0.1"}
+            assert (await first.membership()).members == seen.members
 
 
 async def test_azulds_own_topics_exist_from_the_start_and_a_new_source_at_once(

@@ -41,6 +41,37 @@ def test_non_binary_key_has_no_source_part() -> None:
     assert parse("status", active=False, r_live=True).key == "Entropy-2024.01.01-status-L"
 
 
+def test_an_ephemeral_watcher_has_a_key_of_its_own_and_a_start() -> None:
+    watcher = parse("status", active=False, r_live=True, ephemeral=True, since="1765000000.5")
+    assert watcher.key == "Entropy-2024.01.01-status-LW"
+    assert (watcher.ephemeral, watcher.since, watcher.last) == (True, 1765000000.5, None)
+    back = parse("status", active=False, r_live=True, ephemeral=True, last="20")
+    assert (back.since, back.last) == (None, 20)
+    durable = parse("status", active=False, r_live=True)
+    assert (durable.ephemeral, durable.since, durable.last) == (False, None, None)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"ephemeral": True}, "only for passive fetches"),
+        ({"active": False, "since": "10"}, "since and last need ephemeral=true"),
+        ({"active": False, "last": "10"}, "since and last need ephemeral=true"),
+        ({"active": False, "ephemeral": True, "since": "yesterday"}, "since='yesterday'"),
+        ({"active": False, "ephemeral": True, "since": "nan"}, "since='nan'"),
+        ({"active": False, "ephemeral": True, "since": "-1"}, "since='-1'"),
+        ({"active": False, "ephemeral": True, "last": "-1"}, "last=-1 must not be negative"),
+        ({"active": False, "ephemeral": True, "last": "x"}, "last='x' is not an integer"),
+        ({"active": False, "ephemeral": True, "last": "1", "since": "1"}, "not both"),
+    ],
+)
+def test_bad_watch_parameters(params: dict[str, Any], message: str) -> None:
+    active = params.pop("active", True)
+    with pytest.raises(Unprocessable) as info:
+        parse("status", active=active, r_live=True, **params)
+    assert message in info.value.detail
+
+
 @pytest.mark.parametrize(("raw", "expected"), [("0", 1), ("-4", 1), ("7", 7), ("5000", 1000)])
 def test_count_is_clamped(raw: str, expected: int) -> None:
     assert parse(r_live=True, count=raw).count == expected

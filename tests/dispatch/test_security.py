@@ -55,7 +55,8 @@ async def test_events_above_the_clearance_are_filtered(
     assert high.info.filtered == 0
     anyone = await dispatcher.fetch(params("Anyone", count="10"))  # no max-security: no check
     assert len(decode(anyone)) == 4
-    filtered = dispatcher.metrics.filtered.labels("Low", "binary", SECURITY_FILTER)
+    low_key = "Low-1-binary-allsrc-alltype-LH"
+    filtered = dispatcher.metrics.filtered.labels("Low", low_key, "binary", SECURITY_FILTER)
     assert filtered._value.get() == 2
 
 

@@ -110,7 +110,9 @@ async def test_nesting_within_the_limit_is_only_the_events_business(client: Clie
 
 async def test_deep_reoffer_body_is_422(client: Client) -> None:
     body = b'{"job_ids": [], "by": "me", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
-    response = await client.post("/api/azuld/v1/reoffer", data=body)
+    response = await client.post(
+        "/api/azuld/v1/reoffer", data=body, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 422
     _, detail = error_of(await response.get_json())
     assert f"nesting deeper than {MAX_JSON_DEPTH} levels" in detail

@@ -6,7 +6,12 @@ from __future__ import annotations
 import msgspec
 
 from azuld.models.admin import (
+    ClusterEvent,
+    ClusterMember,
+    ClusterView,
     FailedJob,
+    JobInFlight,
+    JobsInFlight,
     PluginFailure,
     PluginKeySummary,
     ReofferOutcome,
@@ -65,15 +70,57 @@ def test_a_key_summary_as_the_dashboard_reads_it() -> None:
         replay_saved_seconds=1.5,
         last_seen=0.0,
         recent_failures=[
-            PluginFailure(at=1.25, sha256="ab", status="error-input", error="e", message="m")
+            PluginFailure(
+                at=1.25, sha256="ab", status="error-input", error="e", message="m", job_id="j"
+            )
         ],
         history=[{"minute": 60, "fetched": 7}],
     )
     assert msgspec.json.encode(summary) == (
-        b'{"key":"P-1","name":"P","version":"1","model":"binary","active":true,'
+        b'{"key":"P-1","name":"P","version":"1","model":"binary","active":true,"ephemeral":false,'
         b'"lanes":["reoffer","live"],"lag":{"reoffer":0,"live":3},"queued":1,"in_flight":2,'
         b'"fetched":7,"finished":{"completed":4},"multiplugins":{},"errors_last_hour":1,'
         b'"replayed":0,'
         b'"replay_saved_seconds":1.5,"last_seen":0.0,"recent_failures":[{"at":1.25,"sha256":"ab",'
-        b'"status":"error-input","error":"e","message":"m"}],"history":[{"minute":60,"fetched":7}]}'
+        b'"status":"error-input","error":"e","message":"m","job_id":"j"}],'
+        b'"history":[{"minute":60,"fetched":7}]}'
+    )
+
+
+def test_the_cluster_and_the_jobs_as_the_dashboard_reads_them() -> None:
+    member = ClusterMember(instance="a", host="h", this=True, partitions=2, topics={"t": [0, 1]})
+    move = ClusterEvent(at=1.5, kind="handed-over", partitions=2, leases=1)
+    view = ClusterView(
+        instance="a",
+        shared=True,
+        members=[member],
+        problem="",
+        rebalances=1,
+        leases_handed_over={"given": 1, "taken": 0},
+        recent=[move],
+    )
+    assert msgspec.json.encode(view) == (
+        b'{"instance":"a","shared":true,"members":[{"instance":"a","host":"h","this":true,'
+        b'"partitions":2,"topics":{"t":[0,1]}}],"problem":"","rebalances":1,'
+        b'"leases_handed_over":{"given":1,"taken":0},"recent":[{"at":1.5,"kind":"handed-over",'
+        b'"partitions":2,"leases":1,"plugin_key":"","partition":"","peer":""}]}'
+    )
+    job = JobInFlight(
+        job_id="j",
+        plugin="P",
+        version="1",
+        plugin_key="P-1",
+        lane="live",
+        attempt=0,
+        sha256="ab",
+        filename="a.exe",
+        source="s",
+        age_seconds=1.0,
+        lease_left_seconds=2.0,
+        instance="a",
+    )
+    assert msgspec.json.encode(JobsInFlight(instance="a", total=3, jobs=[job])) == (
+        b'{"instance":"a","total":3,"jobs":[{"job_id":"j","plugin":"P","version":"1",'
+        b'"plugin_key":"P-1","lane":"live","attempt":0,"sha256":"ab","filename":"a.exe",'
+        b'"source":"s","age_seconds":1.0,"lease_left_seconds":2.0,"instance":"a"}]}'
     )

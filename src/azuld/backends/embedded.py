@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping, Sequence
@@ -57,7 +59,7 @@ from azuld.core.delivery import (
 )
 from azuld.core.publish import Outgoing
 from azuld.errors import InsufficientStorage, UpstreamError
-from azuld.ports import RevokeHook
+from azuld.ports import GroupMember, Membership, RevokeHook
 
 __all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
 
@@ -159,6 +161,7 @@ class EmbeddedLog:
         retention_ms_for: Callable[[str], int] = lambda topic: -1,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        self.instance = f"{socket.gethostname()}-{os.getpid()}"
         self._db = db
         self._partitions_for = partitions_for
         self._retention_ms_for = retention_ms_for  # -1: kept forever
@@ -562,6 +565,10 @@ class EmbeddedLog:
                 ).fetchone()
             found[tp] = max(self._starts.get(tp, 0), mark or 0)
         return found
+
+    async def membership(self) -> Membership:
+        member = GroupMember(self.instance, socket.gethostname(), tuple(sorted(self._tp_ids)))
+        return Membership(self.instance, 0, (member,))
 
     async def health(self) -> str | None:
         try:

@@ -62,7 +62,7 @@ from azuld.core.delivery import Commit, Snapshot, TopicPartition, encode_snapsho
 from azuld.core.keys import system_topic
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
-from azuld.ports import RevokeHook
+from azuld.ports import GroupMember, Membership, RevokeHook
 from azuld.settings import EventsSettings
 from azuld.topics import (
     CONSUMERS_TOPIC,
@@ -553,6 +553,39 @@ class KafkaLog:
             tp: found[to_kafka(tp)].offset if found.get(to_kafka(tp)) is not None else ends[tp][1]
             for tp in tps
         }
+
+    async def membership(self) -> Membership:
+        """The instances' group as its coordinator describes it now (DescribeGroups): each
+        member's instance id (its client id), host and assigned partitions.
+
+        Raises:
+            UpstreamError: Kafka did not answer, or could not describe the group.
+        """
+        group = f"{self.prefix}-azul-dispatchers"
+        node = await self._coordinator(group)
+        replies = await self._call(
+            "describe group", self.admin.describe_consumer_groups, [group], node
+        )
+        members = []
+        for described in (found for reply in replies for found in reply.groups):
+            if described[0]:
+                self._coordinators.pop(group, None)  # it may have moved: found again next time
+                raise UpstreamError(f"Kafka could not describe group {group}: error {described[0]}")
+            for _, client_id, host, _, assigned in described[5]:
+                tps = (
+                    ConsumerProtocolMemberAssignment.decode(assigned).partitions()
+                    if assigned
+                    else []
+                )
+                members.append(
+                    GroupMember(
+                        client_id.removeprefix("azuld-"),
+                        host.lstrip("/"),
+                        tuple(sorted(TopicPartition(t, p) for t, p in tps)),
+                    )
+                )
+        members.sort(key=lambda member: member.instance)
+        return Membership(self.instance, self.ownership.rebalances, tuple(members))
 
     async def health(self) -> str | None:
         if self._problem:

@@ -112,7 +112,7 @@ def status(args: argparse.Namespace) -> int:
         lag = " ".join(f"{lane}:{value}" for lane, value in row.lag.items())
         errors = row.errors_last_hour
         table.add_row(
-            row.name + ("" if row.active else f" ({row.model}, passive)"),
+            row.name + _kind(row),
             row.version,
             lag,
             str(row.in_flight),
@@ -132,12 +132,20 @@ def status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kind(row: KeySummary) -> str:
+    """What a key is, when it is not a plugin's job queue."""
+    if row.ephemeral:
+        return " (watcher)"
+    return "" if row.active else f" ({row.model}, passive)"
+
+
 def _status_plain(rows: list[KeySummary]) -> int:
     """`azuld status` when piped: one line per plugin key, key=value, no table or colour."""
     for row in rows:
         lag = ",".join(f"{lane}:{value}" for lane, value in row.lag.items())
         print(
             f"{row.name} version={row.version} model={row.model} lanes={lag} "
+            f"{'ephemeral=true ' if row.ephemeral else ''}"
             f"in_flight={row.in_flight} done={sum(row.finished.values())} "
             f"replayed={row.replayed} saved_seconds={row.replay_saved_seconds} "
             f"errors_last_hour={row.errors_last_hour} "

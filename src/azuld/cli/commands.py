@@ -138,7 +138,24 @@ COMMANDS: tuple[Command, ...] = (
         "watch",
         "follow job statuses as they are stored",
         watch.watch,
-        (arg("--plugin", help="only this plugin's statuses"), _WAIT),
+        (
+            arg("--plugin", help="only this plugin's statuses"),
+            arg(
+                "--since",
+                default=watch.DEFAULT_SINCE,
+                metavar="WHEN",
+                help="start this far back: a duration (30s, 5m, 2h, 1d), an ISO 8601 time, or "
+                f"now (default: {watch.DEFAULT_SINCE}, so a submit started at the same moment "
+                "is seen)",
+            ),
+            arg(
+                "--last",
+                type=int,
+                metavar="N",
+                help="start N statuses back on each partition of the status topic instead",
+            ),
+            _WAIT,
+        ),
         daemon=True,
     ),
     Command(

@@ -43,6 +43,7 @@ class KeySummary(msgspec.Struct, kw_only=True):
     model: str
     active: bool
     lanes: list[str]
+    ephemeral: bool = False  # a watcher's feed (`azuld watch`), forgotten soon after its last poll
     lag: dict[str, int]
     queued: int
     in_flight: int

@@ -537,6 +537,10 @@ class PluginLanes:
     def leased(self) -> int:
         return len(self._leased)
 
+    def leased_jobs(self) -> list[Job]:
+        """The jobs leased here now (for the admin views)."""
+        return list(self._leased.values())
+
     @property
     def deferred(self) -> int:
         """Jobs parked until what they wait on is decided (see `take`)."""

@@ -66,10 +66,17 @@ class ConsumeParams:
     historic_share: float | None = None
     # The reply's `events` part in Avro (Go plugins); not part of the key, as in Go.
     avro: bool = False
+    # azuld's watchers (`azuld watch`): a passive key that is never registered, commits nothing
+    # and is forgotten once no poll has come for `dispatch.ephemeral_idle_seconds`. Its live
+    # lanes start at `since` (Unix seconds) or `last` records back on each partition, if given.
+    ephemeral: bool = False
+    since: float | None = None
+    last: int | None = None
 
     @property
     def key(self) -> str:
-        """The plugin key: `<name>-<version>-<model>[-<sources>-<actions>]-<flags>`."""
+        """The plugin key: `<name>-<version>-<model>[-<sources>-<actions>]-<flags>` (flag `W`,
+        an ephemeral watcher, is azuld's own)."""
         parts = [self.name, self.version, self.model]
         if self.model == "binary":
             parts.append(".".join(self.r_source) or "allsrc")
@@ -81,6 +88,7 @@ class ConsumeParams:
                 ("L", Lane.LIVE in self.lanes),
                 ("H", Lane.HISTORIC in self.lanes),
                 ("D", self.debug),
+                ("W", self.ephemeral),
             )
             if on
         )
@@ -219,6 +227,8 @@ def parse_consume_params(
                 f"parameter historic-share={single['historic-share']!r} must be between 0 and 1"
             )
 
+    ephemeral, since, last = _parse_watch(active, flag("ephemeral"), single)
+
     return ConsumeParams(
         model=model,
         name=name,
@@ -241,4 +251,37 @@ def parse_consume_params(
         debug=flag("debug"),
         historic_share=historic_share,
         avro=avro,
+        ephemeral=ephemeral,
+        since=since,
+        last=last,
     )
+
+
+def _parse_watch(
+    active: bool, ephemeral: bool, single: dict[str, str]
+) -> tuple[bool, float | None, int | None]:
+    """`ephemeral`, `since` and `last`: a watcher's passive key and where it starts."""
+    if ephemeral and active:
+        raise Unprocessable("ephemeral=true is only for passive fetches (a watcher's feed)")
+    since: float | None = None
+    last: int | None = None
+    if "since" in single:
+        try:
+            since = float(single["since"])
+        except ValueError:
+            since = -1.0
+        if not 0.0 <= since < float("inf"):
+            raise Unprocessable(
+                f"parameter since={single['since']!r} must be a time in Unix seconds"
+            )
+    if "last" in single:
+        last = _parse_int("last", single["last"])
+        if last < 0:
+            raise Unprocessable(f"parameter last={last} must not be negative")
+    if (since is not None or last is not None) and not ephemeral:
+        raise Unprocessable(
+            "since and last need ephemeral=true (a durable key starts where it was first seen)"
+        )
+    if since is not None and last is not None:
+        raise Unprocessable("give since or last, not both")
+    return ephemeral, since, last

@@ -37,6 +37,8 @@ __all__ = ["Background"]
 
 # How long a stopping instance spends storing its commits.
 COMMIT_ON_STOP_SECONDS = 5.0
+# How often idle watchers are looked for (`dispatch.ephemeral_idle_seconds` is at least 1).
+FORGET_EVERY_SECONDS = 1.0
 
 log = logging.getLogger("azuld.dispatcher")
 
@@ -90,6 +92,7 @@ class Background:
                     nursery.start_soon(self.replay.follow)
                     nursery.start_soon(self.registry.commit_in_background)
                 nursery.start_soon(self.leases.reap)
+                nursery.start_soon(self._forget_idle_watchers)
                 nursery.start_soon(self.security.run)
                 task_status.started()
         finally:
@@ -106,6 +109,12 @@ class Background:
                 await self.registry.store_commits(ks, ks.lanes.all_commits())
             except UpstreamError as exc:
                 log.warning("could not store the commits of %s on stopping: %s", ks.params.key, exc)
+
+    async def _forget_idle_watchers(self) -> None:
+        """Forget ephemeral keys (watchers) no poll has come for in a while, until cancelled."""
+        while True:
+            await trio.sleep(FORGET_EVERY_SECONDS)
+            self.registry.forget_idle(trio.current_time())
 
     async def _follow_log(self) -> None:
         """Wake the long-polls the log's changes concern: those of keys with something to read

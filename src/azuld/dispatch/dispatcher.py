@@ -23,7 +23,14 @@ from azuld.dispatch.replay import Replay
 from azuld.dispatch.security import Security
 from azuld.dispatch.statuses import Statuses
 from azuld.metrics import Metrics
-from azuld.models.admin import FailedJob, PluginKeySummary, ReofferOutcome, ReofferRecord
+from azuld.models.admin import (
+    ClusterView,
+    FailedJob,
+    JobsInFlight,
+    PluginKeySummary,
+    ReofferOutcome,
+    ReofferRecord,
+)
 from azuld.models.responses import PostResponse
 from azuld.ports import BlobStore, EventLog, SecurityCheck
 from azuld.security_check import open_security_check
@@ -199,3 +206,13 @@ class Dispatcher:
             UpstreamError: the log failed.
         """
         return await self.admin.key_summaries()
+
+    async def cluster(self) -> ClusterView:
+        """The instances sharing the log, the partitions each owns, the rebalances and the work
+        that moved (`Admin.cluster`); also sets the cluster gauges. Never raises for the log:
+        a failure is said in the view's `problem`."""
+        return await self.admin.cluster()
+
+    async def jobs(self, limit: int = 200) -> JobsInFlight:
+        """The jobs in flight on this instance, the longest-running first (`Admin.jobs`)."""
+        return await self.admin.jobs(limit)

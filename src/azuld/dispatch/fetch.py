@@ -128,6 +128,7 @@ class Fetcher:
                 ),
                 [],
             )
+        ks.idle_since = trio.current_time()  # not forgotten while this poll starts
         lease = self.settings.lease_seconds if params.active and params.model == "binary" else None
         skipped: Counter[str] = Counter()
         events: list[bytes] = []
@@ -143,6 +144,7 @@ class Fetcher:
             )
         finally:
             ks.polls -= 1
+            ks.idle_since = trio.current_time()
             if ks.polls and ks.lanes.queued:
                 ks.wake()  # jobs this poll read but did not take: for those still waiting
         if leased and lease is not None:
@@ -157,10 +159,17 @@ class Fetcher:
         for hidden in [reason for reason in skipped if reason.startswith("_")]:
             del skipped[hidden]  # bookkeeping (another key's re-offer), not a filter
         filtered = sum(skipped.values())
-        if events:
-            self.metrics.child(self.metrics.fetched, params.name, params.model).inc(len(events))
-        for reason, count in skipped.items():
-            self.metrics.child(self.metrics.filtered, params.name, params.model, reason).inc(count)
+        if not params.ephemeral:  # a watcher is no plugin: its name would stay in the metrics
+            if events:
+                fetched = self.metrics.child(
+                    self.metrics.fetched, params.name, params.key, params.model
+                )
+                fetched.inc(len(events))
+            for reason, count in skipped.items():
+                filtered_by = self.metrics.child(
+                    self.metrics.filtered, params.name, params.key, params.model, reason
+                )
+                filtered_by.inc(count)
         info = FetchInfo(
             filtered=filtered,
             fetched=len(events),

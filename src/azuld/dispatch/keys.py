@@ -6,13 +6,16 @@ key's first fetch (or, for a status that names a key this process has not seen, 
 registry of consumers): expedite and live start at the end of the log, historic at its start and
 stops where live and expedite began, so no event is delivered twice. From then on the lanes
 follow this instance's share of the key's partitions, which a rebalance moves.
+
+An ephemeral key (a watcher's passive feed, `azuld watch`) is this process's alone: it is not
+registered, stores no commits, reads every partition (owned here or not; it hands nothing out),
+may start a while back (`since`, `last`), and is forgotten once no poll has come for it for
+`dispatch.ephemeral_idle_seconds` (`forget_idle`), so dead watchers leave nothing behind.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -41,7 +44,7 @@ from azuld.core.params import ConsumeParams
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
 from azuld.metrics import Metrics
-from azuld.models.admin import PluginFailure
+from azuld.models.admin import ClusterEvent, PluginFailure
 from azuld.ports import EventLog
 from azuld.settings import DispatchSettings
 from azuld.topics import HANDOVER_TOPIC
@@ -50,8 +53,14 @@ __all__ = ["History", "KeyRegistry", "KeyState"]
 
 # Failures kept per key for `azuld status` and the dashboard.
 RECENT_FAILURES = 50
+# Hand-overs and take-overs kept for the dashboard's cluster view.
+RECENT_MOVES = 50
 # Distinct multiplugin outcomes ("<author>: <status>") counted per key.
 MULTIPLUGIN_OUTCOMES = 100
+
+# ConsumeParams fields only ephemeral keys use: left out of the registry, so instances that do
+# not know them can still read it.
+_WATCH_FIELDS = ("ephemeral", "since", "last")
 
 # The logger name operators filter on, one for the whole dispatcher (as before the split).
 log = logging.getLogger("azuld.dispatcher")
@@ -93,6 +102,7 @@ class KeyState:
     multiplugins: Counter[str] = field(default_factory=Counter)  # "<author>: <status>"
     history: History = field(default_factory=History)
     wakeup: trio.Event = field(default_factory=trio.Event)  # set when waiting polls may take
+    idle_since: float = field(default_factory=trio.current_time)  # when the last poll ended
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -125,11 +135,15 @@ class KeyRegistry:
         self._creating: dict[str, trio.Lock] = {}  # plugin keys whose state is being built
         # Final statuses stored by any instance, for a while (`core.finished`).
         self.finished = RecentlyFinished(settings.finished_memory_seconds)
-        self.instance = f"{socket.gethostname()}-{os.getpid()}"
+        self.instance = log.instance
         self._handover_topic = system_topic(prefix, HANDOVER_TOPIC)
         self._notes: tuple[int, dict[str, bytes]] = (-1, {})  # (topology, hand-over table)
         self._commit_due: dict[str, KeyState] = {}  # keys whose commits `commit_soon` asked for
         self._commit_asked = trio.Event()
+        # Work that moved with partitions, for the dashboard: leases given and taken, and the
+        # latest hand-overs and take-overs, newest first.
+        self.handed_over: Counter[str] = Counter(given=0, taken=0)
+        self.recent_moves: deque[ClusterEvent] = deque(maxlen=RECENT_MOVES)
 
     def get(self, key: str) -> KeyState | None:
         return self.states.get(key)
@@ -157,11 +171,14 @@ class KeyRegistry:
                     return current
                 groups = {lane: consumer_group(self.prefix, key, lane) for lane in _lanes(params)}
                 if params.reset:
-                    await self.log.forget_consumer(key, list(groups.values()))
+                    if not params.ephemeral:
+                        await self.log.forget_consumer(key, list(groups.values()))
                     self.states.pop(key, None)
                 snapshot = await self._creation_snapshot(params, groups)
-                info = msgspec.json.encode(asdict(params))
-                snapshot = await self.log.register_consumer(key, info, snapshot)
+                if not params.ephemeral:
+                    fields = {k: v for k, v in asdict(params).items() if k not in _WATCH_FIELDS}
+                    info = msgspec.json.encode(fields)
+                    snapshot = await self.log.register_consumer(key, info, snapshot)
                 return await self._load(params, groups, snapshot)
         finally:
             if not lock.locked():  # trio hands a released lock straight to the next waiter
@@ -187,21 +204,39 @@ class KeyRegistry:
         return await self._load(params, groups, snapshot)
 
     async def _creation_snapshot(self, params: ConsumeParams, groups: dict[str, str]) -> Snapshot:
-        """Where a new key's lanes start: expedite and live at the end of the log, historic at the
-        start, stopping where live and expedite began (so no event is delivered twice). Covers
-        every partition, owned here or not: other instances start from the same snapshot."""
+        """Where a new key's lanes start: expedite and live at the end of the log (a watcher's
+        where it asked), historic at the start, stopping where live and expedite began (so no
+        event is delivered twice). Covers every partition, owned here or not: other instances
+        start from the same snapshot."""
         snapshot: Snapshot = {}
         for lane, group in groups.items():
             tps = await self.log.partitions(self._topic_filter(params, lane), owned=False)
             offsets = await self.log.offsets(tps)
+            begins = await self._live_begins(params, offsets)
             if lane == Lane.HISTORIC:
                 snapshot[group] = {
-                    tp: Commit(start, stop=end if self._lane_covering(tp) in params.lanes else None)
-                    for tp, (start, end) in offsets.items()
+                    tp: Commit(
+                        start, stop=begins[tp] if self._lane_covering(tp) in params.lanes else None
+                    )
+                    for tp, (start, _) in offsets.items()
                 }
             else:
-                snapshot[group] = {tp: Commit(end) for tp, (_, end) in offsets.items()}
+                snapshot[group] = {tp: Commit(begins[tp]) for tp in offsets}
         return snapshot
+
+    async def _live_begins(
+        self, params: ConsumeParams, offsets: dict[TopicPartition, tuple[int, int]]
+    ) -> dict[TopicPartition, int]:
+        """Where live and expedite begin on each partition: at its end, or for a watcher that
+        asked, `last` records back or at the first record appended since `since`."""
+        if params.last is not None:
+            return {tp: max(start, end - params.last) for tp, (start, end) in offsets.items()}
+        if params.since is not None:
+            found = await self.log.offsets_at(list(offsets), params.since)
+            return {
+                tp: min(max(found.get(tp, end), start), end) for tp, (start, end) in offsets.items()
+            }
+        return {tp: end for tp, (_, end) in offsets.items()}
 
     async def _load(
         self, params: ConsumeParams, groups: dict[str, str], snapshot: Snapshot
@@ -228,8 +263,11 @@ class KeyRegistry:
         Raises:
             UpstreamError: the log failed.
         """
+        ephemeral = ks.params.ephemeral
         for lane, group in ks.groups.items():
-            owned = set(await self.log.partitions(self._topic_filter(ks.params, lane)))
+            # A watcher hands nothing out: it reads every partition, whoever owns it.
+            topics = self._topic_filter(ks.params, lane)
+            owned = set(await self.log.partitions(topics, owned=not ephemeral))
             held = ks.lanes.cursors[lane]
             for tp in held.keys() - owned:
                 # Another instance owns it now and starts from the commit: what was queued or
@@ -238,9 +276,9 @@ class KeyRegistry:
             new = sorted(owned - held.keys())
             if not new:
                 continue
-            committed = await self.log.committed(group)
+            committed = {} if ephemeral else await self.log.committed(group)
             offsets = await self.log.offsets(new)
-            notes = await self._handovers()
+            notes = {} if ephemeral else await self._handovers()
             for tp in new:
                 commit = committed.get(tp) or ks.snapshot.get(group, {}).get(tp)
                 if commit is None:
@@ -254,7 +292,8 @@ class KeyRegistry:
                     # Another owner's position (or this process's before a restart): what it
                     # may have handed out lies below the partition's end.
                     ks.lanes.suspect(lane, tp, offsets[tp][1])
-                self._take_over(ks, lane, group, tp, commit, notes)
+                if not ephemeral:
+                    self._take_over(ks, lane, group, tp, commit, notes)
 
     def _take_over(
         self,
@@ -279,6 +318,18 @@ class KeyRegistry:
         if leases:
             ks.lanes.expect_leases(lane, tp, leases)
             self.metrics.handed_over.labels("taken").inc(len(leases))
+            self.handed_over["taken"] += len(leases)
+            self.recent_moves.appendleft(
+                ClusterEvent(
+                    at=time.time(),
+                    kind="took-over",
+                    partitions=1,
+                    leases=len(leases),
+                    plugin_key=ks.params.key,
+                    partition=f"{tp.topic}:{tp.partition}",
+                    peer=note.by,
+                )
+            )
             log.info(
                 "took over %d leases of %s %s from %s", len(leases), ks.params.key, tp, note.by
             )
@@ -306,6 +357,8 @@ class KeyRegistry:
         # First every key lets go at once (no await: nothing more is handed out from them),
         # then the commits and notes are stored.
         for ks in self.states.values():
+            if ks.params.ephemeral:
+                continue  # it reads every partition, owned or not
             dirty: dict[tuple[str, TopicPartition], Commit] = {}
             for lane, group in ks.groups.items():
                 for tp in sorted(lost & ks.lanes.cursors[lane].keys()):
@@ -327,6 +380,10 @@ class KeyRegistry:
                     ks.lanes.unassign(lane, tp)
             if dirty:
                 commits.append((ks, dirty))
+        self.handed_over["given"] += leases
+        self.recent_moves.appendleft(
+            ClusterEvent(at=wall, kind="handed-over", partitions=len(lost), leases=leases)
+        )
         # The notes first: they are what keeps plugins at work on their jobs; then every
         # key's commits in one call (the partitions' final positions here).
         await self.log.append(notes)
@@ -363,6 +420,21 @@ class KeyRegistry:
         return nothing: a lane that has caught up costs no read)."""
         end = self.log.known_end
         return [want for want in ks.lanes.reads_wanted(at_least) if want.offset < end(want.tp)]
+
+    def forget_idle(self, now: float) -> list[str]:
+        """Forget the ephemeral keys no poll has come for in `dispatch.ephemeral_idle_seconds`
+        (`now` on Trio's clock); returns their keys."""
+        idle = self.settings.ephemeral_idle_seconds
+        gone = [
+            key
+            for key, ks in self.states.items()
+            if ks.params.ephemeral and not ks.polls and now - ks.idle_since >= idle
+        ]
+        for key in gone:
+            del self.states[key]
+        if gone:
+            log.debug("forgot %d idle watchers: %s", len(gone), ", ".join(gone))
+        return gone
 
     def wake_all(self) -> None:
         """Wake every waiting long-poll (leases put back, partitions moved)."""
@@ -414,7 +486,9 @@ class KeyRegistry:
         self, ks: KeyState, dirty: dict[tuple[str, TopicPartition], Commit]
     ) -> None:
         """Store commits taken from `dirty_commits`; on failure (or cancellation) they are
-        marked dirty again, for the next commit to carry."""
+        marked dirty again, for the next commit to carry. An ephemeral key stores none."""
+        if ks.params.ephemeral:
+            return
         by_group: dict[str, dict[TopicPartition, Commit]] = {}
         for (lane, tp), commit in dirty.items():
             by_group.setdefault(ks.groups[lane], {})[tp] = commit

@@ -104,7 +104,7 @@ class Leases:
             requeued |= ks.lanes.queued > before
             expired = len(failed) + ks.lanes.queued - before
             if expired:
-                self.metrics.leases_expired.labels(ks.params.name).inc(expired)
+                self.metrics.leases_expired.labels(ks.params.name, ks.params.key).inc(expired)
             # Failures whose status could not be stored last time go first; a job out of
             # attempts stays in this list until its error-timeout is stored.
             pending, ks.unsaved_failures = [*ks.unsaved_failures, *failed], []

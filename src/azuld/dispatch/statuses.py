@@ -330,7 +330,10 @@ class Statuses:
                     if ks is not None:
                         ks.count_multiplugin(status.author, status.status)
                         self.metrics.child(
-                            self.metrics.multiplugin_statuses, ks.params.name, ending.value
+                            self.metrics.multiplugin_statuses,
+                            ks.params.name,
+                            ks.params.key,
+                            ending.value,
                         ).inc()
                     continue
                 if ks is not None and ks.lanes.finish_leased(ref, ending):
@@ -391,7 +394,8 @@ class Statuses:
         ks.finished[ending.value] += count
         failed = ending in _FAILED_ENDINGS
         ks.history.add("failed" if failed else "done", count)
-        self.metrics.child(self.metrics.finished, ks.params.name, ending.value).inc(count)
+        params = ks.params
+        self.metrics.child(self.metrics.finished, params.name, params.key, ending.value).inc(count)
 
     def _record_failure(self, ks: KeyState, ending: JobState, status: StatusSummary) -> None:
         """Keep a job that ended badly for `azuld status` and the dashboard."""
@@ -403,5 +407,6 @@ class Statuses:
                     status=status.status,
                     error=status.error,
                     message=status.message[-2000:],
+                    job_id=status.job_id,
                 )
             )

@@ -19,8 +19,10 @@ __all__ = [
     "Health",
     "Readiness",
     "ReoffersRequest",
+    "cluster",
     "failed",
     "healthz",
+    "jobs",
     "metrics",
     "plugins",
     "readyz",
@@ -79,7 +81,18 @@ async def plugins(svc: Services) -> Response:
 
 async def metrics(svc: Services) -> Response:
     await svc.dispatcher.key_summaries()  # refreshes the lag and in-flight gauges
+    await svc.dispatcher.cluster()  # and the cluster's
     return Response(svc.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+
+
+async def cluster(svc: Services) -> Response:
+    """The instances sharing the event log, the partitions each owns, and what moved."""
+    return _json(await svc.dispatcher.cluster())
+
+
+async def jobs(svc: Services) -> Response:
+    """The jobs in flight on this instance, the longest-running first (`?limit=`)."""
+    return _json(await svc.dispatcher.jobs(_limit()))
 
 
 async def source(svc: Services, source: str) -> Response:
@@ -89,20 +102,38 @@ async def source(svc: Services, source: str) -> Response:
     return _json({"source": source, "binaries": tree})
 
 
-async def failed(svc: Services) -> Response:
-    """Dead letters: jobs that ended in an error status, newest first (`?plugin=`, `?limit=`)."""
+def _limit() -> int:
+    """The request's `?limit=` (200 if not given).
+
+    Raises:
+        BadRequest: not a whole number >= 0.
+    """
     try:
         limit = int(request.args.get("limit", "200"))
     except ValueError:
         raise BadRequest(f"limit={request.args['limit']!r} is not an integer") from None
     if limit < 0:
         raise BadRequest(f"limit={limit} must not be negative")
+    return limit
+
+
+async def failed(svc: Services) -> Response:
+    """Dead letters: jobs that ended in an error status, newest first (`?plugin=`, `?limit=`)."""
     plugin = request.args.get("plugin", "")
-    return _json({"failed": await svc.dispatcher.failed(plugin, limit)})
+    return _json({"failed": await svc.dispatcher.failed(plugin, _limit())})
 
 
 async def reoffer(svc: Services) -> Response:
-    """Put jobs back in front of their plugin key: `{"job_ids": [...], "by": "who"}`."""
+    """Put jobs back in front of their plugin key: `{"job_ids": [...], "by": "who"}`.
+
+    Only as JSON (`Content-Type: application/json`): a form on another site cannot send that
+    without the browser asking azuld first (which it refuses), so a page an admin visits cannot
+    re-offer jobs in the admin's name.
+    """
+    if request.mimetype != "application/json":
+        raise BadRequest(
+            f"send the job ids as JSON (Content-Type: application/json), not {request.mimetype!r}"
+        )
     body = await request.get_data(cache=False)
     assert isinstance(body, bytes)
     check_nesting(body, what="the request body", title="invalid JSON")

@@ -14,16 +14,14 @@ redirect) needs the `admin` role when tokens are set (`NO_ROUTE`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from quart import Response
 
-from azuld.http import events, ops, streams, ui
-from azuld.http.asgi import HotHandler
-from azuld.http.auth import ADMIN_ONLY, INGEST, PLUGIN, PUBLIC, Access, allow
+from azuld.http import events, ops, streams
+from azuld.http.admin_routes import ADMIN_ROUTES
+from azuld.http.auth import ADMIN_ONLY, INGEST, PLUGIN, PUBLIC, allow
 from azuld.http.openapi import (
     ACTION,
     BOOL,
@@ -43,6 +41,7 @@ from azuld.http.openapi import (
     ref,
     text_reply,
 )
+from azuld.http.route import QuartView, Route
 from azuld.http.steps import Services
 from azuld.models.responses import DataResponse, PostResponse
 
@@ -54,25 +53,6 @@ __all__ = [
     "QuartView",
     "Route",
 ]
-
-QuartView = Callable[..., Awaitable[Response]]  # (svc, **the rule's parts) -> Response
-
-
-@dataclass(frozen=True, slots=True)
-class Route:
-    """One route: `method` and `rule` (werkzeug syntax, `<part>` matching one path segment),
-    who may call it, who serves it (exactly one of `hot` and `quart`) and its description."""
-
-    method: str
-    rule: str
-    access: Access
-    doc: Doc
-    hot: HotHandler | None = None
-    quart: QuartView | None = None
-
-    def __post_init__(self) -> None:
-        assert (self.hot is None) != (self.quart is None), f"{self.rule}: hot or quart"
-
 
 NO_ROUTE = ADMIN_ONLY
 
@@ -211,6 +191,26 @@ _FETCH_QUERY = (
     ),
     query("reset", BOOL, "Forget this key's progress first (admin role)." + GO_BOOL),
     query("debug", BOOL, "A separate plugin key (flag `D`) for debugging." + GO_BOOL),
+    query(
+        "ephemeral",
+        BOOL,
+        "azuld's watchers (passive only, 422 on active): a plugin key of its own (flag `W`) "
+        "that is never registered, stores no commits, reads every partition, and is forgotten "
+        "once no poll has come for it for `dispatch.ephemeral_idle_seconds`." + GO_BOOL,
+    ),
+    query(
+        "since",
+        {"type": "number", "minimum": 0},
+        "With `ephemeral`: start the live lanes at the first record appended at or after this "
+        "time (Unix seconds; the embedded log may start up to a minute earlier). Read when the "
+        "key is created.",
+    ),
+    query(
+        "last",
+        {"type": "integer", "minimum": 0},
+        "With `ephemeral`, instead of `since`: start the live lanes this many records back on "
+        "each partition. Read when the key is created.",
+    ),
 )
 _FETCH_REPLIES: dict[str, Schema] = {
     "200": {
@@ -255,10 +255,6 @@ _RANGE_HEADER = {
     "schema": {"type": "string", "pattern": "^bytes=([0-9]+-[0-9]*|-[0-9]+)$"},
 }
 _STREAM_PARAMS = (param_ref("Source"), param_ref("Label"), param_ref("Sha256"))
-
-
-async def _dashboard(svc: Services) -> Response:
-    return await ui.dashboard()
 
 
 async def _openapi_json(svc: Services) -> Response:
@@ -521,89 +517,7 @@ ROUTES: tuple[Route, ...] = (
         ),
         quart=ops.metrics,
     ),
-    Route(
-        "GET",
-        "/api/azuld/v1/plugins",
-        ADMIN_ONLY,
-        Doc(
-            "plugins",
-            "Plugin keys on this instance: lanes, lag, in flight, done, failures",
-            "introspection",
-            {"200": json_reply("The plugin keys.", ref("Plugins"))},
-            (503,),
-        ),
-        quart=ops.plugins,
-    ),
-    Route(
-        "GET",
-        "/api/azuld/v1/sources/<source>",
-        ADMIN_ONLY,
-        Doc(
-            "sourceTree",
-            "A source's binaries as a tree, with the features plugins found",
-            "introspection",
-            {"200": json_reply("The tree.", ref("SourceTree"))},
-            (400, 503),
-            parameters=(param_ref("Source"),),
-        ),
-        quart=ops.source,
-    ),
-    Route(
-        "GET",
-        "/api/azuld/v1/failed",
-        ADMIN_ONLY,
-        Doc(
-            "failedJobs",
-            "Dead letters: jobs that ended in an error status, newest first",
-            "introspection",
-            {"200": json_reply("The failed jobs.", ref("FailedJobs"))},
-            (400, 503),
-            parameters=(
-                query("plugin", {"type": "string"}, "Only this plugin's (by name)."),
-                query("limit", {"type": "integer", "default": 200}, "At most this many."),
-            ),
-        ),
-        quart=ops.failed,
-    ),
-    Route(
-        "POST",
-        "/api/azuld/v1/reoffer",
-        ADMIN_ONLY,
-        Doc(
-            "reoffer",
-            "Put jobs back in front of their plugin key (recorded in `system.reoffer`)",
-            "introspection",
-            {"200": json_reply("What became of each job id.", ref("Reoffered"))},
-            (400, 408, 413, 422, 503),
-            body=json_body(ops.ReoffersRequest),
-        ),
-        quart=ops.reoffer,
-    ),
-    Route(
-        "GET",
-        "/api/azuld/v1/reoffers",
-        ADMIN_ONLY,
-        Doc(
-            "reoffers",
-            "The audit trail of re-offered jobs, newest first",
-            "introspection",
-            {"200": json_reply("The re-offers.", ref("Reoffers"))},
-            (503,),
-        ),
-        quart=ops.reoffers,
-    ),
-    Route(
-        "GET",
-        "/ui",
-        ADMIN_ONLY,
-        Doc(
-            "dashboard",
-            "The dashboard (one self-contained HTML page)",
-            "introspection",
-            {"200": text_reply("The page.", "text/html")},
-        ),
-        quart=_dashboard,
-    ),
+    *ADMIN_ROUTES,
     Route(
         "GET",
         "/openapi.json",

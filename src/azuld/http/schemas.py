@@ -75,6 +75,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "version": {"type": "string"},
             "model": {"enum": list(MODELS)},
             "active": {"type": "boolean"},
+            "ephemeral": {
+                "type": "boolean",
+                "description": "A watcher's feed (`ephemeral=true`), forgotten soon after its "
+                "last poll.",
+            },
             "lanes": {"type": "array", "items": {"enum": list(Lane.ORDER)}},
             "lag": {
                 "type": "object",

@@ -4,9 +4,11 @@
   const MINUTES = 60;
   const SVG_NS = "http://www.w3.org/2000/svg";
   // The API sits next to /ui, also behind a reverse proxy that adds a path prefix.
-  const API = location.pathname.replace(/\/ui\/?$/, "/") + "api/azuld/v1/plugins";
+  const API = location.pathname.replace(/\/ui\/?$/, "/") + "api/azuld/v1/";
   const numbers = new Intl.NumberFormat();
   const openFailures = new Set();  // expanded failure messages survive the refresh
+  const openMembers = new Set();  // members whose partitions are shown: survive it too
+  const reoffers = new Map();  // job id -> {state: "busy" | "ok" | "bad", text}: survive it too
   let skewMs = 0;  // server clock minus this browser's, when they disagree by more than 2 s
   let lastOk = 0;
 
@@ -54,12 +56,20 @@
     return `${Math.floor(delta)}s ago`;
   }
 
+  function duration(seconds) {
+    const s = Math.max(0, Math.floor(Number(seconds) || 0));
+    if (s < 60) return `${s}s`;
+    if (s < 3600) return `${Math.floor(s / 60)}m ${pad(s % 60)}s`;
+    return `${Math.floor(s / 3600)}h ${pad(Math.floor((s % 3600) / 60))}m`;
+  }
+
   function lastLine(text) {
     const lines = String(text || "").split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
     return lines.length ? lines[lines.length - 1] : "";
   }
 
-  function tiles(plugins) {
+  function tiles(all, cluster) {
+    const plugins = all.filter((p) => !p.ephemeral);  // watchers are no plugins
     const lag = sum(plugins.map((p) => sum(Object.values(p.lag || {}))));
     const errors = sum(plugins.map((p) => p.errors_last_hour));
     const totals = [
@@ -70,6 +80,7 @@
       ["done", sum(plugins.map((p) => sum(Object.values(p.finished || {})))), ""],
       ["errors, last hour", errors, errors ? "bad" : ""],
     ];
+    if (cluster.shared) totals.push(["instances", (cluster.members || []).length, ""]);
     $("tiles").replaceChildren(...totals.map(([label, value, tone]) =>
       h("div", {class: tone ? `tile ${tone}` : "tile"},
         h("div", {class: "v"}, num(value)), h("div", {class: "l"}, label))));
@@ -95,8 +106,15 @@
     const breakdown = Object.entries(finished).map(([state, n]) => `${state} ${n}`).join(", ");
     const errors = Number(p.errors_last_hour) || 0;
     const tags = [];
-    if (p.model && p.model !== "binary") tags.push(p.model);
-    if (!p.active) tags.push("passive");
+    if (p.ephemeral) {
+      tags.push("watcher");
+    } else {
+      if (p.model && p.model !== "binary") tags.push(p.model);
+      if (!p.active) tags.push("passive");
+    }
+    // Jobs answered from the replay cache finish without being fetched.
+    const cached = Number(p.replayed) || 0;
+    const done = sum(Object.values(finished));
     return h("tr", {class: "plugin-row", "data-key": p.key},
       h("td", {},
         h("span", {class: "name"}, p.name),
@@ -106,7 +124,10 @@
       h("td", {}, lanes(p)),
       h("td", {class: "num"}, num(p.in_flight)),
       h("td", {class: "num", title: `fetched ${num(p.fetched)}; ${breakdown || "none finished"}`},
-        num(sum(Object.values(finished)))),
+        num(done), cached ? h("span", {class: "cached",
+          title: `${num(cached)} answered from the replay cache (never fetched), ` +
+            `saving ${duration(p.replay_saved_seconds)} of plugin time`},
+        `${num(cached)} cached`) : null),
       h("td", {class: "num"}, errors ? h("span", {class: "pill-bad"}, num(errors)) : "0"),
       h("td", {class: "nowrap", title: p.last_seen ? clock(p.last_seen) : null}, ago(p.last_seen)));
   }
@@ -224,21 +245,149 @@
           h("span", {class: "muted"}, plugin.version)),
         h("td", {}, h("span", {class: "status-bad"}, failure.status)),
         h("td", {}, h("code", {class: "sha", title: failure.sha256}, failure.sha256)),
-        h("td", {class: "message"}, what));
+        h("td", {class: "message"}, what),
+        h("td", {class: "nowrap"}, reofferCell(failure.job_id)));
     });
     for (const id of [...openFailures]) if (!seen.has(id)) openFailures.delete(id);
     $("failure-rows").replaceChildren(...(rows.length ? rows
-      : [h("tr", {}, h("td", {colspan: 5, class: "empty"}, "no failures recorded"))]));
+      : [h("tr", {}, h("td", {colspan: 6, class: "empty"}, "no failures recorded"))]));
   }
 
-  function render(plugins) {
-    tiles(plugins);
+  // A failed job can be put back in front of its plugin key (POST /api/azuld/v1/reoffer).
+  function reofferCell(jobId) {
+    if (!jobId) return h("span", {class: "muted", title: "no job id: not an azuld job"}, "\u2013");
+    const done = reoffers.get(jobId);
+    if (done && done.state !== "bad") {
+      return h("span", {class: `reoffer-${done.state}`, title: done.title || null}, done.text);
+    }
+    const button = h("button", {type: "button", class: "reoffer", "data-job": jobId,
+      title: "offer this job to its plugin key again, ahead of its other work"}, "Re-offer");
+    button.addEventListener("click", () => reoffer(jobId));
+    if (!done) return button;
+    return [button, h("span", {class: "reoffer-bad", title: done.title || null}, done.text)];
+  }
+
+  async function reoffer(jobId) {
+    reoffers.set(jobId, {state: "busy", text: "re-offering\u2026"});
+    refreshFailures();
+    try {
+      const response = await fetch(API + "reoffer", {
+        method: "POST",
+        cache: "no-store",
+        headers: {"Content-Type": "application/json", Accept: "application/json"},
+        body: JSON.stringify({job_ids: [jobId]}),
+      });
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) throw new Error(`HTTP ${response.status} ${body.detail || ""}`.trim());
+      const outcome = (body.reoffered || [])[0] || {};
+      reoffers.set(jobId, outcome.ok
+        ? {state: "ok", text: "\u2713 re-offered", title: `to ${outcome.plugin_key}`}
+        : {state: "bad", text: `not re-offered: ${outcome.reason || "no answer"}`});
+    } catch (error) {
+      reoffers.set(jobId, {state: "bad", text: `not re-offered (${error.message})`});
+    }
+    refreshFailures();
+  }
+
+  let lastPlugins = [];
+  function refreshFailures() {
+    failures(lastPlugins);
+  }
+
+  function jobs(view) {
+    const all = view.jobs || [];
+    const total = Number(view.total) || 0;
+    $("jobs-count").textContent = total > all.length
+      ? `(the ${num(all.length)} longest-running of ${num(total)})` : `(${num(total)})`;
+    const rows = all.map((job) => h("tr", {class: "job-row", "data-job": job.job_id},
+      h("td", {},
+        job.filename ? h("span", {class: "filename"}, job.filename) : null,
+        h("code", {class: "sha", title: job.sha256}, job.sha256),
+        job.source ? h("span", {class: "key"}, job.source) : null),
+      h("td", {}, h("span", {class: "name"}, job.plugin), " ",
+        h("span", {class: "muted"}, job.version), h("span", {class: "key"}, job.plugin_key)),
+      h("td", {}, h("span", {class: "lane"}, job.lane)),
+      h("td", {class: "num"}, Number(job.attempt) ? h("span", {class: "retry",
+        title: "offered before: a lease ran out, or its dispatcher stopped"},
+      num(Number(job.attempt) + 1)) : "1"),
+      h("td", {class: "num"}, duration(job.age_seconds)),
+      h("td", {class: "num"}, duration(job.lease_left_seconds)),
+      h("td", {}, h("span", {class: "key"}, job.instance))));
+    $("job-rows").replaceChildren(...(rows.length ? rows
+      : [h("tr", {}, h("td", {colspan: 7, class: "empty"}, "no jobs in flight"))]));
+  }
+
+  // Topics without the `azul.<prefix>.` every one of them starts with.
+  const shortTopic = (topic) => topic.startsWith("azul.")
+    ? topic.split(".").slice(2).join(".") : topic;
+
+  function topicList(topics) {
+    return Object.entries(topics || {}).map(([topic, partitions]) =>
+      h("div", {class: "owns"}, h("code", {title: topic}, shortTopic(topic)),
+        h("span", {class: "parts"}, partitions.join(", "))));
+  }
+
+  function ownedTopics(member) {
+    const count = Object.keys(member.topics || {}).length;
+    if (count <= 4) return topicList(member.topics);
+    const details = h("details", {open: openMembers.has(member.instance)},
+      h("summary", {}, `${num(count)} topics`), topicList(member.topics));
+    details.addEventListener("toggle", () => {
+      if (details.open) openMembers.add(member.instance);
+      else openMembers.delete(member.instance);
+    });
+    return details;
+  }
+
+  function cluster(view) {
+    const members = view.members || [];
+    const given = num((view.leases_handed_over || {}).given);
+    const taken = num((view.leases_handed_over || {}).taken);
+    const line = [
+      view.shared
+        ? `Kafka: ${num(members.length)} instance${members.length === 1 ? "" : "s"} share the log`
+        : "Embedded log: this instance alone owns every partition",
+      ` \u00b7 this instance `, h("code", {}, view.instance),
+      ` \u00b7 ${num(view.rebalances)} rebalance${Number(view.rebalances) === 1 ? "" : "s"}`,
+      ` \u00b7 leases handed over ${given}, taken over ${taken}`,
+    ];
+    if (view.problem) line.push(h("span", {class: "bad"}, ` \u00b7 ${view.problem}`));
+    $("cluster-line").replaceChildren(...line);
+    const rows = members.map((m) =>
+      h("tr", {class: m.this ? "member-row this" : "member-row", "data-instance": m.instance},
+        h("td", {}, h("code", {}, m.instance), m.this ? h("span", {class: "badge"}, "this") : null),
+        h("td", {}, m.host),
+        h("td", {class: "num"}, num(m.partitions)),
+        h("td", {class: "topics"}, ownedTopics(m))));
+    $("member-rows").replaceChildren(...(rows.length ? rows
+      : [h("tr", {}, h("td", {colspan: 4, class: "empty"}, "members unknown right now"))]));
+    const moves = (view.recent || []).map((move) => h("tr", {class: "move-row"},
+      h("td", {class: "nowrap", title: ago(move.at)}, clock(move.at)),
+      h("td", {}, move.kind === "took-over" ? "took over leases" : "handed over"),
+      h("td", {class: "num"}, num(move.partitions)),
+      h("td", {class: "num"}, num(move.leases)),
+      h("td", {}, move.kind === "took-over"
+        ? [h("code", {title: move.partition}, shortTopic(move.partition)), " of ",
+          h("span", {class: "name"}, move.plugin_key),
+          " from ", h("code", {}, move.peer)]
+        : h("span", {class: "muted"}, "a rebalance took these partitions"))));
+    $("move-rows").replaceChildren(...(moves.length ? moves
+      : [h("tr", {}, h("td", {colspan: 5, class: "empty"},
+        view.shared ? "no partitions have moved since this instance started"
+          : "nothing moves on the embedded log"))]));
+  }
+
+  function render(plugins, clusterView, jobsView) {
+    lastPlugins = plugins;
+    tiles(plugins, clusterView);
     $("plugin-rows").replaceChildren(...(plugins.length ? plugins.map(row)
       : [h("tr", {}, h("td", {colspan: 7, class: "empty"},
         "no plugins yet \u2013 a plugin key appears here after its first fetch"))]));
     $("charts").replaceChildren(...(plugins.length ? plugins.map(card)
       : [h("p", {class: "empty"}, "no plugins yet")]));
     failures(plugins);
+    jobs(jobsView);
+    cluster(clusterView);
   }
 
   function setStatus(ok, text) {
@@ -246,8 +395,9 @@
     $("status-text").textContent = text;
   }
 
-  async function load() {
-    const response = await fetch(API, {cache: "no-store", headers: {Accept: "application/json"}});
+  async function load(what) {
+    const response = await fetch(API + what,
+      {cache: "no-store", headers: {Accept: "application/json"}});
     const served = Date.parse(response.headers.get("Date") || "");
     if (!Number.isNaN(served)) {
       const skew = served - Date.now();
@@ -261,22 +411,24 @@
       } catch (_) { /* not JSON: keep the status text */ }
       throw new Error(`HTTP ${response.status} ${detail}`);
     }
-    const body = await response.json();
-    return Array.isArray(body.plugins) ? body.plugins : [];
+    return response.json();
   }
 
   async function poll() {
     try {
-      let plugins;
+      let plugins, clusterView, jobsView;
       try {
-        plugins = await load();
+        const [pluginsBody, ...rest] = await Promise.all(
+          [load("plugins"), load("cluster"), load("jobs")]);
+        plugins = Array.isArray(pluginsBody.plugins) ? pluginsBody.plugins : [];
+        [clusterView, jobsView] = rest;
       } catch (error) {
         const since = lastOk ? `; showing data from ${clock(lastOk)}` : "";
         setStatus(false, `cannot reach azuld (${error.message})${since}`);
         return;
       }
       try {
-        render(plugins);
+        render(plugins, clusterView, jobsView);
       } catch (error) {
         setStatus(false, `cannot show the data: ${error.message}`);
         return;
