@@ -53,7 +53,14 @@ from aiokafka.errors import KafkaError
 
 from azuld.backends.kafka_commits import GroupCommits
 from azuld.backends.kafka_loop import run_in_bursts
-from azuld.backends.kafka_members import MEMBERSHIP, EvenShares, Ownership, to_kafka, to_ours
+from azuld.backends.kafka_members import (
+    MEMBERSHIP,
+    EvenShares,
+    Ownership,
+    group_members,
+    to_kafka,
+    to_ours,
+)
 from azuld.backends.kafka_produce import BATCH_BYTES, RoundProducer
 from azuld.backends.kafka_reads import READ_FETCH_BYTES, Reader
 from azuld.backends.kafka_tables import KEPT_PREFIX, Followers, Tables
@@ -562,28 +569,16 @@ class KafkaLog:
             UpstreamError: Kafka did not answer, or could not describe the group.
         """
         group = f"{self.prefix}-azul-dispatchers"
-        node = await self._coordinator(group)
+        node = await self.commits.coordinator(group)
         replies = await self._call(
             "describe group", self.admin.describe_consumer_groups, [group], node
         )
-        members = []
+        members: list[GroupMember] = []
         for described in (found for reply in replies for found in reply.groups):
             if described[0]:
-                self._coordinators.pop(group, None)  # it may have moved: found again next time
+                self.commits.forget_coordinator(group)
                 raise UpstreamError(f"Kafka could not describe group {group}: error {described[0]}")
-            for _, client_id, host, _, assigned in described[5]:
-                tps = (
-                    ConsumerProtocolMemberAssignment.decode(assigned).partitions()
-                    if assigned
-                    else []
-                )
-                members.append(
-                    GroupMember(
-                        client_id.removeprefix("azuld-"),
-                        host.lstrip("/"),
-                        tuple(sorted(TopicPartition(t, p) for t, p in tps)),
-                    )
-                )
+            members.extend(group_members(described[5]))
         members.sort(key=lambda member: member.instance)
         return Membership(self.instance, self.ownership.rebalances, tuple(members))
 

@@ -67,16 +67,21 @@ class GroupCommits:
         self._groups: dict[str, _GroupState] = {}
         self.requests = 0  # OffsetCommit requests sent (coalescing is tested by it)
 
-    async def _coordinator(self, group: str) -> int:
+    async def coordinator(self, group: str) -> int:
+        """The broker coordinating `group` (looked up once, until `forget_coordinator`)."""
         node = self._coordinators.get(group)
         if node is None:
             node = int(await self._call("find coordinator", self.admin.find_coordinator, group))
             self._coordinators[group] = node
         return node
 
+    def forget_coordinator(self, group: str) -> None:
+        """The coordinator may have moved: look it up again next time."""
+        self._coordinators.pop(group, None)
+
     async def committed(self, group: str) -> dict[TopicPartition, Commit]:
         """The group's committed positions. Raises `UpstreamError`."""
-        node = await self._coordinator(group)
+        node = await self.coordinator(group)
         try:
             offsets = await self._call(
                 "fetch commits", self.admin.list_consumer_group_offsets, group, node
@@ -153,7 +158,7 @@ class GroupCommits:
         delay = 0.1
         with trio.move_on_after(self.timeout_seconds):
             while True:
-                node = await self._coordinator(group)
+                node = await self.coordinator(group)
                 self.requests += 1
                 response = await self._call("commit", self.admin._send_request, request, node)
                 errors = {
@@ -181,7 +186,7 @@ class GroupCommits:
             UpstreamError: Kafka failed.
         """
         for group in groups:
-            node = await self._coordinator(group)
+            node = await self.coordinator(group)
             await self._call(
                 "delete group", self.admin._send_request, DeleteGroupsRequest([group]), node
             )

@@ -27,7 +27,7 @@ from aiokafka.coordinator.protocol import (
 
 from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
 from azuld.core.delivery import TopicPartition
-from azuld.ports import RevokeHook
+from azuld.ports import GroupMember, RevokeHook
 
 __all__ = [
     "HANDOVER_SECONDS",
@@ -153,3 +153,19 @@ class Ownership(ConsumerRebalanceListener):  # type: ignore[misc]
         self.owned |= {to_ours(tp) for tp in assigned}
         self.assigned_once = True
         self.version += 1
+
+
+def group_members(described: Any) -> list[GroupMember]:
+    """The members of a DescribeGroups reply's group: instance id (the client id), host, and the
+    partitions the group's leader assigned each."""
+    members = []
+    for _, client_id, host, _, assigned in described:
+        tps = ConsumerProtocolMemberAssignment.decode(assigned).partitions() if assigned else []
+        members.append(
+            GroupMember(
+                client_id.removeprefix("azuld-"),
+                host.lstrip("/"),
+                tuple(sorted(TopicPartition(t, p) for t, p in tps)),
+            )
+        )
+    return members
