@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/uploads.py --sizes 1024 --uploaders 1,8 --count 2000
     .venv/bin/python benchmarks/uploads.py --submit 1000         # also `azuld submit` of 1,000 files
     .venv/bin/python benchmarks/uploads.py --profile out.svg     # py-spy the daemon meanwhile
+    .venv/bin/python benchmarks/uploads.py --perf perf.data      # perf (on-CPU, user code)
 
 `run.py` runs `upload_scenario` as its upload row; this script runs the same scenarios alone (a
 fresh embedded daemon from `tests/daemon.py`), so that code before and after a change can be
@@ -60,6 +61,24 @@ def _percentiles(values: Sequence[float]) -> dict[str, float]:
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
+
+
+def _minor_faults(pid: int) -> int:
+    """Page faults served without I/O (mostly fresh memory touched): /proc's `minflt`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[7])
+
+
+def _thread_seconds(process: psutil.Process) -> tuple[float, float, float, float]:
+    """(user, system) of the event loop's thread (the main one), then of all the others."""
+    loop_user = loop_system = other_user = other_system = 0.0
+    for thread in process.threads():
+        if thread.id == process.pid:
+            loop_user, loop_system = thread.user_time, thread.system_time
+        else:
+            other_user += thread.user_time
+            other_system += thread.system_time
+    return loop_user, loop_system, other_user, other_system
 
 
 _TEXT_LINE = b"The quick brown fox jumps over the lazy dog; sphinx of black quartz, judge my vow.\n"
@@ -127,10 +146,17 @@ async def upload_scenario(
 
     await run(_WARMUP_UPLOADS)
     seconds.clear()
+    threads_before = _thread_seconds(process)
+    faults_before = _minor_faults(pid)
     cpu_before, started = _cpu_seconds(process), time.perf_counter()
     await run(remaining)
     elapsed = time.perf_counter() - started
     cpu = _cpu_seconds(process) - cpu_before
+    faults = _minor_faults(pid) - faults_before
+    threads = [
+        round((after - before) / count * 1000, 3)
+        for before, after in zip(threads_before, _thread_seconds(process), strict=True)
+    ]
     return {
         "id": f"upload-{size}b-u{uploaders}" + ("" if content == "binary" else f"-{content}"),
         "kind": "upload",
@@ -143,6 +169,13 @@ async def upload_scenario(
         "mb_per_s": round(count * size / elapsed / 1e6, 2),
         "daemon_cpu_ms_per_upload": round(cpu / count * 1000, 3),
         "daemon_cpu_util": round(cpu / elapsed, 3),
+        # ms per upload: the event loop's thread (user, system), the worker threads (user, system)
+        "loop_user_ms": threads[0],
+        "loop_system_ms": threads[1],
+        "workers_user_ms": threads[2],
+        "workers_system_ms": threads[3],
+        "minor_faults_per_upload": round(faults / count, 1),
+        "load_average": os.getloadavg()[0],
         "request_ms": _percentiles(seconds),
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
@@ -181,6 +214,7 @@ async def submit_scenario(
         "kind": "submit",
         "files": files,
         "size_bytes": size,
+        "load_average": os.getloadavg()[0],
         "exit_code": done.returncode,
         "seconds": round(elapsed, 3),
         "files_per_s": round(files / elapsed, 1),
@@ -209,7 +243,11 @@ def describe(scenario: dict[str, Any]) -> str:
     return (
         f"{scenario['id']}: {scenario['uploads_per_s']:,.0f} uploads/s, daemon "
         f"{scenario['daemon_cpu_ms_per_upload']} ms CPU/upload ({scenario['daemon_cpu_util']:.0%}"
-        f" of a core), p50 {scenario['request_ms'].get('p50')} ms, errors {scenario['errors']}"
+        f" of a core; loop {scenario['loop_user_ms']}+{scenario['loop_system_ms']}, workers "
+        f"{scenario['workers_user_ms']}+{scenario['workers_system_ms']} user+system),"
+        f" {scenario['minor_faults_per_upload']} page faults, p50"
+        f" {scenario['request_ms'].get('p50')} ms, errors {scenario['errors']},"
+        f" load {scenario['load_average']:.1f}"
     )
 
 
@@ -218,27 +256,40 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
     daemon = await start_daemon(work / "data")
     pid = daemon.process.pid
     results: list[dict[str, Any]] = []
-    spy: trio.Process | None = None
+    profilers: list[trio.Process] = []
     try:
         if args.profile:
-            spy = await trio.lowlevel.open_process(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--nonblocking",
-                    "--threads",
-                    "--rate",
-                    "200",
-                    "--pid",
-                    str(pid),
-                    "--format",
-                    "flamegraph" if args.profile.endswith(".svg") else "raw",
-                    "--output",
-                    args.profile,
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+            profilers.append(
+                await trio.lowlevel.open_process(
+                    [
+                        str(Path(sys.executable).parent / "py-spy"),
+                        "record",
+                        "--nonblocking",
+                        "--threads",
+                        "--rate",
+                        "200",
+                        "--pid",
+                        str(pid),
+                        "--format",
+                        "flamegraph" if args.profile.endswith(".svg") else "raw",
+                        "--output",
+                        args.profile,
+                    ],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
             )
+        if args.perf:
+            # On-CPU samples of user code only (what perf_event_paranoid=2 allows): which
+            # library the CPU went to (`perf report --sort tid,dso`), unlike py-spy's wall time.
+            profilers.append(
+                await trio.lowlevel.open_process(
+                    ["perf", "record", "-q", "-e", "cpu-clock:u", "-p", str(pid), "-o", args.perf],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        if profilers:
             await trio.sleep(1)
         for _ in range(args.rounds):
             for size in args.sizes:
@@ -260,10 +311,10 @@ async def _main(args: argparse.Namespace) -> list[dict[str, Any]]:
                 print(describe(scenario), flush=True)
                 results.append(scenario)
     finally:
-        if spy is not None:
-            spy.send_signal(signal.SIGINT)
+        for profiler in profilers:
+            profiler.send_signal(signal.SIGINT)
             with trio.move_on_after(60):
-                await spy.wait()
+                await profiler.wait()
         await daemon.terminate()
         if args.keep:
             print(f"kept {work}")
@@ -285,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=1, help="repeat every scenario")
     parser.add_argument("--submit", type=int, default=0, help="also `azuld submit` N files")
     parser.add_argument("--profile", default="", help="py-spy the daemon into this file")
+    parser.add_argument("--perf", default="", help="`perf record` the daemon into this file")
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the daemon's folder")
     args = parser.parse_args(argv)

@@ -34,10 +34,18 @@ from azuld.errors import ConfigError
 from azuld.http import Services, create_app, hypercorn_server
 from azuld.http import server as http_server
 from azuld.http.auth import Authorizer
+from azuld.http.streams import MEMORY_BODY_BYTES, MEMORY_TOTAL_BYTES
 from azuld.logs import set_level
 from azuld.metrics import Metrics
 from azuld.ports import BlobStore, EventLog
-from azuld.process import WorkerRole, cannot_listen, find_bind_error, lock_data_dir, watch_lifeline
+from azuld.process import (
+    WorkerRole,
+    cannot_listen,
+    find_bind_error,
+    keep_freed_memory,
+    lock_data_dir,
+    watch_lifeline,
+)
 from azuld.security_check import open_security_check
 from azuld.settings import Settings, in_force, load_settings, settings_diff
 from azuld.storage.local import LocalBlobStore
@@ -254,6 +262,9 @@ async def serve(
         ConfigError: the data folder is taken, or the listen address cannot be bound.
         UpstreamError: a backend cannot be reached.
     """
+    # Upload bodies are allocated and freed all the time: reuse their memory rather than fault
+    # it in again (up to what the uploads in flight may hold).
+    keep_freed_memory(MEMORY_TOTAL_BYTES, 4 * MEMORY_BODY_BYTES)
     async with open_services(settings, worker) as services:
         daemon = _Daemon(settings, config_path, overrides or {}, services)
         async with trio.open_nursery() as nursery:

@@ -10,6 +10,7 @@ the connections that waited too long.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
@@ -30,9 +31,22 @@ from azuld.models.responses import ErrorBody
 
 __all__ = ["DATE", "Connection", "error_body"]
 
-_RECEIVE_BYTES = 64 * 1024
+# The most one read takes (a big body arrives in pieces of this size when the app keeps up).
+_RECEIVE_BYTES = 256 * 1024
 # The reader stops reading a connection once this much is waiting (a big upload, pipelining).
 _READ_AHEAD_BYTES = 256 * 1024
+
+
+class _Scratch(threading.local):
+    """Where reads land before they are appended to a connection's buffer: one for all the
+    connections a thread's trio loop runs (a read is copied out before the next can start), so
+    that a read allocates nothing, whatever its size."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray(_RECEIVE_BYTES)
+
+
+_SCRATCH = _Scratch()
 
 
 class _Date:
@@ -108,27 +122,33 @@ class Connection:
 
     async def _read_loop(self) -> None:
         fd = self._socket.fileno() if self._socket is not None else -1
+        buffer = self.buffer
         try:
-            while True:
-                if len(self.buffer) >= _READ_AHEAD_BYTES:
-                    self._room = trio.Event()
-                    await self._room.wait()
-                    continue
-                data: bytes | bytearray
-                if fd >= 0:
-                    # Wait, then read: a read tried first (as `recv` does) would, after every
-                    # request, only find the socket empty (the client awaits the response).
-                    await trio.lowlevel.wait_readable(fd)
-                    try:
-                        data = os.read(fd, _RECEIVE_BYTES)
-                    except BlockingIOError:
+            with memoryview(_SCRATCH.buffer) as scratch:
+                while True:
+                    room = _READ_AHEAD_BYTES - len(buffer)
+                    if room <= 0:
+                        self._room = trio.Event()
+                        await self._room.wait()
                         continue
-                else:
-                    data = await self.stream.receive_some(_RECEIVE_BYTES)
-                if not data:
-                    break
-                self.buffer += data
-                self._wake_data_waiters()
+                    if fd >= 0:
+                        # Wait, then read: a read tried first (as `recv` does) would, after
+                        # every request, only find the socket empty (the client awaits the
+                        # response).
+                        await trio.lowlevel.wait_readable(fd)
+                        try:
+                            received = os.readv(fd, (scratch[:room],))
+                        except BlockingIOError:
+                            continue
+                        if not received:
+                            break
+                        buffer += scratch[:received]
+                    else:
+                        data = await self.stream.receive_some(_RECEIVE_BYTES)
+                        if not data:
+                            break
+                        buffer += data
+                    self._wake_data_waiters()
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
             pass  # reset, or a failed TLS handshake: the same as a hang-up here
         finally:

@@ -255,7 +255,11 @@ class Exchange:
             if self._decoder is None:
                 if buffer:
                     take = min(self._body_remaining, len(buffer))
-                    data = bytes(buffer[:take])
+                    if take == len(buffer):
+                        data = bytes(buffer)  # one copy (a slice, then bytes of it, are two)
+                    else:
+                        with memoryview(buffer) as view:
+                            data = bytes(view[:take])
                     del buffer[:take]
                     connection.took()
                     self._body_remaining -= take
