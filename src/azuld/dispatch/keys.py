@@ -207,21 +207,27 @@ class KeyRegistry:
         """Where a new key's lanes start: expedite and live at the end of the log (a watcher's
         where it asked), historic at the start, stopping where live and expedite began (so no
         event is delivered twice). Covers every partition, owned here or not: other instances
-        start from the same snapshot."""
+        start from the same snapshot. One read of the partitions and their offsets serves every
+        lane: Kafka's metadata may learn of a topic between two reads, and a partition in
+        historic's snapshot but not in live's would be read whole by both."""
+        filters = {lane: self._topic_filter(params, lane) for lane in groups}
+        tps = await self.log.partitions(
+            lambda topic: any(matches(topic) for matches in filters.values()), owned=False
+        )
+        offsets = await self.log.offsets(tps)
+        begins = await self._live_begins(params, offsets)
         snapshot: Snapshot = {}
         for lane, group in groups.items():
-            tps = await self.log.partitions(self._topic_filter(params, lane), owned=False)
-            offsets = await self.log.offsets(tps)
-            begins = await self._live_begins(params, offsets)
+            mine = {tp: ends for tp, ends in offsets.items() if filters[lane](tp.topic)}
             if lane == Lane.HISTORIC:
                 snapshot[group] = {
                     tp: Commit(
                         start, stop=begins[tp] if self._lane_covering(tp) in params.lanes else None
                     )
-                    for tp, (start, _) in offsets.items()
+                    for tp, (start, _) in mine.items()
                 }
             else:
-                snapshot[group] = {tp: Commit(begins[tp]) for tp in offsets}
+                snapshot[group] = {tp: Commit(begins[tp]) for tp in mine}
         return snapshot
 
     async def _live_begins(
@@ -282,11 +288,7 @@ class KeyRegistry:
             for tp in new:
                 commit = committed.get(tp) or ks.snapshot.get(group, {}).get(tp)
                 if commit is None:
-                    # A partition born after the key: live reads it from its start, and historic
-                    # has nothing to add (live covers it).
-                    start = offsets[tp][0]
-                    covered = lane == Lane.HISTORIC and self._lane_covering(tp) in ks.params.lanes
-                    commit = Commit(start, stop=start if covered else None)
+                    commit = self._unseen_start(ks, lane, tp, offsets[tp][0])
                 ks.lanes.assign(lane, tp, commit)
                 if tp in committed:
                     # Another owner's position (or this process's before a restart): what it
@@ -294,6 +296,19 @@ class KeyRegistry:
                     ks.lanes.suspect(lane, tp, offsets[tp][1])
                 if not ephemeral:
                     self._take_over(ks, lane, group, tp, commit, notes)
+
+    def _unseen_start(self, ks: KeyState, lane: str, tp: TopicPartition, start: int) -> Commit:
+        """Where a lane starts on a partition its key's snapshot does not give it: one born after
+        the key, which live reads from its start and historic leaves to live; but where
+        historic's snapshot has it (a snapshot taken before the lanes shared one read of the
+        log), live begins where historic stops."""
+        if lane == Lane.HISTORIC:
+            covered = self._lane_covering(tp) in ks.params.lanes
+            return Commit(start, stop=start if covered else None)
+        historic = ks.snapshot.get(ks.groups.get(Lane.HISTORIC, ""), {}).get(tp)
+        if historic is not None and historic.stop is not None and self._lane_covering(tp) == lane:
+            return Commit(historic.stop)
+        return Commit(start)
 
     def _take_over(
         self,
