@@ -31,18 +31,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from azuld.core.delivery import (
-    Commit,
-    Job,
-    JobRef,
-    Lane,
-    PluginLanes,
-    ReadRequest,
-    Snapshot,
-    TopicPartition,
-    decode_snapshot,
-    encode_snapshot,
-)
+from azuld.core.cursor import Commit, Snapshot, TopicPartition, decode_snapshot, encode_snapshot
+from azuld.core.delivery import Job, JobRef, Lane, PluginLanes, ReadRequest
 from azuld.core.jobids import JobIds
 from azuld.core.jobs import JobState
 from azuld.core.params import ConsumeParams, parse_consume_params

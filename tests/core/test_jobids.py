@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from azuld.core.delivery import JobRef, Lane, TopicPartition
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import JobRef, Lane
 from azuld.core.jobids import JobIds, author_may_report
 
 TP = TopicPartition("azul.t.s.binary.sourced", 3)

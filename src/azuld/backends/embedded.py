@@ -50,13 +50,7 @@ from typing import Any
 
 import trio
 
-from azuld.core.delivery import (
-    Commit,
-    Snapshot,
-    TopicPartition,
-    decode_snapshot,
-    encode_snapshot,
-)
+from azuld.core.cursor import Commit, Snapshot, TopicPartition, decode_snapshot, encode_snapshot
 from azuld.core.publish import Outgoing
 from azuld.errors import InsufficientStorage, UpstreamError
 from azuld.ports import GroupMember, Membership, RevokeHook

@@ -65,7 +65,7 @@ from azuld.backends.kafka_produce import BATCH_BYTES, RoundProducer
 from azuld.backends.kafka_reads import READ_FETCH_BYTES, Reader
 from azuld.backends.kafka_tables import KEPT_PREFIX, Followers, Tables
 from azuld.backends.kafka_topics import create_topics, describe_topics
-from azuld.core.delivery import Commit, Snapshot, TopicPartition, encode_snapshot
+from azuld.core.cursor import Commit, Snapshot, TopicPartition, encode_snapshot
 from azuld.core.keys import system_topic
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError

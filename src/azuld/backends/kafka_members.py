@@ -26,7 +26,7 @@ from aiokafka.coordinator.protocol import (
 )
 
 from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 from azuld.ports import GroupMember, RevokeHook
 
 __all__ = [

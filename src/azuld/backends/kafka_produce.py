@@ -21,7 +21,7 @@ import trio
 from aiokafka import AIOKafkaProducer
 
 from azuld.backends.embedded import fnv1a_32
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
 

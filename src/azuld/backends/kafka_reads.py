@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 
 from azuld.backends.kafka_members import to_kafka
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 
 __all__ = ["READ_FETCH_BYTES", "ReadAhead", "Reader"]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 
-from azuld.core.delivery import Snapshot, TopicPartition, decode_snapshot
+from azuld.core.cursor import Snapshot, TopicPartition, decode_snapshot
 
 __all__ = ["KEPT_PREFIX", "Follower", "Followers", "Tables"]
 
