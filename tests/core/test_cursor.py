@@ -3,9 +3,20 @@ metadata codec."""
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from azuld.core.cursor import Commit, PartitionCursor
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from azuld.core.cursor import (
+    Commit,
+    PartitionCursor,
+    Snapshot,
+    TopicPartition,
+    decode_snapshot,
+    encode_snapshot,
+)
 
 # -- commits ----------------------------------------------------------------------------------
 
@@ -112,3 +123,40 @@ def test_gap_in_the_log_moves_the_mark() -> None:
     cursor = PartitionCursor(Commit(0))
     cursor.skip_to(50)
     assert cursor.committed == 50
+
+
+# -- properties (Hypothesis) -----------------------------------------------------------------------
+
+# No example database: keep runs free of files in the working tree. A failure prints its minimal
+# example (and a `@reproduce_failure` blob) all the same.
+PLAIN = settings(max_examples=100, database=None)
+
+OFFSETS = st.integers(0, 2**63 - 1)
+
+
+@st.composite
+def commits(draw: st.DrawFn) -> Commit:
+    """Any commit the cursor can make: finished offsets at or above the commit offset."""
+    offset = draw(OFFSETS)
+    deltas = set(draw(st.frozensets(st.integers(0, 64) | st.integers(0, 2**40), max_size=30)))
+    for start, length in draw(st.lists(st.tuples(st.integers(0, 300), st.integers(1, 60)))):
+        deltas.update(range(start, start + length))
+    stop = draw(st.none() | OFFSETS)
+    return Commit(offset, frozenset(offset + d for d in deltas), stop)
+
+
+@PLAIN
+@given(commits())
+def test_commit_metadata_round_trips(commit: Commit) -> None:
+    metadata = commit.metadata()
+    assert metadata.startswith("azd1")
+    assert Commit.parse(commit.offset, metadata) == commit
+    snapshot: Snapshot = {"group": {TopicPartition("t", 0): commit}}
+    assert decode_snapshot(json.loads(json.dumps(encode_snapshot(snapshot)))) == snapshot
+
+
+@PLAIN
+@given(OFFSETS, st.text())
+def test_foreign_commit_metadata_is_a_plain_offset(offset: int, metadata: str) -> None:
+    if metadata.split(";")[0] != "azd1":
+        assert Commit.parse(offset, metadata) == Commit(offset)
