@@ -1,4 +1,4 @@
-"""Property tests (Hypothesis) for delivery (core.delivery) and the request parsers.
+"""Property tests (Hypothesis) for delivery (core.delivery): a state machine against a model.
 
 `DeliveryMachine` drives one plugin key the way the dispatcher does: a simulated log per partition
 (with holes and retention), fills from `reads_wanted()`, hand-outs (leased, passive, skipped),
