@@ -5,14 +5,14 @@ on Kafka, for N = 1 against N = 2 (or `--processes 1,2,4`), in interleaved round
     .venv/bin/python benchmarks/processes.py --quick         # smoke run: 1 round, small, ~1.5 min
     .venv/bin/python benchmarks/processes.py --processes 1,2,4 --rounds 3
 
-Starts one Kafka broker (tests/services.py) for the whole run. Each round runs every process
-count, in alternating order (1, 2 then 2, 1: the machine's drift falls on both), each on a fresh
-topic prefix and data folder: `azuld serve --processes N` with `events.backend = "kafka"`,
-`default_partitions` partitions per topic (4: two workers own two each) and the local blob
-folder (every worker shares it; moto's ~275 requests/s would cap both counts alike), once every
-worker answers /readyz on its own port (the benchmark's source topic is declared in the config,
-so it exists from the start: created by the first publish, it would rebalance the workers' group
-in the middle of a measurement). Then, with `run.py`'s machinery (`Run`): 256 blobs, the
+Starts one Kafka broker (tests/services.py) for the whole run. Each round runs every process count,
+in alternating order (1, 2 then 2, 1: the machine's drift falls on both), each on a fresh topic
+prefix and data folder: `azuld serve --processes N` with `events.backend = "kafka"`,
+`default_partitions` partitions per topic (4: two workers own two each) and the local blob folder
+(every worker shares it; moto's ~275 requests/s would cap both counts alike), once every worker
+answers /readyz on its own port (the benchmark's source topic is declared in the config, so it
+exists from the start: created by the first publish, it would rebalance the workers' group in the
+middle of a measurement). Then, with the harness's machinery (`scenarios.Run`): 256 blobs, the
 events, the daemon's idle CPU over 3 s, count=1 with 16 workers (`--workers`; fetch, download,
 completed status) and count=100 with 16 workers (no download). Daemon CPU is the supervisor's and
 every worker's together.
@@ -45,9 +45,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import loadgen  # noqa: E402
-import run as harness  # noqa: E402  (also puts the repository on sys.path)
+import measuring  # noqa: E402
+from daemons import stop_daemon  # noqa: E402  (also puts the repository on sys.path)
+from plan import SOURCE, Plan  # noqa: E402
 from tests.daemon import Daemon, start_daemon  # noqa: E402
 from tests.services import KafkaBroker, fetch_kafka, free_port  # noqa: E402
+
+from scenarios import Run  # noqa: E402
 
 SCENARIOS = (("count=1", 1, True), ("count=100", 100, False))
 _ALL_SERVING = re.compile(r"serving on (https?://127\.0\.0\.1:\d+) with \d+ processes")
@@ -83,8 +87,8 @@ class ProcessTree:
         return SimpleNamespace(rss=rss)
 
 
-class TreeRun(harness.Run):
-    """`run.Run` measuring the whole process tree."""
+class TreeRun(Run):
+    """`scenarios.Run` measuring the whole process tree."""
 
     @property
     def process(self) -> Any:
@@ -92,10 +96,10 @@ class TreeRun(harness.Run):
 
     def memory(self) -> dict[str, float]:
         tree = ProcessTree(self.daemon.process.pid)
-        peak = sum(harness.peak_rss(p.pid) for p in tree.members())
+        peak = sum(measuring.peak_rss(p.pid) for p in tree.members())
         return {
-            "rss_mb": round(tree.memory_info().rss / harness.MB, 1),
-            "peak_rss_mb": round(peak / harness.MB, 1),
+            "rss_mb": round(tree.memory_info().rss / measuring.MB, 1),
+            "peak_rss_mb": round(peak / measuring.MB, 1),
         }
 
 
@@ -126,9 +130,9 @@ async def wait_ready(urls: list[str], within_seconds: float = 120) -> None:
 async def idle_cpu(tree: ProcessTree, seconds: float = 3.0) -> float:
     """The daemon's CPU (cores) with nothing to do: what its Kafka clients and timers cost."""
     await trio.sleep(1.0)  # the preload's last writes settle
-    before = harness.cpu_seconds(tree)
+    before = measuring.cpu_seconds(tree)
     await trio.sleep(seconds)
-    return round((harness.cpu_seconds(tree) - before) / seconds, 3)
+    return round((measuring.cpu_seconds(tree) - before) / seconds, 3)
 
 
 def free_ports(count: int) -> int:
@@ -149,7 +153,7 @@ async def one_config(
     broker: KafkaBroker,
     work: Path,
     processes: int,
-    plan: harness.Plan,
+    plan: Plan,
     events: int,
     partitions: int,
 ) -> list[dict[str, Any]]:
@@ -168,7 +172,7 @@ async def one_config(
         # Created at start-up: a topic created by the first publish would rebalance the
         # workers' group in the middle of the measurement.
         "[[events.sources]]\n"
-        f'name = "{harness.SOURCE}"\n'
+        f'name = "{SOURCE}"\n'
     )
     extra = ["--config", str(config), "--processes", str(processes)]
     options: dict[str, Any] = {"ready": _ALL_SERVING} if processes > 1 else {}
@@ -195,7 +199,7 @@ async def one_config(
         raise
     finally:
         with trio.CancelScope(shield=True):
-            await harness.stop_daemon(daemon)
+            await stop_daemon(daemon)
 
 
 def summarise(results: list[dict[str, Any]], counts: list[int]) -> list[dict[str, Any]]:
@@ -279,7 +283,7 @@ def markdown(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def measure(args: argparse.Namespace, plan: harness.Plan, work: Path) -> dict[str, Any]:
+async def measure(args: argparse.Namespace, plan: Plan, work: Path) -> dict[str, Any]:
     home = await trio.to_thread.run_sync(fetch_kafka)
     port = free_port()
     broker = KafkaBroker(
@@ -319,10 +323,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=16, help="load-generator workers (16)")
     parser.add_argument("--output", type=Path, default=HERE / "results" / "processes")
     args = parser.parse_args(argv)
-    base = harness.Plan.quick() if args.quick else harness.Plan.default()
+    base = Plan.quick() if args.quick else Plan.default()
     args.rounds = args.rounds or (1 if args.quick else 2)
     args.events = args.events or (1_000 if args.quick else 10_000)
-    plan = harness.Plan(
+    plan = Plan(
         sizes=[args.events],
         workers=[16],
         keys=[1],
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="azuld-procs-") as work:
         measured = trio.run(measure, args, plan, Path(work))
-    machine = harness.machine()
+    machine = measuring.machine()
     machine["load_average_at_start"] = load_at_start
     machine["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     data = {

@@ -5,9 +5,9 @@
     .venv/bin/python benchmarks/rounds.py --backend kafka --counters --scenarios c100
     .venv/bin/python benchmarks/rounds.py --src ../other-worktree/src --env AZULD_DISPATCH__WINDOW=4000
 
-Starts one daemon (run.py's backends: on Kafka, one broker for the whole run), uploads the blobs,
-preloads `--events` sourced events, then runs `--rounds` rounds of `--scenarios`: `c1` (16
-workers, count=1, with downloads), `c100` (16 workers, count=100, no downloads) and `latency`
+Starts one daemon (run.py's backends, daemons.py: on Kafka, one broker for the whole run), uploads
+the blobs, preloads `--events` sourced events, then runs `--rounds` rounds of `--scenarios`: `c1`
+(16 workers, count=1, with downloads), `c100` (16 workers, count=100, no downloads) and `latency`
 (idle handout). Every throughput scenario uses a new plugin key, so each replays the log from its
 start (reads behind the live edge, as the default run's). One JSON line per scenario: the daemon's
 process CPU per completed event (user + system; the share spent in the kernel), throughput, empty
@@ -47,7 +47,9 @@ import trio
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import run as bench  # noqa: E402
+from daemons import BACKENDS, STORAGES, Backend, EmbeddedBackend, KafkaBackend  # noqa: E402
+
+from scenarios import Run  # noqa: E402
 
 
 async def read_counters(pid: int, path: Path) -> dict[str, Any]:
@@ -79,7 +81,7 @@ async def spy(pid: int, seconds: float, path: Path, args: argparse.Namespace) ->
 
 
 async def scenario(
-    run: bench.Run, name: str, index: int, args: argparse.Namespace, counters: Path
+    run: Run, name: str, index: int, args: argparse.Namespace, counters: Path
 ) -> dict[str, Any]:
     pid = run.daemon.process.pid
     row: dict[str, Any] = {"scenario": name, "round": index, "load1": os.getloadavg()[0]}
@@ -140,9 +142,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
         daemon_env["BENCH_COUNTERS_FILE"] = str(counters)
     if paths:
         daemon_env["PYTHONPATH"] = os.pathsep.join(paths)
-    backend: bench.Backend = (
-        bench.KafkaBackend(args.storage) if args.backend == "kafka" else bench.EmbeddedBackend()
-    )
+    backend: Backend = KafkaBackend(args.storage) if args.backend == "kafka" else EmbeddedBackend()
     plan = backend.plan(quick=False)
     plan.duration, plan.warmup, plan.latency_samples = args.duration, 1.0, args.latency_samples
     saved = {k: os.environ.get(k) for k in daemon_env}
@@ -155,7 +155,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    run = bench.Run(plan, daemon, work)
+    run = Run(plan, daemon, work)
     rows: list[dict[str, Any]] = []
     try:
         await run.upload_blobs()
@@ -175,8 +175,8 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backend", choices=sorted(bench.BACKENDS), default="kafka")
-    parser.add_argument("--storage", choices=bench.STORAGES, default="local")
+    parser.add_argument("--backend", choices=sorted(BACKENDS), default="kafka")
+    parser.add_argument("--storage", choices=STORAGES, default="local")
     parser.add_argument("--events", type=int, default=30_000, help="sourced events preloaded")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--scenarios", default="c1,c100,latency")

@@ -24,256 +24,57 @@ in flight (5 batches each). Alongside, a trio task sleeps 1 ms in a loop and rec
 it wakes (event-loop lag). Client creation (fresh botocore session each time) is timed too.
 
 Writes benchmarks/results/s3-backends.json and .md. moto_server runs on a free 127.0.0.1 port
-and is stopped (by its PID) at the end.
+and is stopped (by its PID) at the end. The variants are in s3_variants.py, the report in
+s3_report.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
-import io
 import json
 import logging
 import math
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import trio
 import trio_asyncio
-from aiobotocore.config import AioConfig
-from aiobotocore.httpxsession import HttpxSession
-from aiobotocore.session import get_session
-from trio_asyncio import aio_as_trio
-
-try:
-    import boto3
-    from botocore.config import Config
-except ImportError:  # boto3 comes with moto; (c) is skipped without it
-    boto3 = None
-
-import aiohttp  # noqa: F401  # likewise, so that no variant pays an import inside a timing
-import anyio._backends._trio  # noqa: F401  # imported lazily by anyio on first use: do it now
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from s3_report import conclusion, machine_info, markdown, versions
+from s3_variants import (
+    CHUNK,
+    COMMON_CONFIG,
+    CONCURRENCY,
+    HAVE_BOTO3,
+    Boto3Threads,
+    BridgedAiohttp,
+    MiB,
+    NativeHttpx,
+    Variant,
+)
 from tests.services import start_moto
 
 log = logging.getLogger("s3_backends")
 
 RESULTS = Path(__file__).parent / "results"
-MiB = 1024 * 1024
-BUCKET = "bench"
-CHUNK = 256 * 1024  # PUT body chunks and streamed GET chunks
 BIG_SIZES = (5 * MiB, 50 * MiB)
 BIG_REPS = 5
 SMALL_SIZE = 4 * 1024
 SMALL_COUNT = 200
 SMALL_REPS = 5
-CONCURRENCY = 16
 CREATE_REPS = 3
 LAG_TICK = 0.001
 IDLE_SECONDS = 1.0
-
-COMMON_CONFIG: dict[str, Any] = {
-    "connect_timeout": 5.0,
-    "read_timeout": 60.0,
-    "max_pool_connections": CONCURRENCY,
-    "retries": {"mode": "standard", "total_max_attempts": 1},
-    "s3": {"addressing_style": "path", "payload_signing_enabled": False},
-    "request_checksum_calculation": "when_required",
-    "response_checksum_validation": "when_required",
-}
-
-
-class ChunkedBytesIO(io.BytesIO):
-    """A body that aiobotocore's httpx backend sends in 256 KiB chunks, not line by line (P4)."""
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(lambda: self.read(CHUNK), b"")
-
-
-# --------------------------------------------------------------------------------------------
-# The three variants: the same small interface, driven by the same trio code.
-
-Sink = Callable[[bytes], None]
-
-
-class Variant:
-    key: str
-    label: str
-
-    def __init__(self, endpoint: str, credentials: dict[str, str]) -> None:
-        self.endpoint = endpoint
-        self.credentials = credentials
-        self.client: Any = None
-        self._handle: Any = None
-
-    async def open_client(self) -> tuple[Any, Any]:
-        """(handle to close, client), from a fresh botocore session."""
-        raise NotImplementedError
-
-    async def close_client(self, handle: Any) -> None:
-        raise NotImplementedError
-
-    def use(self, handle: Any, client: Any) -> None:
-        self._handle, self.client = handle, client
-
-    async def aclose(self) -> None:
-        if self._handle is not None:
-            with trio.CancelScope(shield=True):
-                await self.close_client(self._handle)
-            self._handle = self.client = None
-
-    async def create_bucket(self) -> None:
-        raise NotImplementedError
-
-    async def put(self, key: str, data: bytes) -> None:
-        raise NotImplementedError
-
-    async def get(self, key: str, size: int, sink: Sink) -> None:
-        """A ranged GET of bytes [0, size) streamed in CHUNK pieces to `sink` (on trio)."""
-        raise NotImplementedError
-
-    async def head(self, key: str) -> int:
-        raise NotImplementedError
-
-
-def _check_status(answer: dict[str, Any], key: str) -> None:
-    status = answer.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if status != 206:
-        raise RuntimeError(f"ranged GET of {key} answered HTTP {status}, not 206")
-
-
-class NativeHttpx(Variant):
-    key = "a"
-    label = "aiobotocore + httpx, native trio"
-
-    async def open_client(self) -> tuple[Any, Any]:
-        config = AioConfig(http_session_cls=HttpxSession, **COMMON_CONFIG)
-        creator = get_session().create_client(
-            "s3", endpoint_url=self.endpoint, config=config, **self.credentials
-        )
-        return creator, await creator.__aenter__()
-
-    async def close_client(self, handle: Any) -> None:
-        await handle.__aexit__(None, None, None)
-
-    async def create_bucket(self) -> None:
-        await self.client.create_bucket(Bucket=BUCKET)
-
-    async def put(self, key: str, data: bytes) -> None:
-        await self.client.put_object(Bucket=BUCKET, Key=key, Body=ChunkedBytesIO(data))
-
-    async def get(self, key: str, size: int, sink: Sink) -> None:
-        answer = await self.client.get_object(Bucket=BUCKET, Key=key, Range=f"bytes=0-{size - 1}")
-        _check_status(answer, key)
-        async with answer["Body"] as body:
-            async for chunk in body.iter_chunks(CHUNK):
-                sink(chunk)
-
-    async def head(self, key: str) -> int:
-        return int((await self.client.head_object(Bucket=BUCKET, Key=key))["ContentLength"])
-
-
-# asyncio side of (b): these run inside trio-asyncio's loop, called through aio_as_trio.
-
-
-async def _aio_open(endpoint: str, credentials: dict[str, str]) -> tuple[Any, Any]:
-    stack = contextlib.AsyncExitStack()
-    config = AioConfig(**COMMON_CONFIG)  # default http_session_cls: aiohttp
-    client = await stack.enter_async_context(
-        get_session().create_client("s3", endpoint_url=endpoint, config=config, **credentials)
-    )
-    return stack, client
-
-
-async def _aio_chunks(client: Any, key: str, size: int) -> AsyncIterator[bytes]:
-    answer = await client.get_object(Bucket=BUCKET, Key=key, Range=f"bytes=0-{size - 1}")
-    _check_status(answer, key)
-    async with answer["Body"] as body:
-        async for chunk in body.iter_chunks(CHUNK):
-            yield chunk
-
-
-class BridgedAiohttp(Variant):
-    key = "b"
-    label = "aiobotocore + aiohttp, via trio-asyncio"
-
-    async def open_client(self) -> tuple[Any, Any]:
-        return await aio_as_trio(_aio_open)(self.endpoint, self.credentials)
-
-    async def close_client(self, handle: Any) -> None:
-        await aio_as_trio(handle.aclose)()
-
-    async def create_bucket(self) -> None:
-        await aio_as_trio(self.client.create_bucket)(Bucket=BUCKET)
-
-    async def put(self, key: str, data: bytes) -> None:
-        await aio_as_trio(self.client.put_object)(Bucket=BUCKET, Key=key, Body=ChunkedBytesIO(data))
-
-    async def get(self, key: str, size: int, sink: Sink) -> None:
-        async for chunk in aio_as_trio(_aio_chunks(self.client, key, size)):
-            sink(chunk)
-
-    async def head(self, key: str) -> int:
-        answer = await aio_as_trio(self.client.head_object)(Bucket=BUCKET, Key=key)
-        return int(answer["ContentLength"])
-
-
-class Boto3Threads(Variant):
-    key = "c"
-    label = "boto3 in trio.to_thread"
-
-    async def open_client(self) -> tuple[Any, Any]:
-        def create() -> Any:
-            return boto3.session.Session().client(
-                "s3", endpoint_url=self.endpoint, config=Config(**COMMON_CONFIG), **self.credentials
-            )
-
-        client = await trio.to_thread.run_sync(create)
-        return client, client
-
-    async def close_client(self, handle: Any) -> None:
-        await trio.to_thread.run_sync(handle.close)
-
-    async def create_bucket(self) -> None:
-        await trio.to_thread.run_sync(functools.partial(self.client.create_bucket, Bucket=BUCKET))
-
-    async def put(self, key: str, data: bytes) -> None:
-        await trio.to_thread.run_sync(
-            functools.partial(
-                self.client.put_object, Bucket=BUCKET, Key=key, Body=ChunkedBytesIO(data)
-            )
-        )
-
-    async def get(self, key: str, size: int, sink: Sink) -> None:
-        answer = await trio.to_thread.run_sync(
-            functools.partial(
-                self.client.get_object, Bucket=BUCKET, Key=key, Range=f"bytes=0-{size - 1}"
-            )
-        )
-        _check_status(answer, key)
-        body = answer["Body"]
-        try:
-            while chunk := await trio.to_thread.run_sync(body.read, CHUNK):
-                sink(chunk)
-        finally:
-            body.close()
-
-    async def head(self, key: str) -> int:
-        answer = await trio.to_thread.run_sync(
-            functools.partial(self.client.head_object, Bucket=BUCKET, Key=key)
-        )
-        return int(answer["ContentLength"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -529,236 +330,11 @@ async def bench(variants: list[Variant], monitor: LagMonitor) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
-# Reporting
-
-
-def machine_info() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
-    }
-
-
-def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found = {}
-    for name in (
-        "trio",
-        "trio-asyncio",
-        "aiobotocore",
-        "botocore",
-        "boto3",
-        "httpx2",
-        "aiohttp",
-        "moto",
-    ):
-        with contextlib.suppress(PackageNotFoundError):
-            found[name] = version(name)
-    return found
-
-
-def ratio(value: float, base: float) -> str:
-    return f"{value / base:.2f}x" if base > 0 else "-"
-
-
-NOISE = 0.2  # differences below this share are within this machine's run-to-run noise
-
-
-def conclusion(results: dict[str, Any], keys: list[str], labels: dict[str, str]) -> str:
-    """Two sentences from the numbers: median-time ratios against (a), and the loop lag."""
-    rows = {**results["transfers"], **results["small_requests"]}
-    others = [k for k in keys if k != "a"]
-    ratios = {k: {w: rows[w][k]["median_s"] / rows[w]["a"]["median_s"] for w in rows} for k in keys}
-    geo = {k: math.exp(statistics.fmean(math.log(r) for r in ratios[k].values())) for k in keys}
-    lag = {k: results["loop_lag"][k]["all_transfers"]["p99_ms"] for k in keys}
-    overall = ", ".join(f"({k}) {geo[k]:.2f}x" for k in others)
-    if all(geo[k] >= 1 - NOISE for k in others):
-        first = (
-            "Use (a), aiobotocore's httpx backend natively on trio with the chunked body, as "
-            f"azuld does: over all {len(rows)} workloads the others take {overall} of (a)'s time "
-            "(geometric mean of the median ratios), close enough overall, and (a) needs no "
-            "asyncio bridge or thread per request, and trio cancellation really stops its "
-            "requests"
-        )
-    else:
-        best = min(others, key=lambda k: geo[k])
-        first = (
-            f"({best}) {labels[best]} was clearly faster on this run ({overall} of (a)'s time, "
-            "geometric mean of the median ratios); weigh that against (a)'s native trio "
-            "cancellation and the lack of a bridge or thread per request before switching"
-        )
-    beyond = [
-        f"{w.replace('_', ' ')} (" + ", ".join(f"({k}) {ratios[k][w]:.2f}x" for k in others) + ")"
-        for w in rows
-        if any(abs(math.log(ratios[k][w])) > math.log(1 + NOISE) for k in others)
-    ]
-    phases = {p: v for p, v in results["loop_lag"]["a"].items() if p != "all_transfers"}
-    worst = max(phases, key=lambda p: phases[p]["p99_ms"])
-    second = (
-        "Beyond the noise: " + "; ".join(beyond) if beyond else "No workload differs beyond noise"
-    ) + (
-        "; event-loop lag p99 during the transfers was "
-        + ", ".join(f"({k}) {lag[k]:.1f} ms" for k in keys)
-        + f" ((a) worst during {worst.replace('_', ' ')}: {phases[worst]['p99_ms']:.1f} ms"
-        + (
-            f", likely because botocore's CPU work for all {CONCURRENCY} requests in flight runs "
-            "straight on the trio loop)"
-            if worst.endswith("small")
-            else ")"
-        )
-        + "."
-    )
-    return f"{first}. {second}"
-
-
-def markdown(data: dict[str, Any]) -> str:
-    res = data["results"]
-    keys = list(data["variants"])
-    labels = data["variants"]
-    m = data["machine"]
-    out = [
-        "# S3 client backends from trio, against moto_server",
-        "",
-        f"Machine: {m['cpu_count']} cores ({m['cpus_usable']} usable), {m['cpu_model'] or '?'}, "
-        f"Python {m['python']}; load average {m['loadavg_start']} at the start, "
-        f"{m['loadavg_end']} at the end. These 2-core machines are shared and noisy: take "
-        "differences below ~20% as noise. moto_server runs on the same 2 cores, so it is part "
-        "of every number.",
-        "",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in data["versions"].items()) + ".",
-        "",
-        "Variants (same botocore settings: path addressing, no payload signing, checksums when "
-        f"required, no retries, pool of {CONCURRENCY}; all inside one `trio_asyncio.open_loop()`):",
-        "",
-    ]
-    out += [f"- ({k}) {labels[k]}" for k in keys]
-    out += [
-        "",
-        f"Run by `.venv/bin/python benchmarks/s3_backends.py` in {data['total_seconds']:.0f} s. "
-        "Ratios are against (a) (>1x = slower than (a)).",
-        "",
-        "## Conclusion",
-        "",
-        data["conclusion"],
-        "",
-        "## Large objects (5 repetitions, interleaved; streamed GET in 256 KiB chunks)",
-        "",
-        "| workload | "
-        + " | ".join(f"({k}) median / min" for k in keys)
-        + " | "
-        + " | ".join(f"({k})/(a)" for k in keys if k != "a")
-        + " |",
-        "|---|" + "---|" * (2 * len(keys) - 1),
-    ]
-    for name, row in res["transfers"].items():
-        cells = [
-            f"{row[k]['median_s'] * 1e3:.0f} / {row[k]['min_s'] * 1e3:.0f} ms "
-            f"({row[k]['median_MiB_per_s']:.0f} MiB/s)"
-            for k in keys
-        ]
-        ratios = [ratio(row[k]["median_s"], row["a"]["median_s"]) for k in keys if k != "a"]
-        out.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells + ratios) + " |")
-    out += [
-        "",
-        f"## Small requests ({SMALL_COUNT} per batch, {CONCURRENCY} in flight, 5 batches)",
-        "",
-        "| workload | "
-        + " | ".join(f"({k}) batch median / min" for k in keys)
-        + " | "
-        + " | ".join(f"({k})/(a)" for k in keys if k != "a")
-        + " |",
-        "|---|" + "---|" * (2 * len(keys) - 1),
-    ]
-    for name, row in res["small_requests"].items():
-        cells = [
-            f"{row[k]['median_s'] * 1e3:.0f} / {row[k]['min_s'] * 1e3:.0f} ms "
-            f"({row[k]['ops_per_s_median']}/s; op p50 {row[k]['op_p50_ms']:.1f}, "
-            f"p99 {row[k]['op_p99_ms']:.1f} ms)"
-            for k in keys
-        ]
-        ratios = [ratio(row[k]["median_s"], row["a"]["median_s"]) for k in keys if k != "a"]
-        out.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells + ratios) + " |")
-    fastest = max(
-        SMALL_COUNT / row[k]["min_s"] for row in res["small_requests"].values() for k in keys
-    )
-    p50s = [row[k]["op_p50_ms"] for row in res["small_requests"].values() for k in keys]
-    out += [
-        "",
-        f"With {CONCURRENCY} in flight each small request waits {min(p50s):.0f}-{max(p50s):.0f} ms "
-        f"(p50) while moto, on the same 2 cores, serves at most ~{fastest:.0f} requests/s: these "
-        "batches measure moto more than the clients; the client CPU per operation below "
-        "separates the clients better.",
-    ]
-    out += [
-        "",
-        "## Client CPU per operation (the benchmark process, all threads; moto excluded)",
-        "",
-        "| workload | " + " | ".join(f"({k})" for k in keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
-    for name, row in res["transfers"].items():
-        cells = [f"{row[k]['client_cpu_s_per_op'] * 1e3:.0f} ms" for k in keys]
-        out.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
-    for name, row in res["small_requests"].items():
-        cells = [f"{row[k]['client_cpu_ms_per_op']:.2f} ms" for k in keys]
-        out.append(f"| {name.replace('_', ' ')} | " + " | ".join(cells) + " |")
-    out += [
-        "",
-        "## Event-loop lag (a trio task sleeping 1 ms; how late it woke)",
-        "",
-        f"Idle baseline: p99 {res['loop_lag']['idle']['p99_ms']:.2f} ms, "
-        f"max {res['loop_lag']['idle']['max_ms']:.2f} ms.",
-        "",
-        "| during | " + " | ".join(f"({k}) p99 / max" for k in keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
-    lag = res["loop_lag"]
-    phases = list(lag["a"])
-    for phase in phases:
-        cells = [f"{lag[k][phase]['p99_ms']:.1f} / {lag[k][phase]['max_ms']:.1f} ms" for k in keys]
-        out.append(f"| {phase.replace('_', ' ')} | " + " | ".join(cells) + " |")
-    out += [
-        "",
-        f"## Client creation (fresh botocore session each, {CREATE_REPS} times, before any timing)",
-        "",
-        "| | " + " | ".join(f"({k})" for k in keys) + " |",
-        "|---|" + "---|" * len(keys),
-    ]
-    cc = res["client_creation"]
-    for field, title in (
-        ("first_ms", "first (ms)"),
-        ("median_ms", "median (ms)"),
-        ("max_ms", "max (ms)"),
-        ("loop_lag_max_ms", "max loop lag meanwhile (ms)"),
-    ):
-        out.append(f"| {title} | " + " | ".join(f"{cc[k][field]:.1f}" for k in keys) + " |")
-    out += [
-        "",
-        "(a) and (b) build the client on the event loop; (c) builds it in a worker thread, which "
-        "still holds the GIL while botocore parses its models (stack.md P10). azuld builds its "
-        "client once at start-up, after loading the models in a worker thread.",
-        "",
-    ]
-    return "\n".join(out)
-
-
-# --------------------------------------------------------------------------------------------
 
 
 async def run(endpoint: str, credentials: dict[str, str]) -> dict[str, Any]:
     classes: list[type[Variant]] = [NativeHttpx, BridgedAiohttp]
-    if boto3 is not None:
+    if HAVE_BOTO3:
         classes.append(Boto3Threads)
     else:
         log.warning("boto3 is not importable: variant (c) is skipped")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from azuld.core.delivery import Commit, Snapshot, TopicPartition
+from azuld.core.cursor import Commit, Snapshot, TopicPartition
 from azuld.core.publish import Outgoing
 from azuld.core.security import EventLabel
 

@@ -18,7 +18,7 @@ import trio.testing
 
 from azuld.backends import embedded
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
-from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.cursor import Commit, TopicPartition
 from azuld.core.keys import binary_topic
 from azuld.core.publish import Outgoing
 from azuld.dispatch import Dispatcher

@@ -11,7 +11,7 @@ import trio
 import trio_asyncio
 
 from azuld.backends.kafka import KafkaLog, open_kafka_log
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 from azuld.core.keys import binary_topic, system_topic
 from azuld.core.publish import Outgoing
 from tests.backends.conftest import kafka_settings

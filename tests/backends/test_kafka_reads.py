@@ -4,7 +4,7 @@ reads after it."""
 from __future__ import annotations
 
 from azuld.backends.kafka_reads import ReadAhead
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 
 A, B, C, D = (TopicPartition("azul.t.s.binary.sourced", p) for p in range(4))
 

@@ -7,7 +7,7 @@ from contextlib import aclosing
 
 import trio
 
-from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.cursor import Commit, TopicPartition
 from azuld.core.keys import binary_topic, system_topic
 from azuld.core.publish import Outgoing
 from azuld.ports import EventLog

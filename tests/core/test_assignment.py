@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 
 
 def tps(topic: str, *partitions: int) -> list[TopicPartition]:

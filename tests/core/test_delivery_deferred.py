@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from azuld.core.delivery import Commit, Deferred, Job, JobRef, Lane, PluginLanes, TopicPartition
+from azuld.core.cursor import Commit, TopicPartition
+from azuld.core.delivery import Deferred, Job, JobRef, Lane, PluginLanes
 from azuld.core.jobs import JobState
 from azuld.core.security import SECURITY_FILTER, AccessDecisions, EventLabel, LabelModel
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from azuld.core.delivery import JobRef, TopicPartition
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import JobRef
 from azuld.core.finished import MAIN, RecentlyFinished
 
 TP = TopicPartition("azul.t.s.binary.sourced", 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from azuld.core.delivery import LeaseNote, TopicPartition
+from azuld.core.cursor import LeaseNote, TopicPartition
 from azuld.core.handover import Handover, handover_key
 
 TP = TopicPartition("azul.t.s.binary.sourced", 2)

@@ -3,9 +3,14 @@ format) is not one of them."""
 
 from __future__ import annotations
 
-import pytest
+import string
 
-from azuld.core.delivery import JobRef, Lane, TopicPartition
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import JobRef, Lane
 from azuld.core.jobids import JobIds, author_may_report
 
 TP = TopicPartition("azul.t.s.binary.sourced", 3)
@@ -55,3 +60,43 @@ def test_who_may_report_a_job() -> None:
     assert author_may_report("Unbox-sevenzip", "Unbox")  # a runner's multiplugin
     assert not author_may_report("Unboxer", "Unbox")
     assert not author_may_report("Entropy", "Unbox")
+
+
+# -- properties (Hypothesis) -----------------------------------------------------------------------
+
+# No example database: keep runs free of files in the working tree. A failure prints its minimal
+# example (and a `@reproduce_failure` blob) all the same.
+PLAIN = settings(max_examples=100, database=None)
+
+PLUGIN_PART = st.text(string.ascii_letters + string.digits + "._+-", min_size=1, max_size=20)
+PLUGIN_KEYS = st.lists(PLUGIN_PART, min_size=1, max_size=6).map("-".join)
+TOPICS = st.text(string.ascii_letters + string.digits + "._-", min_size=1, max_size=60)
+
+
+@PLAIN
+@given(
+    key=PLUGIN_KEYS,
+    lane=st.sampled_from(Lane.ORDER),
+    topic=TOPICS,
+    partition=st.integers(0, 2**31 - 1),
+    offset=st.integers(0, 2**63 - 1),
+    attempt=st.integers(0, 10_000),
+)
+def test_job_id_round_trips(
+    key: str, lane: str, topic: str, partition: int, offset: int, attempt: int
+) -> None:
+    ref = JobRef(key, lane, TopicPartition(topic, partition), offset)
+    assert IDS.parse(IDS.make(ref, attempt)) == (ref, attempt)
+
+
+@PLAIN
+@given(
+    st.text(max_size=80)
+    | st.lists(st.text(max_size=8) | st.sampled_from(["azd2", *Lane.ORDER, "0", "-1"])).map(
+        "|".join
+    )
+)
+def test_any_text_parses_as_a_job_id_or_none(job_id: str) -> None:
+    # Made-up text is never one azuld signed.
+    assert IDS.parse(job_id) is None
+    assert (IDS.problem(job_id) is None) is (not job_id.startswith("azd2|"))

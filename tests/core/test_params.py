@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import string
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import JobRef, Lane
+from azuld.core.jobids import JobIds
 from azuld.core.params import ConsumeParams, parse_bool, parse_consume_params
 from azuld.errors import Unprocessable
+from azuld.models.events import BINARY_ACTIONS, MODELS
 from tests.conftest import query
 
 
@@ -159,3 +166,131 @@ def test_parse_bool_true(value: str) -> None:
 @pytest.mark.parametrize("value", ["0", "f", "F", "FALSE", "false", "False"])
 def test_parse_bool_false(value: str) -> None:
     assert parse_bool("x", value) is False
+
+
+# -- properties (Hypothesis) -----------------------------------------------------------------------
+
+# No example database: keep runs free of files in the working tree. A failure prints its minimal
+# example (and a `@reproduce_failure` blob) all the same.
+PLAIN = settings(max_examples=100, database=None)
+
+IDS = JobIds(b"property tests")
+SRC = "azul.t.s.binary.sourced"
+PLUGIN_PART = st.text(string.ascii_letters + string.digits + "._+-", min_size=1, max_size=20)
+
+PARAM_NAMES = [
+    "name",
+    "version",
+    "count",
+    "deadline",
+    "avro-format",
+    "r-expedite",
+    "r-live",
+    "r-historic",
+    "r-source",
+    "r-action",
+    "d-action",
+    "r-content",
+    "r-under-content-size",
+    "r-over-content-size",
+    "r-streams",
+    "d-self",
+    "max-security",
+    "reset",
+    "debug",
+    "deployment_key",
+    "historic-share",
+]
+PARAM_VALUES = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["true", "false", "1", "0", "t", "", "-1", ".", "Entropy", "1.0"]),
+    st.sampled_from(["0.5", "nan", "inf", "-0", "1e-300", "1e400", "0x10", " 7 ", "1_0"]),
+    st.sampled_from(BINARY_ACTIONS),
+    st.integers(-(2**70), 2**70).map(str),
+    st.text(st.sampled_from("0123456789"), min_size=300, max_size=400),  # past float's range
+)
+NUMBERS = st.integers(0, 10**6).map(str)
+FLAGS = st.sampled_from(["true", "false", "1", "0", "T", "F"])
+# Mostly plausible values, so that many queries get through to the checks on the result.
+PLAUSIBLE = {
+    "name": PLUGIN_PART,
+    "version": PLUGIN_PART,
+    "count": NUMBERS,
+    "deadline": NUMBERS,
+    "r-action": st.sampled_from(BINARY_ACTIONS),
+    "d-action": st.sampled_from(BINARY_ACTIONS),
+    "r-under-content-size": NUMBERS,
+    "r-over-content-size": NUMBERS,
+    "r-streams": st.text(max_size=12),
+    "max-security": st.text(max_size=8),
+    "deployment_key": st.text(max_size=8),
+    "historic-share": st.sampled_from(["0", "0.25", "1"]),
+}
+PLAUSIBLE_PAIRS = st.sampled_from(PARAM_NAMES).flatmap(
+    lambda name: st.tuples(st.just(name), PLAUSIBLE.get(name, FLAGS))
+)
+ANY_PAIRS = st.tuples(st.sampled_from(PARAM_NAMES) | st.text(max_size=8), PARAM_VALUES)
+QUERY_PAIRS = st.one_of(PLAUSIBLE_PAIRS, PLAUSIBLE_PAIRS, ANY_PAIRS)  # 2:1 plausible
+QUERIES = st.lists(QUERY_PAIRS, max_size=10)
+KEY_CHARS = frozenset(string.ascii_letters + string.digits + "._+-")
+LANE_FLAGS = st.lists(
+    st.tuples(st.sampled_from(["r-live", "r-historic", "r-expedite"]), st.just("true")),
+    min_size=1,
+    max_size=3,
+)
+
+
+def parse_query(model: str, active: bool, pairs: list[tuple[str, str]]) -> ConsumeParams:
+    return parse_consume_params(
+        model,
+        active,
+        pairs,
+        default_deadline_seconds=5,
+        max_deadline_seconds=60,
+        max_count=1000,
+    )
+
+
+@PLAIN
+@given(
+    model=st.one_of(st.just("binary"), st.sampled_from(MODELS), st.text(max_size=8)),
+    active=st.booleans(),
+    lane_flags=LANE_FLAGS,
+    sources=st.lists(st.text(min_size=1, max_size=6), max_size=3),
+    query=QUERIES,
+)
+def test_parse_consume_params_fails_only_with_unprocessable(
+    model: str,
+    active: bool,
+    lane_flags: list[tuple[str, str]],
+    sources: list[str],
+    query: list[tuple[str, str]],
+) -> None:
+    pairs = [("name", "Entropy"), *lane_flags, *(("r-source", s) for s in sources), *query]
+    try:
+        params = parse_query(model, active, pairs)
+    except Unprocessable:
+        return
+    assert 1 <= params.count <= 1000
+    assert 0 < params.deadline_seconds <= 60
+    assert params.lanes
+    assert params.lanes == tuple(lane for lane in Lane.ORDER if lane in params.lanes)
+    share = params.historic_share
+    assert share is None or 0 <= share <= 1
+    # The key names consumer groups and travels inside job ids: only the safe characters.
+    assert set(params.key) <= KEY_CHARS, params.key
+    ref = JobRef(params.key, params.lanes[0], TopicPartition(SRC, 0), 0)
+    assert IDS.parse(IDS.make(ref, 0)) == (ref, 0)
+
+
+@pytest.mark.parametrize("sources", [["|"], ["samples", "x|y"]])
+def test_r_source_cannot_break_job_ids(sources: list[str]) -> None:
+    """A source with '|' in the plugin key would give every job id of the key an extra field
+    (`JobIds.parse` would say `None`): such r-source values are refused."""
+    pairs = [("name", "a"), ("r-live", "true"), *(("r-source", s) for s in sources)]
+    try:
+        params = parse_query("binary", True, pairs)
+    except Unprocessable:
+        return  # rejected: fixed
+    ref = JobRef(params.key, Lane.LIVE, TopicPartition(SRC, 0), 0)
+    assert IDS.parse(IDS.make(ref, 0)) == (ref, 0)

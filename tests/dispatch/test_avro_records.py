@@ -6,7 +6,8 @@ from typing import Any
 
 import msgspec
 
-from azuld.core.delivery import Job, JobRef, TopicPartition
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import Job, JobRef
 from azuld.dispatch.avro_records import AvroRecords
 from azuld.models import avro
 from azuld.models.events import Author, PluginEntity, PluginEvent

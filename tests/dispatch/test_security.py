@@ -12,7 +12,8 @@ import pytest
 import trio
 
 from azuld.backends.embedded import EmbeddedLog
-from azuld.core.delivery import Lane, TopicPartition
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import Lane
 from azuld.core.security import SECURITY_FILTER, EventLabel
 from azuld.dispatch import Dispatcher
 from azuld.errors import UnreadableLabel

@@ -12,7 +12,8 @@ a third or more of every write. Here a task checkpoints on its own connection in
 once `CHECKPOINT_BYTES` have been written since the last one (SQLite releases the GIL meanwhile;
 a passive checkpoint never blocks the writer). If the disk is slower than the writes, writers wait
 for the running checkpoint once `CHECKPOINT_BACKLOG` more thresholds were appended, so the WAL
-stays bounded. Partitions are chosen as Go does (FNV-1a of the key, modulo the count).
+stays bounded. Partitions are chosen as Go does (`backends.partitioner`). The file's tables and
+the statements the writes run are in `backends.embedded_db`.
 
 Group commit: a transaction's fixed cost (the WAL commit) is larger than its inserts, so writes
 (`append`, `commit`, `forget_consumer`) from concurrent tasks share one. The first writer opens a
@@ -50,18 +51,14 @@ from typing import Any
 
 import trio
 
-from azuld.core.delivery import (
-    Commit,
-    Snapshot,
-    TopicPartition,
-    decode_snapshot,
-    encode_snapshot,
-)
+from azuld.backends.embedded_db import delete_records, open_database, store_commits, store_marks
+from azuld.backends.partitioner import partition_of
+from azuld.core.cursor import Commit, Snapshot, TopicPartition, decode_snapshot, encode_snapshot
 from azuld.core.publish import Outgoing
 from azuld.errors import InsufficientStorage, UpstreamError
 from azuld.ports import GroupMember, Membership, RevokeHook
 
-__all__ = ["EmbeddedLog", "fnv1a_32", "open_embedded_log"]
+__all__ = ["EmbeddedLog", "open_embedded_log"]
 
 # The most scheduler passes a write batch waits for more writers to join (see the module notes).
 BATCH_PASSES = 4
@@ -76,61 +73,6 @@ AGE_OFF_SECONDS = 60.0
 AGE_OFF_CHUNK = 2000
 
 log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS topics (
-    name TEXT PRIMARY KEY,
-    partitions INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS partitions (
-    id INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    UNIQUE (topic, partition)
-);
-CREATE TABLE IF NOT EXISTS records (
-    tp INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    key TEXT NOT NULL,
-    value BLOB NOT NULL,
-    PRIMARY KEY (tp, offset)
-);
-CREATE TABLE IF NOT EXISTS commits (
-    grp TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    metadata TEXT NOT NULL,
-    PRIMARY KEY (grp, topic, partition)
-);
-CREATE TABLE IF NOT EXISTS marks (
-    tp INTEGER NOT NULL,
-    offset INTEGER NOT NULL,
-    at REAL NOT NULL,
-    PRIMARY KEY (tp, offset)
-);
-CREATE TABLE IF NOT EXISTS kept (
-    key TEXT PRIMARY KEY,
-    value BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS consumers (
-    key TEXT PRIMARY KEY,
-    info BLOB NOT NULL,
-    snapshot TEXT NOT NULL
-);
-"""
-
-
-def fnv1a_32(data: bytes) -> int:
-    """FNV-1a, 32 bit: the hash Sarama's partitioner uses."""
-    value = 0x811C9DC5
-    for byte in data:
-        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
-    return value
-
-
-def _store_commits(rows: list[tuple[str, str, int, int, str]], db: sqlite3.Connection) -> None:
-    db.executemany("INSERT OR REPLACE INTO commits VALUES (?, ?, ?, ?, ?)", rows)
 
 
 class _Batch:
@@ -405,7 +347,7 @@ class EmbeddedLog:
         ends = {tp: end for tp in retained if (end := self._ends[tp]) > self._marked.get(tp, 0)}
         if ends:
             rows = [(self._tp_ids[tp], end, now) for tp, end in ends.items()]
-            await self._submit(partial(_store_marks, rows))
+            await self._submit(partial(store_marks, rows))
             self._marked.update(ends)
         deleted = 0
         try:
@@ -418,7 +360,7 @@ class EmbeddedLog:
                 start = self._starts.get(tp, 0)
                 while boundary is not None and start < boundary:
                     upto = min(start + AGE_OFF_CHUNK, boundary)
-                    deleted += await self._submit(partial(_delete_records, tp_id, start, upto))
+                    deleted += await self._submit(partial(delete_records, tp_id, start, upto))
                     start = self._starts[tp] = upto
         finally:
             if deleted:
@@ -431,7 +373,7 @@ class EmbeddedLog:
         ends, undo = self._ends, self._undo_ends
         for record in records:
             count = self._topic_partitions.get(record.topic) or self._ensure_topic(db, record.topic)
-            partition = fnv1a_32(record.key.encode()) % count if count > 1 else 0
+            partition = partition_of(record.key.encode(), count)
             tp = TopicPartition(record.topic, partition)
             offset = ends[tp]
             if tp not in undo:
@@ -485,7 +427,7 @@ class EmbeddedLog:
             for tp, c in positions.items()
         ]
         if rows:
-            await self._submit(partial(_store_commits, rows))
+            await self._submit(partial(store_commits, rows))
 
     async def register_consumer(self, key: str, info: bytes, snapshot: Snapshot) -> Snapshot:
         with self._write() as db:
@@ -581,20 +523,6 @@ class EmbeddedLog:
         return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def _store_marks(rows: list[tuple[int, int, float]], db: sqlite3.Connection) -> None:
-    db.executemany("INSERT OR REPLACE INTO marks (tp, offset, at) VALUES (?, ?, ?)", rows)
-
-
-def _delete_records(tp_id: int, start: int, upto: int, db: sqlite3.Connection) -> int:
-    """Delete the records of `tp_id` in [start, upto) and the marks below `upto` (the newest
-    mark of a partition is never below what retention deletes). Returns the records deleted."""
-    cursor = db.execute(
-        "DELETE FROM records WHERE tp = ? AND offset >= ? AND offset < ?", (tp_id, start, upto)
-    )
-    db.execute("DELETE FROM marks WHERE tp = ? AND offset < ?", (tp_id, upto))
-    return cursor.rowcount
-
-
 def _checkpoint(db: sqlite3.Connection) -> None:
     """A passive checkpoint: copies what it can without waiting for (or blocking) the writer."""
     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -615,18 +543,7 @@ async def open_embedded_log(
     Raises:
         UpstreamError: the file cannot be opened or is not a usable database.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute(f"PRAGMA synchronous={'FULL' if synchronous == 'full' else 'NORMAL'}")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.execute("PRAGMA wal_autocheckpoint=0")  # `EmbeddedLog.checkpoint_when_due` does it
-        db.executescript(_SCHEMA)
-        # Explicit transactions from here on (`with db:` needs the default isolation level).
-        db.isolation_level = "DEFERRED"
-    except sqlite3.Error as exc:
-        raise UpstreamError(f"cannot open the embedded event log at {path}: {exc}") from exc
+    db = open_database(path, synchronous)
     try:
         event_log = EmbeddedLog(
             db,

@@ -57,7 +57,9 @@ from azuld.backends.kafka_members import (
     MEMBERSHIP,
     EvenShares,
     Ownership,
+    dispatch_pattern,
     group_members,
+    instances_group,
     to_kafka,
     to_ours,
 )
@@ -65,7 +67,7 @@ from azuld.backends.kafka_produce import BATCH_BYTES, RoundProducer
 from azuld.backends.kafka_reads import READ_FETCH_BYTES, Reader
 from azuld.backends.kafka_tables import KEPT_PREFIX, Followers, Tables
 from azuld.backends.kafka_topics import create_topics, describe_topics
-from azuld.core.delivery import Commit, Snapshot, TopicPartition, encode_snapshot
+from azuld.core.cursor import Commit, Snapshot, TopicPartition, encode_snapshot
 from azuld.core.keys import system_topic
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
@@ -74,7 +76,6 @@ from azuld.settings import EventsSettings
 from azuld.topics import (
     CONSUMERS_TOPIC,
     HANDOVER_TOPIC,
-    INTERNAL_TOPICS,
     TopicSpec,
     siblings,
     startup_topics,
@@ -88,9 +89,8 @@ T = TypeVar("T")
 
 # How often topic metadata is refreshed (new sources, new partitions) and Kafka's health probed.
 REFRESH_SECONDS = 2.0
-# Followers (the status topic) buffer this many values before the tail drops some, and take up
-# to FOLLOW_BURST at a time.
-FOLLOW_BUFFER, FOLLOW_BURST = 10_000, 512
+# Followers (the status topic) buffer this many values before the tail drops some.
+FOLLOW_BUFFER = 10_000
 
 
 class KafkaLog:
@@ -195,26 +195,20 @@ class KafkaLog:
             # partition is handed over and taken back, but most come back to the same instance.
             self._assignor = EvenShares.for_one_log()
             self.member = AIOKafkaConsumer(
-                group_id=f"{self.prefix}-azul-dispatchers",
+                group_id=instances_group(self.prefix),
                 auto_offset_reset="latest",
                 **MEMBERSHIP,
                 partition_assignment_strategy=(self._assignor,),
                 **{**consumer_options, "client_id": f"azuld-{self.instance}"},
             )
             self.ownership = Ownership(self.member, self._assignor)
-            self.member.subscribe(pattern=self._dispatch_pattern(), listener=self.ownership)
+            self.member.subscribe(pattern=dispatch_pattern(self.prefix), listener=self.ownership)
             await self.member.start()
 
         await self._call("start-up", start)
         await self.ensure_topics(startup_topics(self.settings))
         await self._refresh_topics()
         self._problem = None
-
-    def _dispatch_pattern(self) -> str:
-        """The topics whose partitions the instances share out: every azul topic of the prefix
-        except azuld's own bookkeeping, which every instance reads whole."""
-        internal = "|".join(re.escape(t) for t in sorted(INTERNAL_TOPICS))
-        return rf"^azul\.{re.escape(self.prefix)}\.(?!system\.(?:{internal})$)"
 
     async def _stop(self) -> None:
         async def stop() -> None:
@@ -427,21 +421,10 @@ class KafkaLog:
     async def offsets(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
         if not tps:
             return {}
-        ktps = [to_kafka(tp) for tp in tps]
-
-        async def both() -> tuple[dict[Any, int], dict[Any, int]]:
-            return (
-                await self.reader.beginning_offsets(ktps),
-                await self.reader.end_offsets(ktps),
-            )
-
-        starts, ends = await self._call("list offsets", both)
         out = {}
-        for ktp in ktps:
-            tp = to_ours(ktp)
-            end = max(int(ends.get(ktp, 0)), self._ends.get(tp, 0))
-            self._ends[tp] = end
-            out[tp] = (int(starts.get(ktp, 0)), end)
+        for tp, (start, listed_end) in (await self.reads.bounds(tps)).items():
+            end = self._ends[tp] = max(listed_end, self._ends.get(tp, 0))
+            out[tp] = (start, end)
         return out
 
     def known_end(self, tp: TopicPartition) -> int:
@@ -512,26 +495,9 @@ class KafkaLog:
             # Read by the tail and sent to the followers: wait until they have handled it all.
             await self._followers.settled(topic)
 
-    async def follow(self, topic: str) -> AsyncGenerator[bytes, None]:
-        starts = {tp: end for tp, end in self._ends.items() if tp.topic == topic}
-        follower = self._followers.add(topic, starts)
-        receive, handled = follower.receive, self._followers.handled
-        try:
-            async for value in receive:
-                yield value
-                handled(follower)
-                # What else has come, without a scheduler pass per value (a busy daemon gives a
-                # task one pass per round of all its tasks: one value a pass fell behind the
-                # tail and dropped values at count=100).
-                for _ in range(FOLLOW_BURST):
-                    try:
-                        value = receive.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    yield value
-                    handled(follower)
-        finally:
-            self._followers.remove(topic, follower)
+    def follow(self, topic: str) -> AsyncGenerator[bytes, None]:
+        # From the ends known when the follower starts (its first value asked for).
+        return self._followers.follow(topic, self._ends)
 
     def on_revoke(self, hook: RevokeHook | None) -> None:
         self.ownership.hook = hook
@@ -568,7 +534,7 @@ class KafkaLog:
         Raises:
             UpstreamError: Kafka did not answer, or could not describe the group.
         """
-        group = f"{self.prefix}-azul-dispatchers"
+        group = instances_group(self.prefix)
         node = await self.commits.coordinator(group)
         replies = await self._call(
             "describe group", self.admin.describe_consumer_groups, [group], node

@@ -1,7 +1,7 @@
 """Consumer-group commits on Kafka, without consumers.
 
 Commits are written with OffsetCommit under the standard group names (reference 5.1) as "simple"
-commits (generation -1, no member), carrying azuld's metadata (`core.delivery.Commit`: the stop
+commits (generation -1, no member), carrying azuld's metadata (`core.cursor.Commit`: the stop
 offset of historic, the offsets finished above the low-water mark, how far hand-outs got). No
 consumer joins those groups, so 50 plugin keys cost 50 x 3 group records, not 150 consumers.
 Concurrent commits of one group share a request (`commit`): a round in flight, and one collecting
@@ -19,7 +19,7 @@ from aiokafka.protocol.admin import DeleteGroupsRequest
 from aiokafka.protocol.commit import OffsetCommitRequest
 
 from azuld.backends.kafka_members import to_ours
-from azuld.core.delivery import Commit, TopicPartition
+from azuld.core.cursor import Commit, TopicPartition
 from azuld.errors import UpstreamError
 
 __all__ = ["GroupCommits"]

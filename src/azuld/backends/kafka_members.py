@@ -10,6 +10,7 @@ before partitions move.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,14 +27,18 @@ from aiokafka.coordinator.protocol import (
 )
 
 from azuld.core.assignment import Member, decode_claim, encode_claim, share_partitions
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 from azuld.ports import GroupMember, RevokeHook
+from azuld.topics import INTERNAL_TOPICS
 
 __all__ = [
     "HANDOVER_SECONDS",
     "MEMBERSHIP",
     "EvenShares",
     "Ownership",
+    "dispatch_pattern",
+    "group_members",
+    "instances_group",
     "to_kafka",
     "to_ours",
 ]
@@ -51,6 +56,18 @@ MEMBERSHIP = {
     "rebalance_timeout_ms": 30_000,
     "heartbeat_interval_ms": 2_000,
 }
+
+
+def instances_group(prefix: str) -> str:
+    """The consumer group every instance of the prefix is a member of."""
+    return f"{prefix}-azul-dispatchers"
+
+
+def dispatch_pattern(prefix: str) -> str:
+    """The topics whose partitions the instances share out: every azul topic of the prefix
+    except azuld's own bookkeeping, which every instance reads whole."""
+    internal = "|".join(re.escape(t) for t in sorted(INTERNAL_TOPICS))
+    return rf"^azul\.{re.escape(prefix)}\.(?!system\.(?:{internal})$)"
 
 
 def to_ours(tp: KafkaTP) -> TopicPartition:

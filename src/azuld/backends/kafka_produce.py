@@ -20,8 +20,8 @@ from typing import Any
 import trio
 from aiokafka import AIOKafkaProducer
 
-from azuld.backends.embedded import fnv1a_32
-from azuld.core.delivery import TopicPartition
+from azuld.backends.partitioner import partition_of
+from azuld.core.cursor import TopicPartition
 from azuld.core.publish import Outgoing
 from azuld.errors import UpstreamError
 
@@ -119,8 +119,7 @@ class RoundProducer:
                         await self.producer.partitions_for(record.topic)
                     )
                 key = record.key.encode()
-                # Sarama's hash partitioner (as the Go dispatcher): FNV-1a of the key.
-                partition = fnv1a_32(key) % count if count > 1 else 0
+                partition = partition_of(key, count)  # as Sarama's (the Go dispatcher's)
                 by_partition.setdefault((record.topic, partition), []).append(
                     (a, r, key, record.value)
                 )

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as KafkaTP
 
-from azuld.backends.kafka_members import to_kafka
-from azuld.core.delivery import TopicPartition
+from azuld.backends.kafka_members import to_kafka, to_ours
+from azuld.core.cursor import TopicPartition
 
 __all__ = ["READ_FETCH_BYTES", "ReadAhead", "Reader"]
 
@@ -123,6 +123,20 @@ class Reader:
             fetched: list[tuple[int, bytes]] = await self._call("fetch", self._fetch, tp, offset)
         self.kept.keep(tp, fetched)
         return fetched[:limit]
+
+    async def bounds(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, tuple[int, int]]:
+        """Where each of `tps` starts and ends in the log now (ListOffsets). Raises
+        `UpstreamError`."""
+        ktps = [to_kafka(tp) for tp in tps]
+
+        async def both() -> tuple[dict[Any, int], dict[Any, int]]:
+            return (
+                await self.consumer.beginning_offsets(ktps),
+                await self.consumer.end_offsets(ktps),
+            )
+
+        starts, ends = await self._call("list offsets", both)
+        return {to_ours(k): (int(starts.get(k, 0)), int(ends.get(k, 0))) for k in ktps}
 
     async def _fetch(self, tp: TopicPartition, offset: int) -> list[tuple[int, bytes]]:
         """(asyncio) What one fetch from `tp` at `offset` brings."""

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import trio
 
-from azuld.core.delivery import Snapshot, TopicPartition, decode_snapshot
+from azuld.core.cursor import Snapshot, TopicPartition, decode_snapshot
 
 __all__ = ["KEPT_PREFIX", "Follower", "Followers", "Tables"]
 
@@ -28,6 +28,8 @@ log = logging.getLogger("azuld.backends.kafka")
 
 # Registry keys of `first_value`s: a ':' no plugin key can contain.
 KEPT_PREFIX = "azuld:"
+# A follower takes up to this many values at a time (see `Followers.follow`).
+FOLLOW_BURST = 512
 
 
 class Tables:
@@ -155,6 +157,31 @@ class Followers:
         if not follower.unhandled:
             self._done.set()
             self._done = trio.Event()
+
+    async def follow(
+        self, topic: str, ends: Mapping[TopicPartition, int]
+    ) -> AsyncGenerator[bytes, None]:
+        """`EventLog.follow`: what the tail reads of `topic` beyond `ends` (as they are when the
+        first value is asked for), each counted handled when the next is asked for."""
+        starts = {tp: end for tp, end in ends.items() if tp.topic == topic}
+        follower = self.add(topic, starts)
+        receive, handled = follower.receive, self.handled
+        try:
+            async for value in receive:
+                yield value
+                handled(follower)
+                # What else has come, without a scheduler pass per value (a busy daemon gives a
+                # task one pass per round of all its tasks: one value a pass fell behind the
+                # tail and dropped values at count=100).
+                for _ in range(FOLLOW_BURST):
+                    try:
+                        value = receive.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    yield value
+                    handled(follower)
+        finally:
+            self.remove(topic, follower)
 
     async def settled(self, topic: str) -> None:
         """Wait until every follower of `topic` has handled what it was sent. Cancelled by the

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from azuld.core.delivery import TopicPartition
+from azuld.core.cursor import TopicPartition
 
 __all__ = ["Member", "decode_claim", "encode_claim", "share_partitions"]
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from azuld.core.delivery import JobRef, TopicPartition
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import JobRef
 
 __all__ = ["MAIN", "RecentlyFinished"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import msgspec
 
-from azuld.core.delivery import LeaseNote, TopicPartition
+from azuld.core.cursor import LeaseNote, TopicPartition
 
 __all__ = ["Handover", "handover_key"]
 

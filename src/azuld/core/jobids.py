@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 
-from azuld.core.delivery import JobRef, Lane, TopicPartition
+from azuld.core.cursor import TopicPartition
+from azuld.core.delivery import JobRef, Lane
 
 __all__ = ["SIGNED", "JobIds", "author_may_report"]
 

@@ -25,17 +25,8 @@ from typing import Any
 import msgspec
 import trio
 
-from azuld.core.delivery import (
-    Commit,
-    Job,
-    JobRef,
-    Lane,
-    LeaseNote,
-    PluginLanes,
-    ReadRequest,
-    Snapshot,
-    TopicPartition,
-)
+from azuld.core.cursor import Commit, LeaseNote, Snapshot, TopicPartition
+from azuld.core.delivery import Job, JobRef, Lane, PluginLanes, ReadRequest
 from azuld.core.finished import RecentlyFinished
 from azuld.core.handover import Handover, handover_key
 from azuld.core.jobids import JobIds

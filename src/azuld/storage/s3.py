@@ -16,19 +16,17 @@ fails. botocore's own retries are off; transient failures (connection refused or
 throttling) are retried here a few times with a short backoff inside those deadlines.
 
 Failures reach the caller as `UpstreamError` (HTTP 503) saying what failed and where; a missing
-blob is `NotFound` (or `None` from `size`), never a 503.
+blob is `NotFound` (or `None` from `size`), never a 503 (`s3_failures.py` tells them apart). The
+upload bodies read from the spool are in `s3_bodies.py`.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import logging
 import math
-import os
 import random
-import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,7 +37,9 @@ from aiobotocore.httpxsession import HttpxSession  # type: ignore[import-untyped
 from aiobotocore.session import AioSession, get_session  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 
-from azuld.errors import NotFound, UpstreamError, storage_error
+from azuld.errors import NotFound, UpstreamError
+from azuld.storage.s3_bodies import FileRegion, md5_of, work_and_spool
+from azuld.storage.s3_failures import Missing, Transient, classify, error_code, upstream_error
 
 __all__ = ["S3BlobStore", "open_s3_store"]
 
@@ -63,42 +63,6 @@ _BACKOFF = (0.1, 0.4, 1.0)
 # own means).
 _PUT_LIMITER = trio.CapacityLimiter(16)
 _CLOSE_TIMEOUT = 5.0
-
-_MISSING_CODES = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchBucket"})
-_TRANSIENT_CODES = frozenset(
-    {
-        "InternalError",
-        "ServiceUnavailable",
-        "SlowDown",
-        "RequestTimeout",
-        "Throttling",
-        "ThrottlingException",
-        "RequestTimeTooSkewed",
-    }
-)
-
-
-class _Missing(Exception):
-    """The key (or the whole bucket) is not there: the S3 error code says which."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-class _Transient(Exception):
-    """A failure worth one more try; carries the `UpstreamError` to raise if tries run out."""
-
-    def __init__(self, error: UpstreamError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _error_code(exc: ClientError) -> tuple[str, int]:
-    response: dict[str, Any] = exc.response or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    return code, status
 
 
 class S3BlobStore:
@@ -159,28 +123,6 @@ class S3BlobStore:
         primary, fallback = self.key(source, label, sha256), self.key("", "", sha256)
         return [primary] if primary == fallback else [primary, fallback]
 
-    def _upstream(self, what: str, exc: BaseException) -> UpstreamError:
-        """The error for the caller: what failed, where, and S3's (or the network's) words."""
-        if isinstance(exc, ClientError):
-            code, status = _error_code(exc)
-            reason = exc.response.get("Error", {}).get("Message") or code or str(exc)
-            return UpstreamError(
-                f"S3 at {self.endpoint} refused to {what} (HTTP {status} {code}: {reason})"
-            )
-        return UpstreamError(f"S3 at {self.endpoint} is unreachable: cannot {what}: {exc}")
-
-    def _classify(self, what: str, exc: Exception) -> Exception:
-        """`_Missing`, `_Transient` or the final `UpstreamError` for a failed request."""
-        if isinstance(exc, ClientError):
-            code, status = _error_code(exc)
-            if code in _MISSING_CODES or status == 404:
-                return _Missing(code or "404")
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return _Transient(self._upstream(what, exc))
-            return self._upstream(what, exc)
-        # BotoCoreError: connection refused, reset, closed, timed out; a broken response stream.
-        return _Transient(self._upstream(what, exc))
-
     async def _request(
         self,
         what: str,
@@ -192,7 +134,7 @@ class S3BlobStore:
     ) -> T:
         """Run `call(scope)` under a deadline, retrying transient failures.
 
-        Raises `_Missing` for 404-like answers, `UpstreamError` for anything else that fails.
+        Raises `Missing` for 404-like answers, `UpstreamError` for anything else that fails.
         With `stall=True` the deadline is `stall_timeout` and `call` may push it on (progress).
         """
         if limit is None:
@@ -203,12 +145,12 @@ class S3BlobStore:
                 try:
                     return await call(scope)
                 except (BotoCoreError, ClientError) as exc:
-                    cause, failure = exc, self._classify(what, exc)
+                    cause, failure = exc, classify(self.endpoint, what, exc)
             if scope.cancelled_caught:
                 raise UpstreamError(
                     f"S3 at {self.endpoint} did not answer within {limit:g} s: cannot {what}"
                 )
-            if isinstance(failure, _Transient):
+            if isinstance(failure, Transient):
                 if attempt + 1 < tries:
                     log.debug("S3: retrying %s after: %s", what, failure.error)
                     await trio.sleep(
@@ -231,7 +173,7 @@ class S3BlobStore:
         try:
             await self._request(f"check bucket {self.bucket}", head)
             return
-        except _Missing:
+        except Missing:
             pass
 
         async def create(_: trio.CancelScope) -> None:
@@ -241,12 +183,12 @@ class S3BlobStore:
             try:
                 await self._client.create_bucket(**kwargs)
             except ClientError as exc:
-                if _error_code(exc)[0] != "BucketAlreadyOwnedByYou":  # lost a race: fine
+                if error_code(exc)[0] != "BucketAlreadyOwnedByYou":  # lost a race: fine
                     raise
 
         try:
             await self._request(f"create bucket {self.bucket}", create)
-        except _Missing as exc:  # pragma: no cover - a 404 to CreateBucket
+        except Missing as exc:  # pragma: no cover - a 404 to CreateBucket
             raise UpstreamError(
                 f"S3 at {self.endpoint} cannot create bucket {self.bucket}"
             ) from exc
@@ -263,7 +205,7 @@ class S3BlobStore:
                     f"check bucket {self.bucket}", head, attempts=1, limit=self.health_timeout
                 )
                 return None
-            except _Missing:
+            except Missing:
                 try:
                     await self.ensure_bucket()  # moto or an admin dropped it: put it back
                 except UpstreamError as exc:
@@ -283,7 +225,7 @@ class S3BlobStore:
 
         try:
             return await self._request(f"check blob {key}", head)
-        except _Missing:
+        except Missing:
             return None
 
     async def copy(self, from_source: str, to_source: str, label: str, sha256: str) -> bool:
@@ -331,7 +273,7 @@ class S3BlobStore:
                 continue
             try:
                 answer = await self._open_range(key, start, length)
-            except _Missing:
+            except Missing:
                 continue
             found_key = key
             break
@@ -358,7 +300,7 @@ class S3BlobStore:
 
             try:
                 answer = await self._request(f"read blob {key}", get, stall=True)
-            except _Missing:
+            except Missing:
                 continue
             size = int(answer["ContentLength"])
             return size, self._stream(answer, key, size)
@@ -378,7 +320,7 @@ class S3BlobStore:
                         f"S3 at {self.endpoint} stalled for {self.stall_timeout:g} s: cannot {what}"
                     ) from None
                 except (BotoCoreError, ClientError) as exc:
-                    raise self._upstream(what, exc) from exc
+                    raise upstream_error(self.endpoint, what, exc) from exc
                 if not chunk:
                     raise UpstreamError(
                         f"S3 at {self.endpoint} ended {what} {remaining} bytes short"
@@ -410,11 +352,11 @@ class S3BlobStore:
         if await self._head_size(key) != size:
             try:
                 await self._upload(key, sha256, path, size)
-            except _Missing:  # the bucket went away (an S3 restart, an admin): once more
+            except Missing:  # the bucket went away (an S3 restart, an admin): once more
                 await self.ensure_bucket()
                 try:
                     await self._upload(key, sha256, path, size)
-                except _Missing as exc:
+                except Missing as exc:
                     raise UpstreamError(
                         f"S3 at {self.endpoint} lost bucket {self.bucket} while storing {key}"
                     ) from exc
@@ -426,7 +368,7 @@ class S3BlobStore:
     ) -> T:
         """`work()` and a spool file of `data` in one worker-thread hop, then `put_file`."""
         result, path = await trio.to_thread.run_sync(
-            _work_and_spool, work, data, self.spool_dir, limiter=_PUT_LIMITER
+            work_and_spool, work, data, self.spool_dir, limiter=_PUT_LIMITER
         )
         try:
             await self.put_file(source, label, sha256, path)
@@ -445,7 +387,7 @@ class S3BlobStore:
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
 
         async def put(scope: trio.CancelScope) -> None:
-            body = _FileRegion(path, 0, size, self._progress(scope), self.upload_chunk_bytes)
+            body = FileRegion(path, 0, size, self._progress(scope), self.upload_chunk_bytes)
             await self._client.put_object(
                 Bucket=self.bucket,
                 Key=key,
@@ -537,10 +479,10 @@ class S3BlobStore:
     async def _upload_part(
         self, key: str, upload_id: str, path: Path, number: int, offset: int, length: int
     ) -> str:
-        md5 = await trio.to_thread.run_sync(_md5_of, path, offset, length, self.upload_chunk_bytes)
+        md5 = await trio.to_thread.run_sync(md5_of, path, offset, length, self.upload_chunk_bytes)
 
         async def put(scope: trio.CancelScope) -> str:
-            body = _FileRegion(path, offset, length, self._progress(scope), self.upload_chunk_bytes)
+            body = FileRegion(path, offset, length, self._progress(scope), self.upload_chunk_bytes)
             answer = await self._client.upload_part(
                 Bucket=self.bucket,
                 Key=key,
@@ -553,102 +495,6 @@ class S3BlobStore:
             return str(answer["ETag"])
 
         return await self._request(f"store part {number} of {key}", put, stall=True)
-
-
-def _work_and_spool(work: Callable[[], T], data: bytes, spool_dir: Path) -> tuple[T, Path]:
-    """`work()`, then `data` in a new spool file (in a worker thread).
-
-    Raises:
-        What `work` raises; UpstreamError: the spool file cannot be written.
-    """
-    result = work()
-    try:
-        fd, name = tempfile.mkstemp(prefix="put-", dir=spool_dir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-        except BaseException:
-            os.unlink(name)
-            raise
-    except OSError as exc:
-        raise storage_error("cannot spool the upload", exc) from exc
-    return result, Path(name)
-
-
-class _FileRegion:
-    """Bytes `[offset, offset + length)` of a file as a request body.
-
-    botocore sizes it (`len`) and rewinds it for a retry (`seek`); aiobotocore's httpx backend
-    streams it with `async for`, which reads `chunk` bytes at a time in a worker thread (so the
-    event loop never blocks on the disk, and it is not split at newlines: stack.md P4). Each
-    chunk handed over calls `progress()`, which pushes the request's stall deadline on. The sync
-    `read`/`__iter__` exist because botocore and aiobotocore check for them; with payload signing
-    and default checksums off, nothing calls them.
-    """
-
-    def __init__(
-        self, path: Path, offset: int, length: int, progress: Callable[[], None], chunk: int
-    ) -> None:
-        self._path = path
-        self._offset = offset
-        self._length = length
-        self._progress = progress
-        self._chunk = chunk
-        self._pos = 0
-
-    def __len__(self) -> int:
-        return self._length
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
-        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._pos, os.SEEK_END: self._length}[whence]
-        self._pos = min(max(0, base + pos), self._length)
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        want = self._length - self._pos if size is None or size < 0 else size
-        want = min(want, self._length - self._pos)
-        if want <= 0:
-            return b""
-        with self._path.open("rb") as handle:
-            handle.seek(self._offset + self._pos)
-            data = handle.read(want)
-        self._pos += len(data)
-        return data
-
-    def __iter__(self) -> Iterator[bytes]:
-        return iter(lambda: self.read(self._chunk), b"")
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        fd = await trio.to_thread.run_sync(os.open, self._path, os.O_RDONLY)
-        try:
-            while self._pos < self._length:
-                want = min(self._chunk, self._length - self._pos)
-                data = await trio.to_thread.run_sync(os.pread, fd, want, self._offset + self._pos)
-                if not data:
-                    raise OSError(f"{self._path} is shorter than expected")
-                self._pos += len(data)
-                self._progress()
-                yield data
-        finally:
-            os.close(fd)
-
-
-def _md5_of(path: Path, offset: int, length: int, chunk: int) -> str:
-    """Base64 MD5 of a file region, for `Content-MD5` (runs in a worker thread)."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as handle:
-        handle.seek(offset)
-        remaining = length
-        while remaining > 0:
-            data = handle.read(min(chunk, remaining))
-            if not data:
-                raise OSError(f"{path} is shorter than expected")
-            digest.update(data)
-            remaining -= len(data)
-    return base64.b64encode(digest.digest()).decode()
 
 
 def _warm_up(session: AioSession) -> None:
