@@ -9,7 +9,8 @@ import pytest
 import trio
 
 from azuld.backends.embedded import EmbeddedLog, open_embedded_log
-from azuld.core.delivery import Commit, Lane
+from azuld.core.cursor import Commit
+from azuld.core.delivery import Lane
 from azuld.core.keys import consumer_group
 from azuld.dispatch import Dispatcher
 from azuld.settings import DispatchSettings
