@@ -119,7 +119,7 @@ WRONG = {
     "dispatch.max_deadline_seconds": (-1, "expected a number > 0"),
     "dispatch.max_count": (0, "expected an integer >= 1"),
     "dispatch.read_ahead": (0, "expected an integer >= 1"),
-    "dispatch.window": (0, "expected an integer >= 1"),
+    "dispatch.window": (20_001, "expected an integer from 1 to 20000"),
     "dispatch.max_job_seconds": (-1, "expected a number >= 0"),
     "dispatch.replay_cache_bytes": (-1, "expected an integer >= 0"),
     "dispatch.replay_min_runtime_seconds": (-0.5, "expected a number >= 0"),

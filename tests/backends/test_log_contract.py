@@ -86,6 +86,19 @@ async def test_commits_round_trip_with_metadata(event_log: EventLog, topic_prefi
     assert (await event_log.committed(group))[TopicPartition(topic, 0)] == Commit(9)
 
 
+async def test_a_commit_of_the_largest_window_is_stored(
+    event_log: EventLog, topic_prefix: str
+) -> None:
+    # Every other offset of a 20,000-offset window (dispatch.window's maximum) finished: Kafka
+    # stores it (its commit metadata is limited to 4 KiB) and gives it back whole.
+    topic = binary_topic(topic_prefix, "wide", "sourced")
+    await event_log.append(records(topic, "x"))
+    group = f"{topic_prefix}-azul-W-1-binary-allsrc-alltype-LH-live"
+    commit = Commit(100, frozenset(range(101, 100 + 20_000, 2)), handed_out=100 + 20_000)
+    await event_log.commit({group: {TopicPartition(topic, 0): commit}})
+    assert await event_log.committed(group) == {TopicPartition(topic, 0): commit}
+
+
 async def test_one_commit_call_stores_several_groups(
     event_log: EventLog, topic_prefix: str
 ) -> None:

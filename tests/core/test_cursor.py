@@ -160,3 +160,19 @@ def test_commit_metadata_round_trips(commit: Commit) -> None:
 def test_foreign_commit_metadata_is_a_plain_offset(offset: int, metadata: str) -> None:
     if metadata.split(";")[0] != "azd1":
         assert Commit.parse(offset, metadata) == Commit(offset)
+
+
+def test_alternating_finished_offsets_go_as_a_bitmap_within_kafkas_metadata_limit() -> None:
+    # Kafka refuses commit metadata over offset.metadata.max.bytes (4096 by default): the largest
+    # window (dispatch.window) must fit however its finished offsets alternate.
+    commit = Commit(7, frozenset(range(8, 7 + 20_000, 2)), stop=10**12, handed_out=7 + 20_000)
+    metadata = commit.metadata()
+    assert ";bits=" in metadata
+    assert len(metadata.encode()) < 4096
+    assert Commit.parse(7, metadata) == commit
+    assert Commit.parse(7, metadata).handed_out == commit.handed_out
+
+
+def test_a_commit_in_ranges_is_still_read() -> None:
+    # What daemons before the bitmap wrote, however alternating.
+    assert Commit.parse(10, "azd1;done=1,3,5-6") == Commit(10, frozenset({11, 13, 15, 16}))

@@ -140,7 +140,9 @@ class DispatchSettings:
     max_count: int = setting(1000, check=checks.at_least(1), reload=True)
     # Read when a plugin key is first seen, so a new value needs a restart to reach every key.
     read_ahead: int = setting(64, check=checks.at_least(1))
-    window: int = setting(1000, check=checks.at_least(1))
+    # At most 20,000: a commit carries the finished offsets of a window, which must fit Kafka's
+    # 4 KiB of commit metadata (core.cursor).
+    window: int = setting(4000, check=checks.between(1, 20_000))
     max_job_seconds: float = setting(3600.0, check=checks.at_least(0), reload=True)
     # The cache is sized when the daemon starts.
     replay_cache_bytes: int = setting(64 * 1024 * 1024, check=checks.at_least(0))
