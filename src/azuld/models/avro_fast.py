@@ -68,13 +68,10 @@ STRUCTS: Final[dict[str, type[Any]]] = {
 }
 SPLIT_FIELD: Final = "dequeued"  # the binary event's writer halves meet here
 
-# Small records that come back again and again, with the bytes that key them (at most their
-# usual length, so that the key stays inside the record; the key only finds a candidate, which
-# counts only if all its bytes are there again). A status repeats its plugin's author in
-# itself, its results and their path nodes, its input's path nodes in every result's path,
-# and the flags; statuses repeat their plugin's author, and features and datastreams recur.
-# Reading the same bytes gives the same struct, so the struct read last time is handed out
-# again: these structs are shared, and nothing may change one that was read from Avro.
+# Small records that recur (a plugin's author in its statuses, results and path nodes, an
+# input's path nodes in each result's path, flags, features, datastreams), keyed by their first
+# bytes. A candidate counts only if all its bytes are there again, and the same bytes read the
+# same: its struct is handed out again, shared, so nothing may change a struct read from Avro.
 MEMO_KEY_BYTES: Final[dict[str, int]] = {
     "EventAuthor": 8,  # the name's length and its first 7 bytes
     "EventSourcePathNode": 64,  # the author, the action and most of the sha256
@@ -387,13 +384,10 @@ class _Generator:
                     src.emit("raise NotFast")
 
     def read_record(self, src: _Source, record: dict[str, Any], target: str) -> None:
-        name = record["name"]
-        key_bytes = MEMO_KEY_BYTES.get(name)
-        if key_bytes is None:
-            self.read_fields(src, record, target)
-            return
+        if (key_bytes := MEMO_KEY_BYTES.get(record["name"])) is None:
+            return self.read_fields(src, record, target)
         # The record's bytes, seen before: its struct again (see `MEMO_KEY_BYTES`).
-        memo = self.constant(MEMOS.setdefault(name, {}))
+        memo = self.constant(MEMOS.setdefault(record["name"], {}))
         key, entry, start = src.fresh("k"), src.fresh("e"), src.fresh("s")
         src.emit(f"{key} = b[p:p + {key_bytes}]")
         src.emit(f"{entry} = {memo}.get({key})")
@@ -405,8 +399,7 @@ class _Generator:
         with src.block():
             src.emit(f"{start} = p")
             self.read_fields(src, record, target)
-            # Only a record read whole from bytes that are all there (the reader checks
-            # bounds once, at the end: past the end, its last slices came up short).
+            # Only a record read whole (bounds are checked at the end: past it, slices are short).
             src.emit(f"if p <= end and p - {start} <= {MEMO_MAX_RECORD_BYTES}:")
             with src.block():
                 src.emit(f"if len({memo}) >= {MEMO_MAX_ENTRIES}:")
