@@ -5,7 +5,9 @@ POST: decoding a posted body into events — JSON through the dispatcher's own d
 `azuld.models.avro_fast`) and, for reference, through the careful path it falls back on
 (fastavro + msgspec.convert) — for the bodies the Go entropy plugin sends (tests/fixtures/go-avro:
 a completed status with one enriched result and its 19-block `info`, and its registration), one
-event per body and 100 per body.
+event per body and 100 per body. The statuses are for 1,000 distinct binaries (`of_binary`), as a
+plugin's statuses are: the reader remembers small records it has read, and one body decoded over
+and over would flatter it.
 
 Fetch: an event as handed out — JSON: msgspec encodes the decoded event (what `Fetcher._render`
 does); Avro: the generated writer's halves around `dequeued` (what `AvroRecords` does on a cache
@@ -21,6 +23,8 @@ Only the codec: no HTTP, no log, no validation (both paths share those). CPU is
 from __future__ import annotations
 
 import argparse
+import hashlib
+import itertools
 import platform
 import time
 from collections.abc import Callable
@@ -42,6 +46,24 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "go-avro
 def fixture_event(name: str, model: str) -> Any:
     (event,) = avro.decode_posted(model, (FIXTURES / name).read_bytes())
     return event
+
+
+DISTINCT_JOBS = 1000
+
+
+def of_binary(status: Any, index: int) -> Any:
+    """The Go status again, for another binary: its own sha256 in the input, the input's path
+    and the result (as a status for another job has)."""
+    sha256 = hashlib.sha256(index.to_bytes(8, "big")).hexdigest()
+    copy = msgspec.json.decode(msgspec.json.encode(status), type=type(status))
+    job = copy.entity.input
+    job.entity.sha256 = job.source.path[-1].sha256 = sha256
+    job.kafka_key, job.dequeued = sha256[:32], f"{sha256[:32]}.Entropy.2025.05.16.{index}"
+    for result in copy.entity.results:
+        result.entity.sha256 = sha256
+        for node in result.source.path:
+            node.sha256 = sha256
+    return copy
 
 
 def cpu_us_per_event(run: Callable[[], object], events: int, seconds: float, repeat: int) -> float:
@@ -83,18 +105,25 @@ def main() -> None:
         f"{'scenario':<24} {'count':>5} {'JSON':>8} {'Avro':>8} {'Avro/JSON':>9} "
         f"{'fastavro':>9}   (CPU µs per event)"
     )
-    for label, model, event in (
-        ("POST status", "status", status),
-        ("POST plugin", "plugin", plugin),
+    for label, model, make in (
+        ("POST status", "status", lambda index: of_binary(status, index)),
+        ("POST plugin", "plugin", lambda _: plugin),  # a plugin registers as itself
     ):
         for count in (1, 100):
-            events = [event] * count
-            json_body = msgspec.json.encode(events)
-            avro_body = avro.encode_events(model, events)
-            assert decode_events(model, json_body) == avro.decode_posted(model, avro_body)
-            json_us = us(lambda m=model, b=json_body: decode_events(m, b), count)
-            avro_us = us(lambda m=model, b=avro_body: avro.decode_posted(m, b), count)
-            careful = us(lambda m=model, b=avro_body: avro._decode_carefully(m, b), count)
+            # Statuses of distinct jobs (the reader remembers small records it has read: the
+            # same body over and over would flatter it).
+            bodies = [
+                [make(index) for index in range(start, start + count)]
+                for start in range(0, max(DISTINCT_JOBS, count), count)
+            ]
+            json_bodies = itertools.cycle([msgspec.json.encode(events) for events in bodies])
+            avro_bodies = itertools.cycle([avro.encode_events(model, e) for e in bodies])
+            for _ in bodies:
+                json_body, avro_body = next(json_bodies), next(avro_bodies)
+                assert decode_events(model, json_body) == avro.decode_posted(model, avro_body)
+            json_us = us(lambda m=model, c=json_bodies: decode_events(m, next(c)), count)
+            avro_us = us(lambda m=model, c=avro_bodies: avro.decode_posted(m, next(c)), count)
+            careful = us(lambda m=model, c=avro_bodies: avro._decode_carefully(m, next(c)), count)
             print(
                 f"{label:<24} {count:>5} {json_us:>8.1f} {avro_us:>8.1f} "
                 f"{avro_us / json_us:>8.2f}x {careful:>9.1f}"

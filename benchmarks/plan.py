@@ -37,6 +37,7 @@ class Plan:
     # interleaved `encoding_rounds` times (the machine is shared: the best round of each counts).
     encodings: tuple[str, ...] = ("json", "avro")
     encoding_rounds: int = 3
+    only_encodings: bool = False  # --only-encodings: the largest log and the encoding rows only
     # The plugin SDK (benchmarks/sdk.py): a backlog of `sdk_events` drained by one plugin
     # process with each number of workers; `sdk_clients` adds the raw-client reference rows.
     sdk_events: int = 2000

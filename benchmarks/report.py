@@ -40,6 +40,44 @@ def fmt(value: Any, digits: int = 0) -> str:
     return str(value)
 
 
+def encoding_markdown(data: dict[str, Any]) -> list[str]:
+    """The "JSON and Avro" section: the best of each (count, encoding), its rounds."""
+    encoded = [s for s in data["scenarios"] if s["kind"] == "encoding"]
+    lines: list[str] = []
+    if encoded:
+        lines += [
+            "",
+            "## JSON and Avro (Go plugins)",
+            "",
+            "The same workers, events and statuses, speaking JSON or Avro (`avro-format=true` on "
+            "the fetch and the status post, as azul-bedrock's Go client does); no downloads. "
+            "Daemon CPU per completed event (fetch, handout, status post, log), best of the "
+            "interleaved rounds (each round's figure after it).",
+            "",
+            "| count | encoding | events/s | daemon CPU µs/event | vs JSON | rounds µs/event |",
+            "|---|---|---|---|---|---|",
+        ]
+        best = encoding_bests(encoded)
+        for (count, encoding), s in best.items():
+            twin = best.get((count, "json"))
+            per_event = s["daemon_cpu_s_per_1000"]
+            ratio = (
+                f"{per_event / twin['daemon_cpu_s_per_1000']:.2f}x"
+                if twin and per_event and twin["daemon_cpu_s_per_1000"]
+                else "-"
+            )
+            rounds = " / ".join(
+                fmt(r["daemon_cpu_s_per_1000"] * 1000 if r["daemon_cpu_s_per_1000"] else None, 1)
+                for r in encoded
+                if (r["count"], r["encoding"]) == (count, encoding)
+            )
+            lines.append(
+                f"| {count} | {encoding} | {fmt(s['throughput_eps'])} | "
+                f"{fmt(per_event * 1000 if per_event else None, 1)} | {ratio} | {rounds} |"
+            )
+    return lines
+
+
 def markdown(data: dict[str, Any]) -> str:
     m = data["machine"]
     lines = [
@@ -120,38 +158,7 @@ def markdown(data: dict[str, Any]) -> str:
                 f"| {row['count']} | {fmt(eps[0])} / {fmt(eps[1])} | {fmt(cpu[0], 3)} / "
                 f"{fmt(cpu[1], 3)} | {fmt(row['added_cpu_ms_per_event'], 3)} |"
             )
-    encoded = [s for s in data["scenarios"] if s["kind"] == "encoding"]
-    if encoded:
-        lines += [
-            "",
-            "## JSON and Avro (Go plugins)",
-            "",
-            "The same workers, events and statuses, speaking JSON or Avro (`avro-format=true` on "
-            "the fetch and the status post, as azul-bedrock's Go client does); no downloads. "
-            "Daemon CPU per completed event (fetch, handout, status post, log), best of the "
-            "interleaved rounds (each round's figure after it).",
-            "",
-            "| count | encoding | events/s | daemon CPU µs/event | vs JSON | rounds µs/event |",
-            "|---|---|---|---|---|---|",
-        ]
-        best = encoding_bests(encoded)
-        for (count, encoding), s in best.items():
-            twin = best.get((count, "json"))
-            per_event = s["daemon_cpu_s_per_1000"]
-            ratio = (
-                f"{per_event / twin['daemon_cpu_s_per_1000']:.2f}x"
-                if twin and per_event and twin["daemon_cpu_s_per_1000"]
-                else "-"
-            )
-            rounds = " / ".join(
-                fmt(r["daemon_cpu_s_per_1000"] * 1000 if r["daemon_cpu_s_per_1000"] else None, 1)
-                for r in encoded
-                if (r["count"], r["encoding"]) == (count, encoding)
-            )
-            lines.append(
-                f"| {count} | {encoding} | {fmt(s['throughput_eps'])} | "
-                f"{fmt(per_event * 1000 if per_event else None, 1)} | {ratio} | {rounds} |"
-            )
+    lines += encoding_markdown(data)
     lines += [
         "",
         "## Latency on an idle daemon",

@@ -42,7 +42,7 @@ from daemons import BACKENDS, STORAGES, Backend, KafkaBackend  # noqa: E402
 from measuring import machine  # noqa: E402
 from plan import Plan  # noqa: E402
 from profiling import profiled  # noqa: E402
-from report import markdown, plots  # noqa: E402
+from report import encoding_markdown, markdown, plots  # noqa: E402
 from targets import compare, security_cost, targets  # noqa: E402
 
 from scenarios import Run, measure_uploads  # noqa: E402
@@ -73,7 +73,9 @@ async def measure(
             )
         await run.upload_blobs()
         largest = max(plan.sizes)
-        for size in sorted(plan.sizes):
+        if plan.only_encodings:
+            await run.preload(largest)
+        for size in [] if plan.only_encodings else sorted(plan.sizes):
             await run.preload(size)
             dims = ["events"]
             if size == largest:
@@ -128,7 +130,8 @@ async def measure(
                     count=1,
                     download=True,
                 )
-        await measure_uploads(run)
+        if not plan.only_encodings:
+            await measure_uploads(run)
         # The same work in JSON and in Avro, one after the other: the codecs' cost per event.
         for encoding_round in range(plan.encoding_rounds):
             for count in (1, plan.batch_count):
@@ -201,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="also py-spy the daemon under count=1 load for SECONDS",
     )
+    parser.add_argument(
+        "--only-encodings",
+        action="store_true",
+        help="only the JSON and Avro rows, on the largest log (writes encodings-<time>.json "
+        "and .md to the results folder, not latest.*)",
+    )
     parser.add_argument("--work", type=Path, help="work folder (default: a fresh temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
     args = parser.parse_args(argv)
@@ -220,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         plan.processes = args.processes
     if args.duration:
         plan.duration = args.duration
+    if args.only_encodings:
+        plan.only_encodings = True
+        plan.workers, plan.keys, plan.compare_clients = [], [], ()
+        plan.no_download_variant, plan.sdk_workers = False, ()
     variant = backend.name + ("-local" if args.storage == "local" else "")
     out: Path = args.output or (
         HERE / "results" if backend.name == "embedded" else HERE / "results" / variant
@@ -246,6 +259,12 @@ def main(argv: list[str] | None = None) -> int:
         "plan": asdict(plan),
         **measured,
     }
+    if plan.only_encodings:
+        report = "\n".join(encoding_markdown(data)).strip() + "\n"
+        (out / f"encodings-{stamp}.json").write_text(json.dumps(data, indent=1))
+        (out / f"encodings-{stamp}.md").write_text(report)
+        print(report)
+        return 0
     data["targets"] = targets(data)
     data["security"] = security_cost(data)
     previous_path = out / "latest.json"

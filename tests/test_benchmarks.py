@@ -36,6 +36,20 @@ def run_quick(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def test_only_encodings_writes_the_json_and_avro_rows_alone(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = run_quick(out, "--only-encodings")
+    assert not (out / "latest.json").exists()  # a partial run leaves the full run's files alone
+    (stamped,) = out.glob("encodings-*.json")
+    data = json.loads(stamped.read_text())
+    kinds = {scenario["kind"] for scenario in data["scenarios"]}
+    assert kinds == {"encoding"}
+    done_rows = {(s["count"], s["encoding"]) for s in data["scenarios"] if s["completed_total"] > 0}
+    assert done_rows == {(1, "json"), (1, "avro"), (100, "json"), (100, "avro")}
+    assert "| 100 | avro |" in (out / stamped.name.replace(".json", ".md")).read_text()
+    assert "## JSON and Avro (Go plugins)" in done.stdout
+
+
 def test_quick_run_writes_results(tmp_path: Path) -> None:
     out = tmp_path / "results"
     out.mkdir()

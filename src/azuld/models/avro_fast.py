@@ -68,6 +68,23 @@ STRUCTS: Final[dict[str, type[Any]]] = {
 }
 SPLIT_FIELD: Final = "dequeued"  # the binary event's writer halves meet here
 
+# Small records that recur (a plugin's author in its statuses, results and path nodes, an
+# input's path nodes in each result's path, flags, features, datastreams), keyed by their first
+# bytes. A candidate counts only if all its bytes are there again, and the same bytes read the
+# same: its struct is handed out again, shared, so nothing may change a struct read from Avro.
+MEMO_KEY_BYTES: Final[dict[str, int]] = {
+    "EventAuthor": 8,  # the name's length and its first 7 bytes
+    "EventSourcePathNode": 64,  # the author, the action and most of the sha256
+    "BinaryEntityFeature": 24,  # the name and the start of the value
+    "BinaryEntityDatastream": 48,  # the label and most of the sha256
+    "BinaryFlags": 3,  # three booleans: all of it
+}
+MEMO_MAX_ENTRIES: Final = 512  # per record type; a full memo is emptied, as `_moments` is
+MEMO_MAX_RECORD_BYTES: Final = 1024  # longer records are read every time
+MEMOS: Final[
+    dict[str, dict[bytes, tuple[bytes, Any]]]
+] = {}  # record name -> key -> (bytes, struct)
+
 _UINT64_LOGICAL = "azuld-uint64"
 _JSON_LOGICAL = "azuld-json-object"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -367,6 +384,30 @@ class _Generator:
                     src.emit("raise NotFast")
 
     def read_record(self, src: _Source, record: dict[str, Any], target: str) -> None:
+        if (key_bytes := MEMO_KEY_BYTES.get(record["name"])) is None:
+            return self.read_fields(src, record, target)
+        # The record's bytes, seen before: its struct again (see `MEMO_KEY_BYTES`).
+        memo = self.constant(MEMOS.setdefault(record["name"], {}))
+        key, entry, start = src.fresh("k"), src.fresh("e"), src.fresh("s")
+        src.emit(f"{key} = b[p:p + {key_bytes}]")
+        src.emit(f"{entry} = {memo}.get({key})")
+        src.emit(f"if {entry} is not None and b.startswith({entry}[0], p):")
+        with src.block():
+            src.emit(f"{target} = {entry}[1]")
+            src.emit(f"p += len({entry}[0])")
+        src.emit("else:")
+        with src.block():
+            src.emit(f"{start} = p")
+            self.read_fields(src, record, target)
+            # Only a record read whole (bounds are checked at the end: past it, slices are short).
+            src.emit(f"if p <= end and p - {start} <= {MEMO_MAX_RECORD_BYTES}:")
+            with src.block():
+                src.emit(f"if len({memo}) >= {MEMO_MAX_ENTRIES}:")
+                with src.block():
+                    src.emit(f"{memo}.clear()")
+                src.emit(f"{memo}[{key}] = (b[{start}:p], {target})")
+
+    def read_fields(self, src: _Source, record: dict[str, Any], target: str) -> None:
         values = {}
         for field, info in self.fields(record):
             value = values[field["name"]] = src.fresh(f"v_{field['name']}_")
